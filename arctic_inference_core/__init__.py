@@ -1,0 +1,13 @@
+"""arctic_inference_core: dependency-light building blocks for fast LLM inference.
+
+Stable, versioned interfaces that any engine can import (vLLM support lives in
+the separate ``arctic_inference_vllm`` package). Parts:
+
+- :mod:`arctic_inference_core.suffix`: suffix decoding (C++ suffix trees).
+
+See docs/compatibility.md for what "frozen interface" means.
+"""
+
+from arctic_inference_core._version import __version__
+
+__all__ = ["__version__"]

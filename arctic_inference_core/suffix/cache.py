@@ -1,0 +1,394 @@
+"""Typed public wrapper around the native suffix cache."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable, KeysView, Sequence
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from arctic_inference_core import _C
+
+TokenIds = Union[Sequence[int], npt.NDArray[np.integer]]
+
+_INT32_MAX = 0x7FFFFFFF
+
+
+@dataclass
+class SuffixDecodingDraft:
+    """One speculated continuation.
+
+    Attributes:
+        token_ids: Draft token ids. In path mode they form a chain; in tree
+            mode ``parents`` links them into a tree.
+        parents: For each token, the index of its parent token in
+            ``token_ids`` (-1 for a token that directly follows the context).
+        probs: Estimated probability of each token (from occurrence counts).
+        score: Sum of ``probs``: the expected number of accepted tokens.
+        match_len: Number of context tokens matched to produce the draft.
+    """
+
+    token_ids: list[int] = field(default_factory=list)
+    parents: list[int] = field(default_factory=list)
+    probs: list[float] = field(default_factory=list)
+    score: float = 0.0
+    match_len: int = 0
+
+
+class SuffixDecodingDraftBatch:
+    """Drafts of one engine step, stored flat (see ``speculate_batch``).
+
+    Draft ``i`` is ``token_ids[offsets[i]:offsets[i + 1]]``. Index it to get a
+    :class:`SuffixDecodingDraft`, or call :meth:`token_id_lists` for the plain
+    lists an engine feeds to verification.
+    """
+
+    __slots__ = ("token_ids", "parents", "probs", "offsets", "scores", "match_lens")
+
+    def __init__(
+        self,
+        token_ids: npt.NDArray[np.int32],
+        parents: npt.NDArray[np.int32],
+        probs: npt.NDArray[np.float64],
+        offsets: npt.NDArray[np.int64],
+        scores: npt.NDArray[np.float64],
+        match_lens: npt.NDArray[np.int32],
+    ) -> None:
+        self.token_ids = token_ids
+        self.parents = parents
+        self.probs = probs
+        self.offsets = offsets
+        self.scores = scores
+        self.match_lens = match_lens
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __getitem__(self, i: int) -> SuffixDecodingDraft:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"draft index {i} out of range for a batch of {n}")
+        i %= n
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        return SuffixDecodingDraft(
+            token_ids=self.token_ids[a:b].tolist(),
+            parents=self.parents[a:b].tolist(),
+            probs=self.probs[a:b].tolist(),
+            score=float(self.scores[i]),
+            match_len=int(self.match_lens[i]),
+        )
+
+    def token_id_lists(self) -> list[list[int]]:
+        """Draft token ids of every request, as lists of ints."""
+        flat = self.token_ids.tolist()
+        bounds = self.offsets.tolist()
+        return [flat[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be within [{lo}, {hi}], got {value}")
+    return int(value)
+
+
+def _check_float(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+class SuffixDecodingCache:
+    """Caches token sequences and drafts continuations of a request's context.
+
+    Each active request keeps a local suffix tree of its prompt and response.
+    Responses also go to one global tree shared by all requests (until
+    evicted, FIFO by request start, once ``max_cached_requests`` is reached).
+    ``speculate`` matches the last tokens of the context in both trees and
+    follows the most frequent continuations.
+
+    Args:
+        max_tree_depth: Longest string whose frequency statistics are kept
+            (tokens). Drafts from the request's own prompt and output may run
+            past it by copying the one matching occurrence.
+        max_cached_requests: Responses kept in the global tree. ``-1``: no
+            limit; ``0``: no global tree.
+    """
+
+    def __init__(self, max_tree_depth: int = 64, max_cached_requests: int = -1) -> None:
+        self._max_tree_depth = _check_int("max_tree_depth", max_tree_depth, 1, 1 << 20)
+        self._max_cached_requests = _check_int(
+            "max_cached_requests", max_cached_requests, -1, _INT32_MAX
+        )
+        self._core = _C.SuffixCacheCore(self._max_tree_depth)
+        self._active: dict[Hashable, int] = {}
+        self._cached: dict[Hashable, int] = {}  # insertion order = FIFO order
+        self._handles = itertools.count()
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def max_tree_depth(self) -> int:
+        return self._max_tree_depth
+
+    @property
+    def max_cached_requests(self) -> int:
+        return self._max_cached_requests
+
+    @property
+    def active_requests(self) -> KeysView[Hashable]:
+        """Ids of requests started and not yet stopped (set-like view)."""
+        return self._active.keys()
+
+    @property
+    def cached_requests(self) -> KeysView[Hashable]:
+        """Ids of requests whose responses are in the global tree (set-like view)."""
+        return self._cached.keys()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start_request(self, req_id: Hashable, prompt_token_ids: TokenIds) -> None:
+        """Begin tracking a request; its prompt becomes draftable for it.
+
+        If the global cache is enabled, a slot for the response is allocated
+        (a previously cached response under the same id is evicted first) and
+        the oldest cached responses are evicted beyond ``max_cached_requests``.
+
+        Raises:
+            ValueError: the request is already active, or a token id is bad.
+            TypeError: ``prompt_token_ids`` is not an integer array/sequence.
+        """
+        _check_hashable(req_id)
+        if req_id in self._active:
+            raise ValueError(
+                f"request {req_id!r} is already active; call stop_request() before reusing its id"
+            )
+        handle = next(self._handles)
+        cache = self._max_cached_requests != 0
+        if cache and req_id in self._cached:
+            self.evict_cached_response(req_id)
+        self._core.start_request(handle, prompt_token_ids, cache)
+        self._active[req_id] = handle
+        if cache:
+            self._cached[req_id] = handle
+            self._evict_overflow(keep=req_id)
+
+    def add_active_response(self, req_id: Hashable, token_ids: Union[int, TokenIds]) -> None:
+        """Append generated token(s) to an active request's response.
+
+        Raises:
+            KeyError: the request is not active.
+        """
+        self._core.add_response(self._handle(req_id), token_ids)
+
+    def stop_request(self, req_id: Hashable) -> None:
+        """Stop tracking a request; its cached response (if any) stays.
+
+        Raises:
+            KeyError: the request is not active.
+        """
+        handle = self._handle(req_id)
+        self._core.stop_request(handle)
+        del self._active[req_id]
+
+    def evict_cached_response(self, req_id: Hashable) -> None:
+        """Remove a request's response from the global tree.
+
+        Raises:
+            KeyError: the request has no cached response.
+        """
+        try:
+            handle = self._cached.pop(req_id)
+        except KeyError:
+            raise KeyError(f"request {req_id!r} has no cached response") from None
+        except TypeError:
+            raise TypeError(f"req_id must be hashable, got {type(req_id).__name__}") from None
+        self._core.evict_response(handle)
+
+    def _evict_overflow(self, keep: Hashable) -> None:
+        if self._max_cached_requests < 0:
+            return
+        while len(self._cached) > self._max_cached_requests:
+            oldest = next(r for r in self._cached if r != keep)
+            self.evict_cached_response(oldest)
+
+    # ------------------------------------------------------------ drafting
+
+    def speculate(
+        self,
+        req_id: Hashable,
+        context: Optional[TokenIds],
+        max_spec_tokens: Optional[int] = None,
+        max_spec_factor: float = 1.0,
+        max_spec_offset: float = 0.0,
+        min_token_prob: float = 0.1,
+        use_tree_spec: bool = False,
+    ) -> SuffixDecodingDraft:
+        """Draft a continuation of ``context`` for an active request.
+
+        Args:
+            req_id: An active request.
+            context: Tokens to continue (only the last ``max_tree_depth``
+                matter), normally the request's last tokens. ``None`` uses the
+                request's own prompt and response so far.
+            max_spec_tokens: Draft length cap; ``None`` means ``max_tree_depth``.
+            max_spec_factor: A match of ``m`` tokens may draft at most
+                ``m * max_spec_factor + max_spec_offset`` tokens.
+            max_spec_offset: See ``max_spec_factor``.
+            min_token_prob: Stop drafting once a token's estimated probability
+                falls below this (within [0, 1]).
+            use_tree_spec: Draft a tree of alternatives instead of a chain.
+
+        Raises:
+            KeyError: the request is not active.
+            ValueError / TypeError: a bad argument.
+        """
+        handle = self._handle(req_id)
+        k = self._spec_tokens(max_spec_tokens)
+        return SuffixDecodingDraft(
+            *self._core.speculate(
+                handle,
+                context,
+                k,
+                _check_float("max_spec_factor", max_spec_factor),
+                _check_float("max_spec_offset", max_spec_offset),
+                _check_float("min_token_prob", min_token_prob),
+                bool(use_tree_spec),
+            )
+        )
+
+    def speculate_batch(
+        self,
+        req_ids: Sequence[Hashable],
+        new_token_ids: Optional[Sequence[TokenIds]] = None,
+        contexts: Optional[Sequence[TokenIds]] = None,
+        max_spec_tokens: Optional[int] = None,
+        max_spec_factor: float = 1.0,
+        max_spec_offset: float = 0.0,
+        min_token_prob: float = 0.1,
+        use_tree_spec: bool = False,
+    ) -> SuffixDecodingDraftBatch:
+        """Serve a whole engine step in one native call (GIL released).
+
+        For each request ``i``: append ``new_token_ids[i]`` to its response
+        (same as ``add_active_response``), then draft from ``contexts[i]``, or
+        from its own latest tokens when ``contexts`` is ``None``. All ids are
+        checked before anything changes.
+
+        Raises:
+            KeyError: a request is not active.
+            ValueError / TypeError: bad arguments (lengths, token ids, ...).
+        """
+        n = len(req_ids)
+        try:
+            handles = np.fromiter((self._active[r] for r in req_ids), dtype=np.int64, count=n)
+        except KeyError as e:
+            raise KeyError(f"request {e.args[0]!r} is not active") from None
+        except TypeError as e:
+            raise TypeError(f"req_ids must hold hashable ids: {e}") from None
+        if new_token_ids is None:
+            new_flat, new_off = np.zeros(0, np.int32), np.zeros(n + 1, np.int64)
+        else:
+            new_flat, new_off = _flatten("new_token_ids", new_token_ids, n)
+        if contexts is None:
+            ctx_flat = ctx_off = None
+        else:
+            ctx_flat, ctx_off = _flatten("contexts", contexts, n)
+        k = self._spec_tokens(max_spec_tokens)
+        return SuffixDecodingDraftBatch(
+            *self._core.speculate_batch(
+                handles,
+                new_flat,
+                new_off,
+                ctx_flat,
+                ctx_off,
+                k,
+                _check_float("max_spec_factor", max_spec_factor),
+                _check_float("max_spec_offset", max_spec_offset),
+                _check_float("min_token_prob", min_token_prob),
+                bool(use_tree_spec),
+            )
+        )
+
+    # ------------------------------------------------------------ introspection
+
+    def num_cached_tokens(self) -> int:
+        """Tokens held in all trees (prompts and responses of active requests,
+        cached responses)."""
+        return int(self._core.num_tokens())
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the native trees (an accurate estimate)."""
+        return int(self._core.memory_bytes())
+
+    def check_integrity(self) -> None:
+        """Verify every internal invariant (slow; for tests and debugging).
+
+        Raises:
+            RuntimeError: an invariant is broken (a bug: please report it).
+        """
+        err = self._core.check_integrity()
+        if err:
+            raise RuntimeError(f"suffix cache integrity check failed: {err}")
+
+    # ------------------------------------------------------------ helpers
+
+    def _handle(self, req_id: Hashable) -> int:
+        try:
+            return self._active[req_id]
+        except KeyError:
+            raise KeyError(
+                f"request {req_id!r} is not active; call start_request() first"
+            ) from None
+        except TypeError:
+            raise TypeError(f"req_id must be hashable, got {type(req_id).__name__}") from None
+
+    def _spec_tokens(self, max_spec_tokens: Optional[int]) -> int:
+        if max_spec_tokens is None:
+            return self._max_tree_depth
+        return _check_int("max_spec_tokens", max_spec_tokens, 0, _INT32_MAX)
+
+
+def _check_hashable(req_id: Hashable) -> None:
+    try:
+        hash(req_id)
+    except TypeError:
+        raise TypeError(f"req_id must be hashable, got {type(req_id).__name__}") from None
+
+
+def _flatten(
+    name: str, seqs: Sequence[TokenIds], n: int
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+    """Concatenate per-request token lists into (flat int32, offsets int64)."""
+    if isinstance(seqs, (str, bytes)) or not isinstance(seqs, Sequence):
+        raise TypeError(f"{name} must be a sequence with one token list per request")
+    if len(seqs) != n:
+        raise ValueError(f"{name} has {len(seqs)} entries for {n} requests")
+    parts = [_as_token_array(f"{name}[{i}]", s) for i, s in enumerate(seqs)]
+    off = np.zeros(n + 1, np.int64)
+    if n:
+        np.cumsum([len(p) for p in parts], out=off[1:])
+    flat = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    return flat.astype(np.int32, copy=False), off
+
+
+def _as_token_array(name: str, tokens: object) -> npt.NDArray[np.int32]:
+    if isinstance(tokens, np.ndarray):
+        arr = tokens
+    else:
+        if tokens is None or isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence):
+            raise TypeError(f"{name} must be a 1-D integer array or a sequence of ints")
+        if any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) for t in tokens):
+            raise TypeError(f"{name} must hold ints")
+        arr = np.asarray(tokens, dtype=np.int64) if len(tokens) else np.zeros(0, np.int64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got {arr.ndim} dimensions")
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must have an integer dtype, got {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() > _INT32_MAX):
+        raise ValueError(f"{name} must hold token ids in [0, 2**31 - 1]")
+    return arr.astype(np.int32, copy=False)

@@ -1,0 +1,98 @@
+// The suffix decoding cache: one local suffix tree per active request (its
+// prompt and response) and one global tree of the responses of recent
+// requests. Requests are named by integer handles chosen by the caller.
+//
+// Thread safety: every public method takes an internal mutex, so callers may
+// release the GIL around any of them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "arctic_core/suffix_tree.h"
+
+namespace arctic_core {
+
+struct SpecParams {
+  int32_t max_spec_tokens = 64;
+  double max_spec_factor = 1.0;
+  double max_spec_offset = 0.0;
+  double min_token_prob = 0.1;
+  bool use_tree_spec = false;
+};
+
+// Throws InvalidArgument naming the offending field.
+void validate(const SpecParams& p);
+
+// Draft-length budget for a match of length m (never negative).
+int32_t spec_budget(int32_t m, const SpecParams& p);
+
+// Drafts of a batch, flattened: draft i is tokens [offsets[i], offsets[i+1]).
+struct DraftBatch {
+  std::vector<int32_t> token_ids;
+  std::vector<int32_t> parents;
+  std::vector<double> probs;
+  std::vector<int64_t> offsets;
+  std::vector<double> scores;
+  std::vector<int32_t> match_lens;
+};
+
+class SuffixCache {
+ public:
+  explicit SuffixCache(int32_t max_depth);
+
+  int32_t max_depth() const { return max_depth_; }
+
+  // Start tracking a request. With cache_response its response also goes to
+  // the global tree (until evict_response).
+  void start_request(int64_t handle, std::span<const int32_t> prompt, bool cache_response);
+  void add_response(int64_t handle, std::span<const int32_t> tokens);
+  // Free the request's local tree; its cached response (if any) stays.
+  void stop_request(int64_t handle);
+  // Remove the request's response from the global tree.
+  void evict_response(int64_t handle);
+
+  // Best draft for an active request. `context` holds the tokens to continue
+  // (only the last max_depth matter); `own_tail` uses the request's own last
+  // tokens instead, as an engine does on every step.
+  void speculate(int64_t handle, std::span<const int32_t> context, bool own_tail,
+                 const SpecParams& params, Draft& out);
+
+  // One engine step in one call: for each request i, append
+  // new_tokens[new_offsets[i] : new_offsets[i+1]] to its response, then draft
+  // from its own tail (contexts == nullptr) or from context i.
+  void speculate_batch(std::span<const int64_t> handles, std::span<const int32_t> new_tokens,
+                       std::span<const int64_t> new_offsets, const int32_t* ctx_tokens,
+                       const int64_t* ctx_offsets, const SpecParams& params, DraftBatch& out);
+
+  size_t num_tokens();
+  size_t memory_bytes();
+  std::string check_integrity();
+
+ private:
+  struct Request {
+    std::unique_ptr<SuffixTree> local;  // null once stopped
+    int32_t global_seq = -1;            // -1 when not cached
+  };
+
+  Request& active(int64_t handle);
+  void add_locked(Request& r, std::span<const int32_t> tokens);
+  void speculate_locked(Request& r, std::span<const int32_t> context, bool own_tail,
+                        const SpecParams& params, Draft& out);
+  void best_draft(const SuffixTree& tree, const SpecParams& params, Draft& best);
+
+  int32_t max_depth_;
+  SuffixTree global_;
+  std::unordered_map<int64_t, Request> requests_;
+  std::mutex mu_;
+  // Scratch, reused across calls to avoid allocation on the hot path.
+  std::vector<Locus> loci_;
+  Draft scratch_, local_best_, global_best_;
+};
+
+}  // namespace arctic_core

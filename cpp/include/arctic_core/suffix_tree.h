@@ -1,0 +1,140 @@
+// Depth-limited generalized suffix tree over int32 token sequences.
+//
+// Every suffix of every sequence, truncated to `max_depth` tokens, is a path
+// from the root. Edges are path-compressed: a node stores a reference
+// (sequence, index) to an occurrence of its edge tokens instead of the tokens.
+// `count` of a node is the number of suffixes whose path passes through or
+// ends at it, which equals the number of occurrences of the node's string
+// (for strings up to `max_depth` tokens). Those counts are the frequency
+// statistics suffix decoding drafts from.
+//
+// Invariants (checked by check_integrity()):
+// - the reference of a node points at an occurrence of the node's whole path
+//   string (not only its edge), so the tokens after it are a real continuation;
+// - every suffix ends at a node end (never inside an edge);
+// - no internal node has a single child with the same count (canonical form).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "arctic_core/edge_map.h"
+
+namespace arctic_core {
+
+// A position in the tree: `offset` tokens of `node`'s edge consumed, `depth`
+// tokens from the root in total.
+struct Locus {
+  uint32_t node = 0;
+  int32_t offset = 0;
+  int32_t depth = 0;
+};
+
+// A speculated continuation: a chain (path mode) or a tree (tree mode).
+struct Draft {
+  std::vector<int32_t> token_ids;
+  std::vector<int32_t> parents;  // index of the parent token, -1 for roots
+  std::vector<double> probs;     // estimated probability of each token
+  double score = 0.0;            // sum of probs
+  int32_t match_len = 0;         // context tokens matched to produce it
+};
+
+class SuffixTree {
+ public:
+  static constexpr uint32_t kNil = EdgeMap::kNone;
+  static constexpr uint32_t kRoot = 0;
+
+  // allow_copy: past max_depth, keep drafting by copying the unique
+  // occurrence of the matched string (safe only in trees whose sequences are
+  // never removed; see draft()).
+  SuffixTree(int32_t max_depth, bool allow_copy);
+
+  int32_t max_depth() const { return max_depth_; }
+
+  // Sequences. Ids are assigned by the tree and never reused while live.
+  int32_t add_sequence();
+  void append(int32_t seq_id, int32_t token);
+  void extend(int32_t seq_id, std::span<const int32_t> tokens);
+  // The sequence will not grow again: free its per-suffix tracking state.
+  void close_sequence(int32_t seq_id);
+  // Remove every suffix of the sequence from the tree.
+  void remove_sequence(int32_t seq_id);
+  bool has_sequence(int32_t seq_id) const;
+  std::span<const int32_t> tokens(int32_t seq_id) const;
+
+  // Loci of the open sequence's own last suffixes: out[m-1] is the locus of
+  // its last m tokens, for m = 1 .. min(length, max_depth).
+  void tail_loci(int32_t seq_id, std::vector<Locus>& out) const;
+  // Loci of the suffixes of `context`: out[m-1] for m = 1 .. M where M is
+  // the longest suffix (at most max_depth) that occurs in the tree. Entries
+  // already in `out` are taken as the loci of the shorter suffixes.
+  void match_suffixes(std::span<const int32_t> context, std::vector<Locus>& out) const;
+
+  int64_t count(const Locus& l) const { return nodes_[l.node].count; }
+
+  // Draft at most `budget` tokens continuing the string at `at`.
+  void draft(const Locus& at, int32_t budget, double min_token_prob, bool tree_mode,
+             Draft& out) const;
+
+  size_t num_tokens() const { return num_tokens_; }
+  size_t memory_bytes() const;
+  // Empty string when every invariant holds, else a description of the first
+  // violation. Walks the whole tree: for tests only.
+  std::string check_integrity() const;
+
+ private:
+  struct Node {
+    int32_t count = 0;
+    int32_t length = 0;   // edge length in tokens
+    int32_t ref_seq = -1;
+    int32_t ref_idx = 0;  // start of the edge tokens in ref_seq
+    int32_t token = 0;    // first edge token (the key in the parent)
+    uint32_t parent = kNil;
+    uint32_t first_child = kNil;
+    uint32_t next_sibling = kNil;
+    uint32_t prev_sibling = kNil;
+  };
+
+  struct Sequence {
+    std::vector<int32_t> tokens;
+    // Loci (node ids) of the last suffixes, oldest first, in a ring of
+    // max_depth slots. Empty once the sequence is closed.
+    std::vector<uint32_t> ring;
+    int32_t ring_start = 0;
+    int32_t ring_size = 0;
+    int32_t refs = 0;     // nodes referencing these tokens
+    bool live = true;     // false once removed; tokens kept while refs > 0
+  };
+
+  int32_t tok(int32_t seq, int32_t idx) const { return seqs_[seq]->tokens[idx]; }
+  Sequence& live_seq(int32_t seq_id);
+  const Sequence& live_seq(int32_t seq_id) const;
+
+  uint32_t new_node(uint32_t parent, int32_t token, int32_t count, int32_t length,
+                    int32_t ref_seq, int32_t ref_idx);
+  void free_node(uint32_t id);
+  void free_subtree(uint32_t id);
+  void set_ref(Node& n, int32_t seq, int32_t idx);
+  void link_child(uint32_t parent, uint32_t child);
+  void unlink_child(uint32_t child);
+  void release_seq_ref(int32_t seq);
+  uint32_t best_child(uint32_t node) const;
+  bool walk(const int32_t* s, int32_t n, Locus& l) const;
+
+  void draft_path(Locus at, int32_t budget, double min_prob, Draft& out) const;
+  void draft_tree(Locus at, int32_t budget, double min_prob, Draft& out) const;
+
+  int32_t max_depth_;
+  bool allow_copy_;
+  std::vector<Node> nodes_;
+  std::vector<uint32_t> free_nodes_;
+  EdgeMap edges_;
+  std::vector<std::unique_ptr<Sequence>> seqs_;
+  size_t num_tokens_ = 0;  // tokens of live sequences
+};
+
+}  // namespace arctic_core

@@ -1,0 +1,233 @@
+#include "arctic_core/suffix_cache.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "arctic_core/check.h"
+
+namespace arctic_core {
+
+void validate(const SpecParams& p) {
+  ARCTIC_CHECK(p.max_spec_tokens >= 0, InvalidArgument,
+               "max_spec_tokens must be >= 0, got ", p.max_spec_tokens);
+  ARCTIC_CHECK(std::isfinite(p.max_spec_factor) && p.max_spec_factor >= 0.0, InvalidArgument,
+               "max_spec_factor must be a finite number >= 0, got ", p.max_spec_factor);
+  ARCTIC_CHECK(std::isfinite(p.max_spec_offset), InvalidArgument,
+               "max_spec_offset must be a finite number, got ", p.max_spec_offset);
+  ARCTIC_CHECK(p.min_token_prob >= 0.0 && p.min_token_prob <= 1.0, InvalidArgument,
+               "min_token_prob must be within [0, 1], got ", p.min_token_prob);
+}
+
+int32_t spec_budget(int32_t m, const SpecParams& p) {
+  // The epsilon keeps e.g. 3 * (1/3) from truncating to 0.
+  const double b = static_cast<double>(m) * p.max_spec_factor + p.max_spec_offset + 1e-6;
+  if (b >= static_cast<double>(p.max_spec_tokens)) return p.max_spec_tokens;
+  if (b <= 0.0) return 0;
+  return static_cast<int32_t>(b);
+}
+
+SuffixCache::SuffixCache(int32_t max_depth)
+    : max_depth_(max_depth), global_(max_depth, /*allow_copy=*/false) {}
+
+SuffixCache::Request& SuffixCache::active(int64_t handle) {
+  auto it = requests_.find(handle);
+  ARCTIC_CHECK(it != requests_.end() && it->second.local, NotFound,
+               "request handle ", handle, " is not active");
+  return it->second;
+}
+
+void SuffixCache::start_request(int64_t handle, std::span<const int32_t> prompt,
+                                bool cache_response) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ARCTIC_CHECK(requests_.find(handle) == requests_.end(), InvalidArgument,
+               "request handle ", handle, " is already in use");
+  Request r;
+  // Only the local tree of the request's own text is ever copied from past
+  // the depth limit: it is never shrunk, so its references stay exact.
+  r.local = std::make_unique<SuffixTree>(max_depth_, /*allow_copy=*/true);
+  r.local->add_sequence();
+  r.local->extend(0, prompt);
+  if (cache_response) r.global_seq = global_.add_sequence();
+  requests_.emplace(handle, std::move(r));
+}
+
+void SuffixCache::add_locked(Request& r, std::span<const int32_t> tokens) {
+  r.local->extend(0, tokens);
+  if (r.global_seq >= 0) global_.extend(r.global_seq, tokens);
+}
+
+void SuffixCache::add_response(int64_t handle, std::span<const int32_t> tokens) {
+  std::lock_guard<std::mutex> lock(mu_);
+  add_locked(active(handle), tokens);
+}
+
+void SuffixCache::stop_request(int64_t handle) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Request& r = active(handle);
+  r.local.reset();
+  if (r.global_seq >= 0) {
+    global_.close_sequence(r.global_seq);
+  } else {
+    requests_.erase(handle);
+  }
+}
+
+void SuffixCache::evict_response(int64_t handle) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = requests_.find(handle);
+  ARCTIC_CHECK(it != requests_.end() && it->second.global_seq >= 0, NotFound,
+               "request handle ", handle, " has no cached response");
+  global_.remove_sequence(it->second.global_seq);
+  it->second.global_seq = -1;
+  if (!it->second.local) requests_.erase(it);
+}
+
+
+void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft& best) {
+  // Evaluate match lengths from longest to shortest. A shorter match with
+  // the same occurrence count continues the same occurrences with no larger
+  // budget, so only the longest match of each count is drafted. A draft
+  // scores at most its budget, so once the budget cannot beat the best
+  // score, shorter matches cannot either.
+  best.token_ids.clear();
+  best.parents.clear();
+  best.probs.clear();
+  best.score = 0.0;
+  best.match_len = 0;
+  const int32_t M = static_cast<int32_t>(loci_.size());
+  bool have = false;
+  for (int32_t m = M; m >= 1; --m) {
+    const int32_t budget = spec_budget(m, p);
+    if (have && static_cast<double>(budget) <= best.score) break;
+    if (m < M && tree.count(loci_[m - 1]) == tree.count(loci_[m])) continue;
+    tree.draft(loci_[m - 1], budget, p.min_token_prob, p.use_tree_spec, scratch_);
+    if (!have || scratch_.score > best.score) {
+      std::swap(best, scratch_);
+      best.match_len = m;
+      have = true;
+    }
+  }
+}
+
+void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context, bool own_tail,
+                                   const SpecParams& p, Draft& out) {
+  const std::span<const int32_t> own = r.local->tokens(0);
+  if (own_tail) context = own;
+  if (context.size() > static_cast<size_t>(max_depth_)) {
+    context = context.subspan(context.size() - max_depth_);
+  }
+  // Engines pass the request's own last tokens; then the trees already know
+  // where every suffix of the context is (their active loci).
+  const bool is_tail = context.size() <= own.size() &&
+                       std::equal(context.begin(), context.end(), own.end() - context.size());
+
+  if (is_tail) {
+    r.local->tail_loci(0, loci_);
+    loci_.resize(std::min(loci_.size(), context.size()));
+  } else {
+    loci_.clear();
+    r.local->match_suffixes(context, loci_);
+  }
+  best_draft(*r.local, p, local_best_);
+
+  if (r.global_seq >= 0 && is_tail) {
+    global_.tail_loci(r.global_seq, loci_);
+    loci_.resize(std::min(loci_.size(), context.size()));
+    global_.match_suffixes(context, loci_);  // longer than the response so far
+  } else {
+    loci_.clear();
+    global_.match_suffixes(context, loci_);
+  }
+  best_draft(global_, p, global_best_);
+
+  out = (global_best_.score > local_best_.score) ? global_best_ : local_best_;
+}
+
+void SuffixCache::speculate(int64_t handle, std::span<const int32_t> context, bool own_tail,
+                            const SpecParams& params, Draft& out) {
+  validate(params);
+  std::lock_guard<std::mutex> lock(mu_);
+  speculate_locked(active(handle), context, own_tail, params, out);
+}
+
+void SuffixCache::speculate_batch(std::span<const int64_t> handles,
+                                  std::span<const int32_t> new_tokens,
+                                  std::span<const int64_t> new_offsets, const int32_t* ctx_tokens,
+                                  const int64_t* ctx_offsets, const SpecParams& params,
+                                  DraftBatch& out) {
+  validate(params);
+  const size_t n = handles.size();
+  ARCTIC_CHECK(new_offsets.size() == n + 1, InvalidArgument,
+               "new_offsets must have len(handles) + 1 entries");
+  ARCTIC_CHECK(new_offsets[0] == 0 && new_offsets[n] == static_cast<int64_t>(new_tokens.size()),
+               InvalidArgument, "new_offsets must start at 0 and end at len(new_tokens)");
+  for (size_t i = 0; i < n; ++i) {
+    ARCTIC_CHECK(new_offsets[i] <= new_offsets[i + 1], InvalidArgument,
+                 "new_offsets must be non-decreasing");
+    if (ctx_offsets) {
+      ARCTIC_CHECK(ctx_offsets[i] <= ctx_offsets[i + 1], InvalidArgument,
+                   "context offsets must be non-decreasing");
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  // Resolve every handle before changing anything: a bad id leaves no trace.
+  std::vector<Request*> reqs(n);
+  for (size_t i = 0; i < n; ++i) reqs[i] = &active(handles[i]);
+  std::vector<int64_t> sorted(handles.begin(), handles.end());
+  std::sort(sorted.begin(), sorted.end());
+  const auto dup = std::adjacent_find(sorted.begin(), sorted.end());
+  ARCTIC_CHECK(dup == sorted.end(), InvalidArgument, "request handle ",
+               dup == sorted.end() ? 0 : *dup, " appears twice in one batch");
+  out.token_ids.clear();
+  out.parents.clear();
+  out.probs.clear();
+  out.offsets.assign(1, 0);
+  out.scores.clear();
+  out.match_lens.clear();
+  Draft d;
+  for (size_t i = 0; i < n; ++i) {
+    add_locked(*reqs[i], new_tokens.subspan(new_offsets[i], new_offsets[i + 1] - new_offsets[i]));
+    std::span<const int32_t> ctx;
+    if (ctx_offsets) ctx = {ctx_tokens + ctx_offsets[i], ctx_tokens + ctx_offsets[i + 1]};
+    speculate_locked(*reqs[i], ctx, ctx_offsets == nullptr, params, d);
+    out.token_ids.insert(out.token_ids.end(), d.token_ids.begin(), d.token_ids.end());
+    out.parents.insert(out.parents.end(), d.parents.begin(), d.parents.end());
+    out.probs.insert(out.probs.end(), d.probs.begin(), d.probs.end());
+    out.offsets.push_back(static_cast<int64_t>(out.token_ids.size()));
+    out.scores.push_back(d.score);
+    out.match_lens.push_back(d.match_len);
+  }
+}
+
+size_t SuffixCache::num_tokens() {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t total = global_.num_tokens();
+  for (const auto& [h, r] : requests_)
+    if (r.local) total += r.local->num_tokens();
+  return total;
+}
+
+size_t SuffixCache::memory_bytes() {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t total = sizeof(*this) + global_.memory_bytes() +
+                 requests_.bucket_count() * sizeof(void*) +
+                 requests_.size() * (sizeof(Request) + sizeof(int64_t) + 2 * sizeof(void*));
+  for (const auto& [h, r] : requests_)
+    if (r.local) total += r.local->memory_bytes();
+  return total;
+}
+
+std::string SuffixCache::check_integrity() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string err = global_.check_integrity();
+  if (!err.empty()) return "global tree: " + err;
+  for (const auto& [h, r] : requests_) {
+    if (!r.local) continue;
+    err = r.local->check_integrity();
+    if (!err.empty()) return "local tree of handle " + std::to_string(h) + ": " + err;
+  }
+  return "";
+}
+
+}  // namespace arctic_core
