@@ -1,0 +1,246 @@
+"""Pure-Python reference for suffix decoding: slow, brute force, obviously right.
+
+It defines the semantics the C++ trees must reproduce exactly, in terms of
+occurrence counts instead of tree nodes:
+
+- occ(S, s): number of positions (q, i) with q[i:i+len(s)] == s over the
+  sequences S, for 1 <= len(s) <= depth.
+- Local corpus of a request: [its prompt + response]. Global corpus: the
+  responses of cached requests.
+- For a context c, match lengths m = M..1 are tried, M being the longest
+  suffix of c (at most `depth`) that occurs. Only the longest m of each
+  occurrence count is drafted (a shorter match with the same count has the
+  same occurrences), and the search stops once the budget
+  min(k, int(m * factor + offset + 1e-6)) cannot beat the best score.
+- Path drafting from s follows the most frequent next token (ties: smallest
+  id), multiplying p by occ(s + t) / occ(s), stopping below min_token_prob.
+  At len(s) == depth, local drafting copies the rest of the unique occurrence
+  (if exactly one); global drafting stops.
+- The best local draft wins unless the global one scores strictly higher.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Hashable, Optional, Sequence
+
+
+@dataclass
+class RefDraft:
+    token_ids: list[int] = field(default_factory=list)
+    parents: list[int] = field(default_factory=list)
+    probs: list[float] = field(default_factory=list)
+    score: float = 0.0
+    match_len: int = 0
+
+
+def occurrences(seqs: Sequence[list[int]], s: Sequence[int]) -> list[tuple[int, int]]:
+    n = len(s)
+    s = list(s)
+    return [(qi, i) for qi, q in enumerate(seqs) for i in range(len(q) - n + 1) if q[i : i + n] == s]
+
+
+def occ(seqs: Sequence[list[int]], s: Sequence[int]) -> int:
+    return len(occurrences(seqs, s))
+
+
+def next_counts(seqs: Sequence[list[int]], s: Sequence[int]) -> Counter:
+    n = len(s)
+    return Counter(seqs[qi][i + n] for qi, i in occurrences(seqs, s) if i + n < len(seqs[qi]))
+
+
+def budget(m: int, k: int, factor: float, offset: float) -> int:
+    b = m * factor + offset + 1e-6
+    if b >= k:
+        return k
+    if b <= 0:
+        return 0
+    return int(b)
+
+
+class Corpus:
+    def __init__(self, seqs: Sequence[list[int]], depth: int, copy: bool) -> None:
+        self.seqs = seqs
+        self.depth = depth
+        self.copy = copy
+
+    def explicit(self, s: list[int]) -> bool:
+        """Whether s ends at a node of the (canonical) suffix tree."""
+        if len(s) >= self.depth:
+            return True
+        nxt = next_counts(self.seqs, s)
+        return len(nxt) != 1 or next(iter(nxt.values())) != occ(self.seqs, s)
+
+    def best_child(self, s: list[int]) -> Optional[tuple[int, int]]:
+        nxt = next_counts(self.seqs, s)
+        if not nxt:
+            return None
+        t = min(nxt, key=lambda t: (-nxt[t], t))
+        return t, nxt[t]
+
+    def unique_continuation(self, s: list[int]) -> Optional[tuple[int, int]]:
+        occs = occurrences(self.seqs, s)
+        if not self.copy or len(occs) != 1:
+            return None
+        qi, i = occs[0]
+        return qi, i + len(s)
+
+    def draft_path(self, s: list[int], k: int, min_prob: float) -> RefDraft:
+        d = RefDraft()
+        p = 1.0
+        s = list(s)
+
+        def push(t: int) -> None:
+            d.parents.append(len(d.token_ids) - 1)
+            d.token_ids.append(t)
+            d.probs.append(p)
+            d.score += p
+
+        while len(d.token_ids) < k:
+            if len(s) < self.depth:
+                bc = self.best_child(s)
+                if bc is None:
+                    break
+                t, c = bc
+                p = p * (c / occ(self.seqs, s))
+                if p < min_prob:
+                    break
+                push(t)
+                s.append(t)
+            else:
+                cont = self.unique_continuation(s)
+                if cont is None:
+                    break
+                qi, j = cont
+                q = self.seqs[qi]
+                while len(d.token_ids) < k and j < len(q):
+                    push(q[j])
+                    j += 1
+                break
+        return d
+
+    def draft_tree(self, s: list[int], k: int, min_prob: float) -> RefDraft:
+        # Mirrors the heap discipline of the C++ tree mode: ("at", s) items
+        # either emit the forced next token (inside an edge) or expand the
+        # children into ("emit", s, t) items; ties pop in insertion order.
+        d = RefDraft()
+        order = 0
+        heap: list = []
+
+        def push(prob: float, item: tuple, parent: int) -> None:
+            nonlocal order
+            heapq.heappush(heap, (-prob, order, item, parent))
+            order += 1
+
+        def emit(t: int, prob: float, parent: int) -> int:
+            d.token_ids.append(t)
+            d.parents.append(parent)
+            d.probs.append(prob)
+            d.score += prob
+            return len(d.token_ids) - 1
+
+        push(1.0, ("at", tuple(s)), -1)
+        while len(d.token_ids) < k and heap:
+            negp, _, item, parent = heapq.heappop(heap)
+            prob = -negp
+            kind = item[0]
+            if kind == "copy":
+                _, qi, j = item
+                if j >= len(self.seqs[qi]):
+                    continue
+                me = emit(self.seqs[qi][j], prob, parent)
+                push(prob, ("copy", qi, j + 1), me)
+            elif kind == "emit":
+                _, st, t = item
+                me = emit(t, prob, parent)
+                push(prob, ("at", st + (t,)), me)
+            else:
+                st = list(item[1])
+                if len(st) < self.depth and not self.explicit(st):
+                    (t,) = next_counts(self.seqs, st).keys()
+                    me = emit(t, prob, parent)
+                    push(prob, ("at", tuple(st) + (t,)), me)
+                elif len(st) < self.depth:
+                    nxt = next_counts(self.seqs, st)
+                    total = occ(self.seqs, st)
+                    for t in sorted(nxt, key=lambda t: (-nxt[t], t)):
+                        cp = prob * (nxt[t] / total)
+                        if cp >= min_prob:
+                            push(cp, ("emit", tuple(st), t), parent)
+                else:
+                    cont = self.unique_continuation(st)
+                    if cont is not None:
+                        push(prob, ("copy", cont[0], cont[1]), parent)
+        return d
+
+    def best_draft(
+        self, ctx: list[int], k: int, factor: float, offset: float, min_prob: float, tree: bool
+    ) -> RefDraft:
+        M = 0
+        while M < min(len(ctx), self.depth) and occ(self.seqs, ctx[len(ctx) - M - 1 :]) > 0:
+            M += 1
+        best: Optional[RefDraft] = None
+        for m in range(M, 0, -1):
+            b = budget(m, k, factor, offset)
+            if best is not None and b <= best.score:
+                break
+            if m < M and occ(self.seqs, ctx[-m:]) == occ(self.seqs, ctx[-(m + 1) :]):
+                continue
+            s = ctx[-m:]
+            d = self.draft_tree(s, b, min_prob) if tree else self.draft_path(s, b, min_prob)
+            if best is None or d.score > best.score:
+                d.match_len = m
+                best = d
+        return best if best is not None else RefDraft()
+
+
+class RefSuffixCache:
+    """Same public behaviour as SuffixDecodingCache, by brute force."""
+
+    def __init__(self, max_tree_depth: int = 64, max_cached_requests: int = -1) -> None:
+        self.depth = max_tree_depth
+        self.max_cached = max_cached_requests
+        self.local: dict[Hashable, list[int]] = {}
+        self.cached: dict[Hashable, list[int]] = {}
+
+    def start_request(self, req_id: Hashable, prompt: Sequence[int]) -> None:
+        if req_id in self.local:
+            raise ValueError("already active")
+        self.local[req_id] = list(prompt)
+        if self.max_cached != 0:
+            self.cached.pop(req_id, None)
+            self.cached[req_id] = []
+            if self.max_cached > 0:
+                while len(self.cached) > self.max_cached:
+                    oldest = next(r for r in self.cached if r != req_id)
+                    del self.cached[oldest]
+
+    def add_active_response(self, req_id: Hashable, tokens: Sequence[int]) -> None:
+        self.local[req_id].extend(tokens)
+        if req_id in self.cached:
+            self.cached[req_id].extend(tokens)
+
+    def stop_request(self, req_id: Hashable) -> None:
+        del self.local[req_id]
+
+    def evict_cached_response(self, req_id: Hashable) -> None:
+        del self.cached[req_id]
+
+    def speculate(
+        self,
+        req_id: Hashable,
+        context: Optional[Sequence[int]],
+        max_spec_tokens: Optional[int] = None,
+        max_spec_factor: float = 1.0,
+        max_spec_offset: float = 0.0,
+        min_token_prob: float = 0.1,
+        use_tree_spec: bool = False,
+    ) -> RefDraft:
+        k = self.depth if max_spec_tokens is None else max_spec_tokens
+        ctx = list(self.local[req_id] if context is None else context)[-self.depth :]
+        args = (ctx, k, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)
+        local = Corpus([self.local[req_id]], self.depth, copy=True).best_draft(*args)
+        glob = Corpus(list(self.cached.values()), self.depth, copy=False).best_draft(*args)
+        return glob if glob.score > local.score else local
