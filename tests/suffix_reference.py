@@ -13,9 +13,11 @@ occurrence counts instead of tree nodes:
   same occurrences), and the search stops once the budget
   min(k, int(m * factor + offset + 1e-6)) cannot beat the best score.
 - Path drafting from s follows the most frequent next token (ties: smallest
-  id), multiplying p by occ(s + t) / occ(s), stopping below min_token_prob.
-  At len(s) == depth, local drafting copies the rest of the unique occurrence
-  (if exactly one); global drafting stops.
+  id), multiplying p by occ(s + t) / sum over t' of occ(s + t') (occurrences
+  with no next token, like the request's own latest tokens, do not count),
+  stopping below min_token_prob. At len(s) == depth the counts end: local
+  drafting copies the rest of the one occurrence that continues (if exactly
+  one does); global drafting stops.
 - The best local draft wins unless the global one scores strictly higher.
 """
 
@@ -81,7 +83,8 @@ class Corpus:
         return t, nxt[t]
 
     def unique_continuation(self, s: list[int]) -> Optional[tuple[int, int]]:
-        occs = occurrences(self.seqs, s)
+        n = len(s)
+        occs = [(qi, i) for qi, i in occurrences(self.seqs, s) if i + n < len(self.seqs[qi])]
         if not self.copy or len(occs) != 1:
             return None
         qi, i = occs[0]
@@ -104,7 +107,7 @@ class Corpus:
                 if bc is None:
                     break
                 t, c = bc
-                p = p * (c / occ(self.seqs, s))
+                p = p * (c / sum(next_counts(self.seqs, s).values()))
                 if p < min_prob:
                     break
                 push(t)
@@ -164,7 +167,7 @@ class Corpus:
                     push(prob, ("at", tuple(st) + (t,)), me)
                 elif len(st) < self.depth:
                     nxt = next_counts(self.seqs, st)
-                    total = occ(self.seqs, st)
+                    total = sum(nxt.values())
                     for t in sorted(nxt, key=lambda t: (-nxt[t], t)):
                         cp = prob * (nxt[t] / total)
                         if cp >= min_prob:

@@ -204,7 +204,7 @@ NB_MODULE(_C, m) {
             nb::gil_scoped_release release;
             c.start_request(handle, toks, cache_response);
           },
-          nb::arg("handle"), nb::arg("prompt"), nb::arg("cache_response"))
+          nb::arg("handle"), nb::arg("prompt").none(), nb::arg("cache_response"))
       .def(
           "add_response",
           [](SuffixCache& c, int64_t handle, nb::handle tokens) {
@@ -212,7 +212,7 @@ NB_MODULE(_C, m) {
             nb::gil_scoped_release release;
             c.add_response(handle, tls_tokens);
           },
-          nb::arg("handle"), nb::arg("tokens"))
+          nb::arg("handle"), nb::arg("tokens").none())
       .def("stop_request", &SuffixCache::stop_request, nb::arg("handle"),
            nb::call_guard<nb::gil_scoped_release>())
       .def("evict_response", &SuffixCache::evict_response, nb::arg("handle"),

@@ -196,15 +196,15 @@ void SuffixTree::append(int32_t seq_id, int32_t token) {
         cc.token = vtoken;
         cc.count += 1;
         cc.length = vlen + 1;
-        set_ref(cc, seq_id, pos + 1 - cc.length);
+        cc.ref_idx -= vlen;  // c's occurrence also covers v's edge
         link_child(parent, c);
         slot = c;
       } else {
         // v absorbs the first token of c's edge.
         unlink_child(c);
-        vn.length++;
-        set_ref(vn, seq_id, pos + 1 - vn.length);
         Node& cc = nodes_[c];
+        set_ref(vn, cc.ref_seq, cc.ref_idx - vn.length);  // c's occurrence is older
+        vn.length++;
         cc.length--;
         cc.ref_idx++;
         cc.token = tok(cc.ref_seq, cc.ref_idx);
@@ -217,9 +217,9 @@ void SuffixTree::append(int32_t seq_id, int32_t token) {
       slot = c;
     } else {
       // Split c after its first token.
-      const int32_t ccount = cn.count;
+      const int32_t ccount = cn.count, cseq = cn.ref_seq, cidx = cn.ref_idx;
       unlink_child(c);
-      const uint32_t u = new_node(v, token, ccount + 1, 1, seq_id, pos);
+      const uint32_t u = new_node(v, token, ccount + 1, 1, cseq, cidx);
       Node& cc = nodes_[c];
       cc.length--;
       cc.ref_idx++;
@@ -328,16 +328,38 @@ void SuffixTree::tail_loci(int32_t seq_id, std::vector<Locus>& out) const {
 
 // ---------------------------------------------------------------- drafting
 
-uint32_t SuffixTree::best_child(uint32_t v) const {
-  // Most frequent continuation; ties go to the smallest token id.
+uint32_t SuffixTree::best_child(uint32_t v, int64_t& total) const {
+  // Most frequent continuation; ties go to the smallest token id. `total` is
+  // the number of occurrences that continue at all (suffixes ending here,
+  // such as the request's own latest tokens, do not count against a token).
   uint32_t best = kNil;
+  total = 0;
   for (uint32_t c = nodes_[v].first_child; c != kNil; c = nodes_[c].next_sibling) {
+    total += nodes_[c].count;
     if (best == kNil || nodes_[c].count > nodes_[best].count ||
         (nodes_[c].count == nodes_[best].count && nodes_[c].token < nodes_[best].token)) {
       best = c;
     }
   }
   return best;
+}
+
+int32_t SuffixTree::copy_start(uint32_t v) const {
+  // Called at max_depth, where counts end. Copy only when exactly one
+  // occurrence continues: the node's reference is its oldest occurrence, and
+  // the other one (if count is 2) must be the sequence's own tail, which has
+  // no continuation.
+  const Node& vn = nodes_[v];
+  if (!allow_copy_ || vn.count > 2) return -1;
+  const std::vector<int32_t>& seq = seqs_[vn.ref_seq]->tokens;
+  const int32_t end = vn.ref_idx + vn.length;
+  const int32_t n = static_cast<int32_t>(seq.size());
+  if (end >= n) return -1;
+  if (vn.count == 2 &&
+      !std::equal(seq.begin() + (end - max_depth_), seq.begin() + end, seq.end() - max_depth_)) {
+    return -1;
+  }
+  return end;
 }
 
 void SuffixTree::draft(const Locus& at, int32_t budget, double min_token_prob, bool tree_mode,
@@ -372,18 +394,20 @@ void SuffixTree::draft_path(Locus at, int32_t budget, double min_prob, Draft& ou
       ++off;
       ++depth;
     } else if (depth < max_depth_) {
-      const uint32_t c = best_child(v);
+      int64_t total;
+      const uint32_t c = best_child(v, total);
       if (c == kNil) break;
-      p = p * (static_cast<double>(nodes_[c].count) / static_cast<double>(vn.count));
+      p = p * (static_cast<double>(nodes_[c].count) / static_cast<double>(total));
       if (p < min_prob) break;
       v = c;
       off = 0;
     } else {
-      // Past the depth limit the counts end. If the string occurs exactly
-      // once, its continuation is the rest of that one sequence: copy it.
-      if (!allow_copy_ || vn.count != 1) break;
+      // Past the depth limit the counts end. If exactly one occurrence
+      // continues, its continuation is the rest of that sequence: copy it.
+      const int32_t start = copy_start(v);
+      if (start < 0) break;
       const std::vector<int32_t>& seq = seqs_[vn.ref_seq]->tokens;
-      for (size_t i = static_cast<size_t>(vn.ref_idx) + vn.length;
+      for (size_t i = start;
            i < seq.size() && static_cast<int32_t>(out.token_ids.size()) < budget; ++i) {
         push(seq[i]);
       }
@@ -437,19 +461,22 @@ void SuffixTree::draft_tree(Locus at, int32_t budget, double min_prob, Draft& ou
     } else if (it.depth < max_depth_) {
       // Expand children, most frequent first (ties: smallest token).
       kids.clear();
-      for (uint32_t c = vn.first_child; c != kNil; c = nodes_[c].next_sibling) kids.push_back(c);
+      int64_t total = 0;
+      for (uint32_t c = vn.first_child; c != kNil; c = nodes_[c].next_sibling) {
+        kids.push_back(c);
+        total += nodes_[c].count;
+      }
       std::sort(kids.begin(), kids.end(), [&](uint32_t a, uint32_t b) {
         if (nodes_[a].count != nodes_[b].count) return nodes_[a].count > nodes_[b].count;
         return nodes_[a].token < nodes_[b].token;
       });
       for (uint32_t c : kids) {
         const double cp =
-            it.prob * (static_cast<double>(nodes_[c].count) / static_cast<double>(vn.count));
+            it.prob * (static_cast<double>(nodes_[c].count) / static_cast<double>(total));
         if (cp >= min_prob) heap.push(TreeItem{cp, order++, c, 0, it.depth, it.parent, -1});
       }
-    } else if (allow_copy_ && vn.count == 1) {
-      heap.push(TreeItem{it.prob, order++, kNil, vn.ref_idx + vn.length, it.depth, it.parent,
-                         vn.ref_seq});
+    } else if (const int32_t start = copy_start(it.node); start >= 0) {
+      heap.push(TreeItem{it.prob, order++, kNil, start, it.depth, it.parent, vn.ref_seq});
     }
   }
 }

@@ -11,6 +11,7 @@
 // Invariants (checked by check_integrity()):
 // - the reference of a node points at an occurrence of the node's whole path
 //   string (not only its edge), so the tokens after it are a real continuation;
+//   in a tree whose sequences are never removed it is the oldest occurrence;
 // - every suffix ends at a node end (never inside an edge);
 // - no internal node has a single child with the same count (canonical form).
 #pragma once
@@ -48,9 +49,10 @@ class SuffixTree {
   static constexpr uint32_t kNil = EdgeMap::kNone;
   static constexpr uint32_t kRoot = 0;
 
-  // allow_copy: past max_depth, keep drafting by copying the unique
-  // occurrence of the matched string (safe only in trees whose sequences are
-  // never removed; see draft()).
+  // allow_copy: past max_depth, keep drafting by copying the one occurrence
+  // of the matched string that continues. Only for a tree holding a single
+  // sequence that is never removed (a request's own text), where node
+  // references are exactly the oldest occurrences.
   SuffixTree(int32_t max_depth, bool allow_copy);
 
   int32_t max_depth() const { return max_depth_; }
@@ -122,7 +124,8 @@ class SuffixTree {
   void link_child(uint32_t parent, uint32_t child);
   void unlink_child(uint32_t child);
   void release_seq_ref(int32_t seq);
-  uint32_t best_child(uint32_t node) const;
+  uint32_t best_child(uint32_t node, int64_t& total) const;
+  int32_t copy_start(uint32_t node) const;
   bool walk(const int32_t* s, int32_t n, Locus& l) const;
 
   void draft_path(Locus at, int32_t budget, double min_prob, Draft& out) const;
