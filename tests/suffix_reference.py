@@ -5,9 +5,8 @@ occurrence counts instead of tree nodes:
 
 - occ(S, s): number of positions (q, i) with q[i:i+len(s)] == s over the
   sequences S, for 1 <= len(s) <= depth.
-- Local corpus of a request: [its prompt + response]. Global corpus: the
-  responses of cached requests.
-- For a context c, match lengths m = M..1 are tried, M being the longest
+- Local corpus of a request: [its prompt + response].
+- For a context c, local match lengths m = M..1 are tried, M being the longest
   suffix of c (at most `depth`) that occurs. Only the longest m of each
   occurrence count is drafted (a shorter match with the same count has the
   same occurrences), and the search stops once the budget
@@ -18,6 +17,9 @@ occurrence counts instead of tree nodes:
   stopping below min_token_prob. At len(s) == depth the counts end: local
   drafting copies the rest of the one occurrence that continues (if exactly
   one does); global drafting stops.
+- The global corpus holds the responses of cached requests that have
+  stopped (a response enters it whole when its request stops). It drafts
+  from its longest match only.
 - The best local draft wins unless the global one scores strictly higher.
 """
 
@@ -68,12 +70,10 @@ class Corpus:
         self.depth = depth
         self.copy = copy
 
-    def explicit(self, s: list[int]) -> bool:
-        """Whether s ends at a node of the (canonical) suffix tree."""
-        if len(s) >= self.depth:
-            return True
-        nxt = next_counts(self.seqs, s)
-        return len(nxt) != 1 or next(iter(nxt.values())) != occ(self.seqs, s)
+    def branching(self, s: list[int]) -> bool:
+        """Whether s has other than exactly one continuation (tree mode
+        expands such positions; single continuations are emitted directly)."""
+        return len(s) >= self.depth or len(next_counts(self.seqs, s)) != 1
 
     def best_child(self, s: list[int]) -> Optional[tuple[int, int]]:
         nxt = next_counts(self.seqs, s)
@@ -126,8 +126,8 @@ class Corpus:
 
     def draft_tree(self, s: list[int], k: int, min_prob: float) -> RefDraft:
         # Mirrors the heap discipline of the C++ tree mode: ("at", s) items
-        # either emit the forced next token (inside an edge) or expand the
-        # children into ("emit", s, t) items; ties pop in insertion order.
+        # either emit the single next token or expand the continuations into
+        # ("emit", s, t) items; ties pop in insertion order.
         d = RefDraft()
         order = 0
         heap: list = []
@@ -161,7 +161,7 @@ class Corpus:
                 push(prob, ("at", st + (t,)), me)
             else:
                 st = list(item[1])
-                if len(st) < self.depth and not self.explicit(st):
+                if len(st) < self.depth and not self.branching(st):
                     (t,) = next_counts(self.seqs, st).keys()
                     me = emit(t, prob, parent)
                     push(prob, ("at", tuple(st) + (t,)), me)
@@ -178,12 +178,29 @@ class Corpus:
                         push(prob, ("copy", cont[0], cont[1]), parent)
         return d
 
-    def best_draft(
-        self, ctx: list[int], k: int, factor: float, offset: float, min_prob: float, tree: bool
-    ) -> RefDraft:
+    def longest_match(self, ctx: list[int]) -> int:
         M = 0
         while M < min(len(ctx), self.depth) and occ(self.seqs, ctx[len(ctx) - M - 1 :]) > 0:
             M += 1
+        return M
+
+    def draft(self, s: list[int], k: int, min_prob: float, tree: bool) -> RefDraft:
+        return self.draft_tree(s, k, min_prob) if tree else self.draft_path(s, k, min_prob)
+
+    def longest_match_draft(
+        self, ctx: list[int], k: int, factor: float, offset: float, min_prob: float, tree: bool
+    ) -> RefDraft:
+        M = self.longest_match(ctx)
+        if M == 0:
+            return RefDraft()
+        d = self.draft(ctx[-M:], budget(M, k, factor, offset), min_prob, tree)
+        d.match_len = M
+        return d
+
+    def best_draft(
+        self, ctx: list[int], k: int, factor: float, offset: float, min_prob: float, tree: bool
+    ) -> RefDraft:
+        M = self.longest_match(ctx)
         best: Optional[RefDraft] = None
         for m in range(M, 0, -1):
             b = budget(m, k, factor, offset)
@@ -191,8 +208,7 @@ class Corpus:
                 break
             if m < M and occ(self.seqs, ctx[-m:]) == occ(self.seqs, ctx[-(m + 1) :]):
                 continue
-            s = ctx[-m:]
-            d = self.draft_tree(s, b, min_prob) if tree else self.draft_path(s, b, min_prob)
+            d = self.draft(ctx[-m:], b, min_prob, tree)
             if best is None or d.score > best.score:
                 d.match_len = m
                 best = d
@@ -245,5 +261,6 @@ class RefSuffixCache:
         ctx = list(self.local[req_id] if context is None else context)[-self.depth :]
         args = (ctx, k, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)
         local = Corpus([self.local[req_id]], self.depth, copy=True).best_draft(*args)
-        glob = Corpus(list(self.cached.values()), self.depth, copy=False).best_draft(*args)
+        finished = [resp for r, resp in self.cached.items() if r not in self.local]
+        glob = Corpus(finished, self.depth, copy=False).longest_match_draft(*args)
         return glob if glob.score > local.score else local

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "arctic_core/check.h"
 
@@ -27,6 +26,16 @@ int32_t spec_budget(int32_t m, const SpecParams& p) {
   return static_cast<int32_t>(b);
 }
 
+namespace {
+void clear(Draft& d) {
+  d.token_ids.clear();
+  d.parents.clear();
+  d.probs.clear();
+  d.score = 0.0;
+  d.match_len = 0;
+}
+}  // namespace
+
 SuffixCache::SuffixCache(int32_t max_depth)
     : max_depth_(max_depth), global_(max_depth, /*allow_copy=*/false) {}
 
@@ -48,26 +57,22 @@ void SuffixCache::start_request(int64_t handle, std::span<const int32_t> prompt,
   r.local = std::make_unique<SuffixTree>(max_depth_, /*allow_copy=*/true);
   r.local->add_sequence();
   r.local->extend(0, prompt);
-  if (cache_response) r.global_seq = global_.add_sequence();
+  r.cached = cache_response;
+  r.prompt_len = static_cast<int32_t>(prompt.size());
   requests_.emplace(handle, std::move(r));
-}
-
-void SuffixCache::add_locked(Request& r, std::span<const int32_t> tokens) {
-  r.local->extend(0, tokens);
-  if (r.global_seq >= 0) global_.extend(r.global_seq, tokens);
 }
 
 void SuffixCache::add_response(int64_t handle, std::span<const int32_t> tokens) {
   std::lock_guard<std::mutex> lock(mu_);
-  add_locked(active(handle), tokens);
+  active(handle).local->extend(0, tokens);
 }
 
 void SuffixCache::stop_request(int64_t handle) {
   std::lock_guard<std::mutex> lock(mu_);
   Request& r = active(handle);
-  r.local.reset();
-  if (r.global_seq >= 0) {
-    global_.close_sequence(r.global_seq);
+  if (r.cached) {
+    r.global_seq = global_.insert_sequence(r.local->tokens(0).subspan(r.prompt_len));
+    r.local.reset();
   } else {
     requests_.erase(handle);
   }
@@ -76,31 +81,28 @@ void SuffixCache::stop_request(int64_t handle) {
 void SuffixCache::evict_response(int64_t handle) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = requests_.find(handle);
-  ARCTIC_CHECK(it != requests_.end() && it->second.global_seq >= 0, NotFound,
+  ARCTIC_CHECK(it != requests_.end() && it->second.cached, NotFound,
                "request handle ", handle, " has no cached response");
-  global_.remove_sequence(it->second.global_seq);
-  it->second.global_seq = -1;
-  if (!it->second.local) requests_.erase(it);
+  Request& r = it->second;
+  if (r.global_seq >= 0) global_.remove_sequence(r.global_seq);
+  r.global_seq = -1;
+  r.cached = false;
+  if (!r.local) requests_.erase(it);
 }
 
-
-void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft& best) {
+void SuffixCache::best_local_draft(const SuffixTree& tree, const SpecParams& p, Draft& best) {
   // Evaluate match lengths from longest to shortest. A shorter match with
   // the same occurrence count continues the same occurrences with no larger
   // budget, so only the longest match of each count is drafted. A draft
   // scores at most its budget, so once the budget cannot beat the best
   // score, shorter matches cannot either.
-  best.token_ids.clear();
-  best.parents.clear();
-  best.probs.clear();
-  best.score = 0.0;
-  best.match_len = 0;
+  clear(best);
   const int32_t M = static_cast<int32_t>(loci_.size());
   bool have = false;
   for (int32_t m = M; m >= 1; --m) {
     const int32_t budget = spec_budget(m, p);
     if (have && static_cast<double>(budget) <= best.score) break;
-    if (m < M && tree.count(loci_[m - 1]) == tree.count(loci_[m])) continue;
+    if (m < M && tree.occurrences(loci_[m - 1]) == tree.occurrences(loci_[m])) continue;
     tree.draft(loci_[m - 1], budget, p.min_token_prob, p.use_tree_spec, scratch_);
     if (!have || scratch_.score > best.score) {
       std::swap(best, scratch_);
@@ -117,11 +119,10 @@ void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context,
   if (context.size() > static_cast<size_t>(max_depth_)) {
     context = context.subspan(context.size() - max_depth_);
   }
-  // Engines pass the request's own last tokens; then the trees already know
-  // where every suffix of the context is (their active loci).
+  // Engines pass the request's own last tokens; then the local tree already
+  // knows where every suffix of the context is (its active loci).
   const bool is_tail = context.size() <= own.size() &&
                        std::equal(context.begin(), context.end(), own.end() - context.size());
-
   if (is_tail) {
     r.local->tail_loci(0, loci_);
     loci_.resize(std::min(loci_.size(), context.size()));
@@ -129,17 +130,16 @@ void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context,
     loci_.clear();
     r.local->match_suffixes(context, loci_);
   }
-  best_draft(*r.local, p, local_best_);
+  best_local_draft(*r.local, p, local_best_);
 
-  if (r.global_seq >= 0 && is_tail) {
-    global_.tail_loci(r.global_seq, loci_);
-    loci_.resize(std::min(loci_.size(), context.size()));
-    global_.match_suffixes(context, loci_);  // longer than the response so far
-  } else {
-    loci_.clear();
-    global_.match_suffixes(context, loci_);
+  // The global tree drafts from its longest match only: the most specific
+  // context shared with earlier requests, found without per-request state.
+  clear(global_best_);
+  const Locus g = global_.longest_match(context);
+  if (g.depth > 0) {
+    global_.draft(g, spec_budget(g.depth, p), p.min_token_prob, p.use_tree_spec, global_best_);
+    global_best_.match_len = g.depth;
   }
-  best_draft(global_, p, global_best_);
 
   out = (global_best_.score > local_best_.score) ? global_best_ : local_best_;
 }
@@ -179,6 +179,7 @@ void SuffixCache::speculate_batch(std::span<const int64_t> handles,
   const auto dup = std::adjacent_find(sorted.begin(), sorted.end());
   ARCTIC_CHECK(dup == sorted.end(), InvalidArgument, "request handle ",
                dup == sorted.end() ? 0 : *dup, " appears twice in one batch");
+
   out.token_ids.clear();
   out.parents.clear();
   out.probs.clear();
@@ -187,7 +188,8 @@ void SuffixCache::speculate_batch(std::span<const int64_t> handles,
   out.match_lens.clear();
   Draft d;
   for (size_t i = 0; i < n; ++i) {
-    add_locked(*reqs[i], new_tokens.subspan(new_offsets[i], new_offsets[i + 1] - new_offsets[i]));
+    reqs[i]->local->extend(
+        0, new_tokens.subspan(new_offsets[i], new_offsets[i + 1] - new_offsets[i]));
     std::span<const int32_t> ctx;
     if (ctx_offsets) ctx = {ctx_tokens + ctx_offsets[i], ctx_tokens + ctx_offsets[i + 1]};
     speculate_locked(*reqs[i], ctx, ctx_offsets == nullptr, params, d);

@@ -33,11 +33,6 @@ bool SuffixTree::has_sequence(int32_t seq_id) const {
          seqs_[seq_id]->live;
 }
 
-SuffixTree::Sequence& SuffixTree::live_seq(int32_t seq_id) {
-  ARCTIC_CHECK(has_sequence(seq_id), NotFound, "unknown sequence id ", seq_id);
-  return *seqs_[seq_id];
-}
-
 const SuffixTree::Sequence& SuffixTree::live_seq(int32_t seq_id) const {
   ARCTIC_CHECK(has_sequence(seq_id), NotFound, "unknown sequence id ", seq_id);
   return *seqs_[seq_id];
@@ -47,11 +42,10 @@ std::span<const int32_t> SuffixTree::tokens(int32_t seq_id) const {
   return live_seq(seq_id).tokens;
 }
 
-void SuffixTree::close_sequence(int32_t seq_id) {
-  Sequence& s = live_seq(seq_id);
-  std::vector<uint32_t>().swap(s.ring);
-  s.ring_start = s.ring_size = 0;
-  s.tokens.shrink_to_fit();
+bool SuffixTree::has_active_suffixes() const {
+  for (const auto& s : seqs_)
+    if (s && s->ring_size > 0) return true;
+  return false;
 }
 
 // ---------------------------------------------------------------- node pool
@@ -138,6 +132,19 @@ void SuffixTree::unlink_child(uint32_t child) {
   c.parent = c.next_sibling = c.prev_sibling = kNil;
 }
 
+void SuffixTree::split(uint32_t c, int32_t j) {
+  // Cut c's edge after j tokens: a new node u above c takes the first j
+  // tokens, the count and c's reference (which covers both parts).
+  const Node cn = nodes_[c];
+  unlink_child(c);
+  const uint32_t u = new_node(cn.parent, cn.token, cn.count, j, cn.ref_seq, cn.ref_idx);
+  Node& cc = nodes_[c];
+  cc.length -= j;
+  cc.ref_idx += j;
+  cc.token = tok(cc.ref_seq, cc.ref_idx);
+  link_child(u, c);
+}
+
 // ---------------------------------------------------------------- append
 
 void SuffixTree::extend(int32_t seq_id, std::span<const int32_t> tokens) {
@@ -145,18 +152,20 @@ void SuffixTree::extend(int32_t seq_id, std::span<const int32_t> tokens) {
 }
 
 void SuffixTree::append(int32_t seq_id, int32_t token) {
-  Sequence& s = live_seq(seq_id);
+  ARCTIC_CHECK(has_sequence(seq_id), NotFound, "unknown sequence id ", seq_id);
+  Sequence& s = *seqs_[seq_id];
   ARCTIC_CHECK(s.tokens.size() < 0x7FFFFFFF, InvalidArgument, "sequence too long");
-  ARCTIC_CHECK(s.tokens.empty() || !s.ring.empty(), InvalidArgument,
-               "sequence ", seq_id, " is closed");
-  if (s.ring.empty()) s.ring.assign(max_depth_, kNil);
+  ARCTIC_CHECK(s.ring_size > 0 || s.tokens.empty(), InvalidArgument, "sequence ", seq_id,
+               " was inserted whole and cannot grow");
+  if (s.ring.empty()) s.ring.resize(max_depth_);
 
-  // A new suffix starts at the root; a suffix already max_depth long stops.
+  // A new suffix starts at the root; one already max_depth long is final
+  // (it ends at depth max_depth, which is always a node end).
   if (s.ring_size == max_depth_) {
     s.ring_start = (s.ring_start + 1) % max_depth_;
     --s.ring_size;
   }
-  s.ring[(s.ring_start + s.ring_size) % max_depth_] = kRoot;
+  ring_at(s, s.ring_size) = Active{kRoot, 0};
   ++s.ring_size;
   nodes_[kRoot].count++;
 
@@ -165,75 +174,116 @@ void SuffixTree::append(int32_t seq_id, int32_t token) {
   ++num_tokens_;
 
   for (int32_t k = 0; k < s.ring_size; ++k) {
-    uint32_t& slot = s.ring[(s.ring_start + k) % max_depth_];
-    const uint32_t v = slot;
-    const uint32_t c = edges_.find(v, token);
-    Node& vn = nodes_[v];
-    if (c == kNil) {
-      if (v != kRoot && vn.count == 1 && vn.first_child == kNil) {
-        // Only this suffix ends here and nothing hangs below: grow the edge.
-        vn.length++;
-        set_ref(vn, seq_id, pos + 1 - vn.length);
+    Active& a = ring_at(s, k);
+    Node& x = nodes_[a.node];
+    if (a.offset < x.length) {
+      // Inside an edge: follow it if the text does, else branch off here.
+      if (tok(x.ref_seq, x.ref_idx + a.offset) == token) {
+        if (++a.offset == x.length) x.pend--;
       } else {
-        slot = new_node(v, token, 1, 1, seq_id, pos);
+        diverge_inside(s, a, seq_id, pos, token);
       }
       continue;
     }
-    Node& cn = nodes_[c];
-    if (v != kRoot && vn.count == cn.count + 1) {
-      // This suffix is the only one ending at v, and every other suffix
-      // through v continues into c: extending would leave v with one child
-      // of equal count, so merge instead of splitting.
-      if (cn.length == 1) {
-        // c takes v's place with v's edge plus its one token.
-        const uint32_t parent = vn.parent;
-        const int32_t vtoken = vn.token;
-        const int32_t vlen = vn.length;
-        unlink_child(c);
-        unlink_child(v);
-        free_node(v);
-        Node& cc = nodes_[c];
-        cc.token = vtoken;
-        cc.count += 1;
-        cc.length = vlen + 1;
-        cc.ref_idx -= vlen;  // c's occurrence also covers v's edge
-        link_child(parent, c);
-        slot = c;
-      } else {
-        // v absorbs the first token of c's edge.
-        unlink_child(c);
-        Node& cc = nodes_[c];
-        set_ref(vn, cc.ref_seq, cc.ref_idx - vn.length);  // c's occurrence is older
-        vn.length++;
-        cc.length--;
-        cc.ref_idx++;
-        cc.token = tok(cc.ref_seq, cc.ref_idx);
-        link_child(v, c);
-      }
-      continue;
-    }
-    if (cn.length == 1) {
+    // At a node end (or the root).
+    const uint32_t c = x.first_child == kNil ? kNil : edges_.find(a.node, token);
+    if (c != kNil) {
+      Node& cn = nodes_[c];
       cn.count++;
-      slot = c;
+      if (cn.length > 1) cn.pend++;
+      a = Active{c, 1};
+    } else if (a.node != kRoot && x.count == 1 && x.first_child == kNil) {
+      // Only this suffix ever reached this leaf: grow its edge.
+      x.length++;
+      set_ref(x, seq_id, pos + 1 - x.length);
+      a.offset = x.length;
     } else {
-      // Split c after its first token.
-      const int32_t ccount = cn.count, cseq = cn.ref_seq, cidx = cn.ref_idx;
-      unlink_child(c);
-      const uint32_t u = new_node(v, token, ccount + 1, 1, cseq, cidx);
-      Node& cc = nodes_[c];
-      cc.length--;
-      cc.ref_idx++;
-      cc.token = tok(cc.ref_seq, cc.ref_idx);
-      link_child(u, c);
-      slot = u;
+      a = Active{new_node(a.node, token, 1, 1, seq_id, pos), 1};
     }
   }
+}
+
+void SuffixTree::diverge_inside(Sequence& s, Active& a, int32_t seq_id, int32_t pos,
+                                int32_t token) {
+  // Split a.node at a.offset; the suffix leaves through a new leaf. Other
+  // active suffixes inside the same edge (only in repetitive text) move to
+  // the part they are in.
+  const uint32_t x = a.node;
+  const int32_t o = a.offset;
+  int32_t before = 0, after = 0;  // other pending suffixes above / below the cut
+  if (nodes_[x].pend > 1) {
+    for (int32_t k = 0; k < s.ring_size; ++k) {
+      const Active& e = ring_at(s, k);
+      if (&e == &a || e.node != x) continue;
+      if (e.offset < o) ++before; else ++after;
+    }
+  }
+  split(x, o);
+  const uint32_t u = nodes_[x].parent;
+  nodes_[x].count = nodes_[u].count - before - 1;
+  nodes_[u].pend = before;
+  nodes_[x].pend = after;
+  if (before + after > 0) {
+    for (int32_t k = 0; k < s.ring_size; ++k) {
+      Active& e = ring_at(s, k);
+      if (&e == &a || e.node != x) continue;
+      if (e.offset < o) e.node = u; else e.offset -= o;
+    }
+  }
+  a = Active{new_node(u, token, 1, 1, seq_id, pos), 1};
+}
+
+// ---------------------------------------------------------------- bulk insert
+
+int32_t SuffixTree::insert_sequence(std::span<const int32_t> tokens) {
+  ARCTIC_CHECK(!has_active_suffixes(), InvalidArgument,
+               "insert_sequence() is for trees without growing sequences");
+  const int32_t id = add_sequence();
+  seqs_[id]->tokens.assign(tokens.begin(), tokens.end());
+  const int32_t* seq = seqs_[id]->tokens.data();
+  const int32_t n = static_cast<int32_t>(tokens.size());
+  num_tokens_ += n;
+  // One walk from the root per suffix: follow the existing path, split once
+  // where it diverges (or where the suffix ends inside an edge), and hang
+  // the rest of the suffix there as one leaf.
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t end = std::min(n, i + max_depth_);
+    nodes_[kRoot].count++;
+    uint32_t v = kRoot;
+    int32_t idx = i;
+    while (idx < end) {
+      const uint32_t c = edges_.find(v, seq[idx]);
+      if (c == kNil) {
+        new_node(v, seq[idx], 1, end - idx, id, idx);
+        break;
+      }
+      const int32_t len = nodes_[c].length;
+      const int32_t lim = std::min(len, end - idx);
+      const int32_t* edge = seqs_[nodes_[c].ref_seq]->tokens.data() + nodes_[c].ref_idx;
+      int32_t j = 1;
+      while (j < lim && edge[j] == seq[idx + j]) ++j;
+      if (j < len) {
+        split(c, j);
+        const uint32_t u = nodes_[c].parent;
+        nodes_[u].count++;
+        if (idx + j < end) new_node(u, seq[idx + j], 1, end - idx - j, id, idx + j);
+        break;
+      }
+      nodes_[c].count++;
+      v = c;
+      idx += len;
+    }
+  }
+  return id;
 }
 
 // ---------------------------------------------------------------- removal
 
 void SuffixTree::remove_sequence(int32_t seq_id) {
-  Sequence& s = live_seq(seq_id);
+  ARCTIC_CHECK(has_sequence(seq_id), NotFound, "unknown sequence id ", seq_id);
+  ARCTIC_CHECK(!has_active_suffixes(), InvalidArgument,
+               "remove_sequence() is for trees without growing sequences");
+  Sequence& s = *seqs_[seq_id];
   const std::vector<int32_t>& seq = s.tokens;
   const int32_t n = static_cast<int32_t>(seq.size());
   for (int32_t start = 0; start < n; ++start) {
@@ -269,12 +319,11 @@ void SuffixTree::remove_sequence(int32_t seq_id) {
       Node& cc = nodes_[c];
       cc.token = vtoken;
       cc.length += vlen;
-      cc.ref_idx -= vlen;
+      cc.ref_idx -= vlen;  // c's occurrence covers v's edge too
       link_child(parent, c);
     }
   }
   num_tokens_ -= seq.size();
-  std::vector<uint32_t>().swap(s.ring);
   s.live = false;
   if (s.refs == 0) {
     seqs_[seq_id].reset();
@@ -300,9 +349,7 @@ bool SuffixTree::walk(const int32_t* s, int32_t n, Locus& l) const {
     if (tok(vn.ref_seq, vn.ref_idx + off) != s[i]) return false;
     ++off;
   }
-  l.node = v;
-  l.offset = off;
-  l.depth = n;
+  l = Locus{v, off, n};
   return true;
 }
 
@@ -317,13 +364,50 @@ void SuffixTree::match_suffixes(std::span<const int32_t> context, std::vector<Lo
   }
 }
 
+Locus SuffixTree::longest_match(std::span<const int32_t> context) const {
+  // Occurrence is monotone in the match length, so binary search it; try
+  // the full length first, the common case when text is being copied.
+  const int32_t L = static_cast<int32_t>(std::min<size_t>(context.size(), max_depth_));
+  const int32_t* end = context.data() + context.size();
+  Locus best{kRoot, 0, 0}, l;
+  if (L > 0 && walk(end - L, L, l)) return l;
+  int32_t lo = 0, hi = L - 1;
+  while (lo < hi) {
+    const int32_t mid = (lo + hi + 1) / 2;
+    if (walk(end - mid, mid, l)) {
+      lo = mid;
+      best = l;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return best;
+}
+
 void SuffixTree::tail_loci(int32_t seq_id, std::vector<Locus>& out) const {
   const Sequence& s = live_seq(seq_id);
   out.clear();
   for (int32_t m = 1; m <= s.ring_size; ++m) {
-    const uint32_t v = s.ring[(s.ring_start + s.ring_size - m) % max_depth_];
-    out.push_back(Locus{v, nodes_[v].length, m});
+    const Active& a = s.ring[(s.ring_start + s.ring_size - m) % max_depth_];
+    out.push_back(Locus{a.node, a.offset, m});
   }
+}
+
+int64_t SuffixTree::occurrences(const Locus& l) const {
+  // Suffixes that entered the edge, minus the active ones that stopped
+  // inside it before this point.
+  const Node& x = nodes_[l.node];
+  if (x.pend == 0) return x.count;
+  if (l.offset == x.length) return x.count - x.pend;
+  int64_t stopped = 0;
+  for (const auto& s : seqs_) {
+    if (!s) continue;
+    for (int32_t k = 0; k < s->ring_size; ++k) {
+      const Active& e = s->ring[(s->ring_start + k) % max_depth_];
+      if (e.node == l.node && e.offset < l.offset) ++stopped;
+    }
+  }
+  return x.count - stopped;
 }
 
 // ---------------------------------------------------------------- drafting
@@ -347,15 +431,15 @@ uint32_t SuffixTree::best_child(uint32_t v, int64_t& total) const {
 int32_t SuffixTree::copy_start(uint32_t v) const {
   // Called at max_depth, where counts end. Copy only when exactly one
   // occurrence continues: the node's reference is its oldest occurrence, and
-  // the other one (if count is 2) must be the sequence's own tail, which has
-  // no continuation.
+  // the other one (if there are two) must be the sequence's own tail, which
+  // has no continuation.
   const Node& vn = nodes_[v];
-  if (!allow_copy_ || vn.count > 2) return -1;
+  const int32_t occ = vn.count - vn.pend;
+  if (!allow_copy_ || occ > 2) return -1;
   const std::vector<int32_t>& seq = seqs_[vn.ref_seq]->tokens;
   const int32_t end = vn.ref_idx + vn.length;
-  const int32_t n = static_cast<int32_t>(seq.size());
-  if (end >= n) return -1;
-  if (vn.count == 2 &&
+  if (end >= static_cast<int32_t>(seq.size())) return -1;
+  if (occ == 2 &&
       !std::equal(seq.begin() + (end - max_depth_), seq.begin() + end, seq.end() - max_depth_)) {
     return -1;
   }
@@ -433,6 +517,10 @@ struct TreeItem {
 }  // namespace
 
 void SuffixTree::draft_tree(Locus at, int32_t budget, double min_prob, Draft& out) const {
+  // Best-first expansion: the most probable pending continuation is emitted
+  // next. A position with a single continuation (inside an edge, or a node
+  // end with one child) emits it directly; a branching one expands into one
+  // item per child, most frequent first (ties: smallest token).
   std::priority_queue<TreeItem> heap;
   int64_t order = 0;
   heap.push(TreeItem{1.0, order++, at.node, at.offset, at.depth, -1, -1});
@@ -447,7 +535,7 @@ void SuffixTree::draft_tree(Locus at, int32_t budget, double min_prob, Draft& ou
       out.score += it.prob;
       return static_cast<int32_t>(out.token_ids.size()) - 1;
     };
-    if (it.node == kNil) {  // copying the unique occurrence
+    if (it.node == kNil) {  // copying the one continuing occurrence
       const std::vector<int32_t>& seq = seqs_[it.seq]->tokens;
       if (static_cast<size_t>(it.off) >= seq.size()) continue;
       const int32_t me = emit(seq[it.off]);
@@ -459,12 +547,17 @@ void SuffixTree::draft_tree(Locus at, int32_t budget, double min_prob, Draft& ou
       const int32_t me = emit(tok(vn.ref_seq, vn.ref_idx + it.off));
       heap.push(TreeItem{it.prob, order++, it.node, it.off + 1, it.depth + 1, me, -1});
     } else if (it.depth < max_depth_) {
-      // Expand children, most frequent first (ties: smallest token).
       kids.clear();
       int64_t total = 0;
       for (uint32_t c = vn.first_child; c != kNil; c = nodes_[c].next_sibling) {
         kids.push_back(c);
         total += nodes_[c].count;
+      }
+      if (kids.size() == 1) {
+        const Node& cn = nodes_[kids[0]];
+        const int32_t me = emit(tok(cn.ref_seq, cn.ref_idx));
+        heap.push(TreeItem{it.prob, order++, kids[0], 1, it.depth + 1, me, -1});
+        continue;
       }
       std::sort(kids.begin(), kids.end(), [&](uint32_t a, uint32_t b) {
         if (nodes_[a].count != nodes_[b].count) return nodes_[a].count > nodes_[b].count;
@@ -490,17 +583,16 @@ size_t SuffixTree::memory_bytes() const {
   for (const auto& s : seqs_) {
     if (!s) continue;
     total += sizeof(Sequence) + s->tokens.capacity() * sizeof(int32_t) +
-             s->ring.capacity() * sizeof(uint32_t);
+             s->ring.capacity() * sizeof(Active);
   }
   return total;
 }
 
 std::string SuffixTree::check_integrity() const {
-  // Structure: parent/child links, edge keys, counts, canonical form.
+  const bool canonical = !has_active_suffixes();
+  // Structure: links, edge keys, references, depths, count ordering.
   std::vector<uint32_t> stack{kRoot};
-  std::unordered_map<uint32_t, int64_t> visits;
-  std::unordered_map<uint32_t, int32_t> depth_of;
-  depth_of[kRoot] = 0;
+  std::unordered_map<uint32_t, int32_t> depth_of{{kRoot, 0}};
   while (!stack.empty()) {
     const uint32_t v = stack.back();
     stack.pop_back();
@@ -514,7 +606,7 @@ std::string SuffixTree::check_integrity() const {
       if (edges_.find(v, cn.token) != c) return "edge map disagrees with child list";
       if (cn.length <= 0) return "non-positive edge length";
       if (cn.count <= 0) return "non-positive count";
-      if (v != kRoot && cn.count >= vn.count) return "child count not below parent count";
+      if (cn.pend < 0 || cn.pend >= cn.count + (cn.length > 1 ? 0 : 1)) return "bad pend";
       if (cn.ref_seq < 0 || !seqs_[cn.ref_seq]) return "dangling reference";
       const auto& ref = seqs_[cn.ref_seq]->tokens;
       const int32_t d = depth_of[v] + cn.length;
@@ -522,48 +614,65 @@ std::string SuffixTree::check_integrity() const {
       if (cn.ref_idx - depth_of[v] < 0 || cn.ref_idx + cn.length > static_cast<int32_t>(ref.size()))
         return "reference out of range";
       if (ref[cn.ref_idx] != cn.token) return "edge key is not the first edge token";
-      // The reference is an occurrence of the whole path: compare ancestors.
-      int32_t pos = cn.ref_idx;
+      int32_t pos = cn.ref_idx;  // the reference must be a whole-path occurrence
       for (uint32_t a = v; a != kRoot; a = nodes_[a].parent) {
         const Node& an = nodes_[a];
         pos -= an.length;
         for (int32_t i = 0; i < an.length; ++i)
-          if (ref[pos + i] != tok(an.ref_seq, an.ref_idx + i)) return "reference is not a path occurrence";
+          if (ref[pos + i] != tok(an.ref_seq, an.ref_idx + i))
+            return "reference is not a path occurrence";
       }
       child_sum += cn.count;
       depth_of[c] = d;
       stack.push_back(c);
     }
-    if (child_sum > vn.count) return "children counts exceed parent count";
-    if (v != kRoot && kids == 1 && child_sum == vn.count) return "unmerged unary node";
+    if (child_sum > vn.count - vn.pend) return "children counts exceed parent count";
+    if (canonical && vn.pend != 0) return "pending suffix in a tree without active suffixes";
+    if (canonical && v != kRoot && kids == 1 && child_sum == vn.count)
+      return "unmerged unary node";
   }
-  // Counts: every live suffix passes through exactly the nodes on its path.
+  // Counts: walk every live suffix; it enters exactly the nodes on its path.
+  // Only active suffixes may end inside an edge, at their recorded locus.
+  std::unordered_map<uint32_t, int64_t> entered, pending;
   int64_t total = 0;
   for (size_t sid = 0; sid < seqs_.size(); ++sid) {
     if (!seqs_[sid] || !seqs_[sid]->live) continue;
-    const auto& seq = seqs_[sid]->tokens;
+    const Sequence& sq = *seqs_[sid];
+    const auto& seq = sq.tokens;
     const int32_t n = static_cast<int32_t>(seq.size());
     total += n;
     for (int32_t start = 0; start < n; ++start) {
       const int32_t end = std::min(n, start + max_depth_);
       uint32_t v = kRoot;
-      int32_t idx = start;
+      int32_t idx = start, off = 0;
       while (idx < end) {
         const uint32_t c = edges_.find(v, seq[idx]);
         if (c == kNil) return "missing suffix path";
         const Node& cn = nodes_[c];
-        if (idx + cn.length > end) return "suffix ends inside an edge";
-        for (int32_t i = 0; i < cn.length; ++i)
+        entered[c]++;
+        off = std::min(cn.length, end - idx);
+        for (int32_t i = 0; i < off; ++i)
           if (seq[idx + i] != tok(cn.ref_seq, cn.ref_idx + i)) return "suffix path mismatch";
-        visits[c]++;
-        idx += cn.length;
+        idx += off;
         v = c;
+      }
+      const int32_t k = start - (n - sq.ring_size);  // index in the ring, if active
+      const bool is_active = k >= 0;
+      if (v != kRoot && off < nodes_[v].length) {
+        if (!is_active) return "a finished suffix ends inside an edge";
+        pending[v]++;
+      }
+      if (is_active) {
+        const Active& a = sq.ring[(sq.ring_start + k) % max_depth_];
+        if (a.node != v || (v != kRoot && a.offset != off)) return "active locus is stale";
       }
     }
   }
   if (nodes_[kRoot].count != total) return "root count is not the number of suffixes";
   for (const auto& [v, d] : depth_of) {
-    if (v != kRoot && nodes_[v].count != visits[v]) return "count differs from occurrences";
+    if (v == kRoot) continue;
+    if (nodes_[v].count != entered[v]) return "count differs from suffixes entered";
+    if (nodes_[v].pend != pending[v]) return "pend differs from pending suffixes";
   }
   return "";
 }

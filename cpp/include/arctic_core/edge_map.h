@@ -29,7 +29,7 @@ class EdgeMap {
 
   // Insert or overwrite.
   void put(uint32_t parent, int32_t token, uint32_t child) {
-    if ((size_ + 1) * 4 > slots_.size() * 3) rehash(slots_.size() * 2);
+    if ((size_ + 1) * 2 > slots_.size()) rehash(slots_.size() * 2);  // load <= 1/2
     const uint64_t key = make_key(parent, token);
     for (size_t i = slot_of(key);; i = (i + 1) & mask_) {
       Slot& s = slots_[i];

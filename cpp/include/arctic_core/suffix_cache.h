@@ -1,6 +1,7 @@
 // The suffix decoding cache: one local suffix tree per active request (its
-// prompt and response) and one global tree of the responses of recent
-// requests. Requests are named by integer handles chosen by the caller.
+// prompt and response, updated token by token) and one global tree of the
+// responses of finished requests (each inserted whole when its request
+// stops). Requests are named by integer handles chosen by the caller.
 //
 // Thread safety: every public method takes an internal mutex, so callers may
 // release the GIL around any of them.
@@ -48,13 +49,14 @@ class SuffixCache {
 
   int32_t max_depth() const { return max_depth_; }
 
-  // Start tracking a request. With cache_response its response also goes to
-  // the global tree (until evict_response).
+  // Start tracking a request. With cache_response its response goes to the
+  // global tree when the request stops (and stays until evict_response).
   void start_request(int64_t handle, std::span<const int32_t> prompt, bool cache_response);
   void add_response(int64_t handle, std::span<const int32_t> tokens);
-  // Free the request's local tree; its cached response (if any) stays.
+  // Free the request's local tree; a cached response enters the global tree.
   void stop_request(int64_t handle);
-  // Remove the request's response from the global tree.
+  // Remove the request's response from the global tree (or cancel its entry
+  // if the request is still running).
   void evict_response(int64_t handle);
 
   // Best draft for an active request. `context` holds the tokens to continue
@@ -77,14 +79,15 @@ class SuffixCache {
  private:
   struct Request {
     std::unique_ptr<SuffixTree> local;  // null once stopped
-    int32_t global_seq = -1;            // -1 when not cached
+    bool cached = false;                // response belongs in the global tree
+    int32_t global_seq = -1;            // its sequence there, once stopped
+    int32_t prompt_len = 0;
   };
 
   Request& active(int64_t handle);
-  void add_locked(Request& r, std::span<const int32_t> tokens);
   void speculate_locked(Request& r, std::span<const int32_t> context, bool own_tail,
                         const SpecParams& params, Draft& out);
-  void best_draft(const SuffixTree& tree, const SpecParams& params, Draft& best);
+  void best_local_draft(const SuffixTree& tree, const SpecParams& params, Draft& best);
 
   int32_t max_depth_;
   SuffixTree global_;

@@ -2,18 +2,28 @@
 //
 // Every suffix of every sequence, truncated to `max_depth` tokens, is a path
 // from the root. Edges are path-compressed: a node stores a reference
-// (sequence, index) to an occurrence of its edge tokens instead of the tokens.
-// `count` of a node is the number of suffixes whose path passes through or
-// ends at it, which equals the number of occurrences of the node's string
-// (for strings up to `max_depth` tokens). Those counts are the frequency
+// (sequence, index) to an occurrence of its edge tokens instead of the
+// tokens. `count` of a node is the number of suffixes whose path has entered
+// its edge; from counts (and `pend`, below) the number of occurrences of any
+// string up to `max_depth` tokens follows exactly. Those are the frequency
 // statistics suffix decoding drafts from.
 //
+// Two ways to grow a tree:
+// - append(): a sequence grows token by token and its last `max_depth`
+//   suffixes are tracked live (the "active" suffixes). An active suffix may
+//   rest inside an edge (it is then "pending" there), so following text that
+//   occurred before costs one token compare per active suffix, with no node
+//   splitting. `pend` counts the pending suffixes inside a node's edge.
+// - insert_sequence(): a complete sequence is added with one root walk per
+//   suffix. Trees grown this way can also remove sequences.
+//
 // Invariants (checked by check_integrity()):
-// - the reference of a node points at an occurrence of the node's whole path
-//   string (not only its edge), so the tokens after it are a real continuation;
-//   in a tree whose sequences are never removed it is the oldest occurrence;
-// - every suffix ends at a node end (never inside an edge);
-// - no internal node has a single child with the same count (canonical form).
+// - a node's reference points at an occurrence of its whole path string, so
+//   the tokens after it are a real continuation; in an append-only tree it is
+//   the oldest such occurrence;
+// - suffixes that stopped growing end at node ends, never inside an edge;
+// - in trees without active suffixes, no node has a single child with the
+//   same count (canonical form).
 #pragma once
 
 #include <cstddef>
@@ -50,33 +60,38 @@ class SuffixTree {
   static constexpr uint32_t kRoot = 0;
 
   // allow_copy: past max_depth, keep drafting by copying the one occurrence
-  // of the matched string that continues. Only for a tree holding a single
-  // sequence that is never removed (a request's own text), where node
-  // references are exactly the oldest occurrences.
+  // of the matched string that continues. Only for an append-only tree
+  // holding a single sequence (a request's own text), where node references
+  // are exactly the oldest occurrences.
   SuffixTree(int32_t max_depth, bool allow_copy);
 
   int32_t max_depth() const { return max_depth_; }
 
-  // Sequences. Ids are assigned by the tree and never reused while live.
+  // Token-by-token growth (append-only trees).
   int32_t add_sequence();
   void append(int32_t seq_id, int32_t token);
   void extend(int32_t seq_id, std::span<const int32_t> tokens);
-  // The sequence will not grow again: free its per-suffix tracking state.
-  void close_sequence(int32_t seq_id);
-  // Remove every suffix of the sequence from the tree.
+
+  // Whole-sequence growth and removal (trees without active suffixes).
+  int32_t insert_sequence(std::span<const int32_t> tokens);
   void remove_sequence(int32_t seq_id);
+
   bool has_sequence(int32_t seq_id) const;
   std::span<const int32_t> tokens(int32_t seq_id) const;
 
-  // Loci of the open sequence's own last suffixes: out[m-1] is the locus of
+  // Loci of a growing sequence's own last suffixes: out[m-1] is the locus of
   // its last m tokens, for m = 1 .. min(length, max_depth).
   void tail_loci(int32_t seq_id, std::vector<Locus>& out) const;
   // Loci of the suffixes of `context`: out[m-1] for m = 1 .. M where M is
   // the longest suffix (at most max_depth) that occurs in the tree. Entries
   // already in `out` are taken as the loci of the shorter suffixes.
   void match_suffixes(std::span<const int32_t> context, std::vector<Locus>& out) const;
+  // Locus of the longest suffix of `context` (at most max_depth) that
+  // occurs; depth 0 (the root) when none does.
+  Locus longest_match(std::span<const int32_t> context) const;
 
-  int64_t count(const Locus& l) const { return nodes_[l.node].count; }
+  // Number of occurrences of the string ending at `l`.
+  int64_t occurrences(const Locus& l) const;
 
   // Draft at most `budget` tokens continuing the string at `at`.
   void draft(const Locus& at, int32_t budget, double min_token_prob, bool tree_mode,
@@ -90,7 +105,8 @@ class SuffixTree {
 
  private:
   struct Node {
-    int32_t count = 0;
+    int32_t count = 0;    // suffixes that entered this edge
+    int32_t pend = 0;     // active suffixes resting strictly inside the edge
     int32_t length = 0;   // edge length in tokens
     int32_t ref_seq = -1;
     int32_t ref_idx = 0;  // start of the edge tokens in ref_seq
@@ -101,11 +117,15 @@ class SuffixTree {
     uint32_t prev_sibling = kNil;
   };
 
+  struct Active {
+    uint32_t node;
+    int32_t offset;
+  };
+
   struct Sequence {
     std::vector<int32_t> tokens;
-    // Loci (node ids) of the last suffixes, oldest first, in a ring of
-    // max_depth slots. Empty once the sequence is closed.
-    std::vector<uint32_t> ring;
+    // Active suffixes, oldest (longest) first, in a ring of max_depth slots.
+    std::vector<Active> ring;
     int32_t ring_start = 0;
     int32_t ring_size = 0;
     int32_t refs = 0;     // nodes referencing these tokens
@@ -113,8 +133,8 @@ class SuffixTree {
   };
 
   int32_t tok(int32_t seq, int32_t idx) const { return seqs_[seq]->tokens[idx]; }
-  Sequence& live_seq(int32_t seq_id);
   const Sequence& live_seq(int32_t seq_id) const;
+  Active& ring_at(Sequence& s, int32_t k) { return s.ring[(s.ring_start + k) % max_depth_]; }
 
   uint32_t new_node(uint32_t parent, int32_t token, int32_t count, int32_t length,
                     int32_t ref_seq, int32_t ref_idx);
@@ -124,6 +144,9 @@ class SuffixTree {
   void link_child(uint32_t parent, uint32_t child);
   void unlink_child(uint32_t child);
   void release_seq_ref(int32_t seq);
+  void split(uint32_t child, int32_t keep);
+  void diverge_inside(Sequence& s, Active& a, int32_t seq_id, int32_t pos, int32_t token);
+  bool has_active_suffixes() const;
   uint32_t best_child(uint32_t node, int64_t& total) const;
   int32_t copy_start(uint32_t node) const;
   bool walk(const int32_t* s, int32_t n, Locus& l) const;
