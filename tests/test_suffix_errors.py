@@ -118,6 +118,9 @@ def test_restart_of_a_cached_request_replaces_its_response() -> None:
     c.start_request("r", [])  # same id again: old response evicted first
     c.add_active_response("r", [5, 9])
     c.start_request("q", [5])
+    # A running request's response is not shared yet; the old one is gone.
+    assert c.speculate("q", None).token_ids == []
+    c.stop_request("r")
     assert c.speculate("q", None).token_ids == [9]
     c.check_integrity()
 
