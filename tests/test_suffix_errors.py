@@ -198,4 +198,8 @@ def test_concurrent_threads_do_not_corrupt_the_cache() -> None:
     for th in threads:
         th.join()
     c.check_integrity()
-    assert c.num_cached_tokens() == 4 * (200 + 600) + 4 * 600
+    assert c.num_cached_tokens() == 4 * (200 + 600)  # prompts + responses, local trees
+    for t in prompts:
+        c.stop_request(t)
+    c.check_integrity()
+    assert c.num_cached_tokens() == 4 * 600  # responses, now in the global tree
