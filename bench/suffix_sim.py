@@ -14,7 +14,8 @@ stay cached, so cross-request repetition counts):
 
 1. ``start_request(id, prompt)``;
 2. each step drafts from the last ``depth`` tokens of prompt + generated so far
-   (``max_spec_tokens=k``, ``max_spec_factor=1.0``, ``min_token_prob=0.1``),
+   (``max_spec_tokens=k``, ``max_spec_factor=1.0``, ``min_token_prob=0.1``;
+   see ``--spec-factor``, ``--spec-offset``, ``--min-token-prob``),
    accepts the longest draft prefix that matches the true continuation, then
    appends the accepted tokens + 1 true token (``add_active_response``); a step
    thus yields ``accepted + 1`` tokens, capped at the end of the response;
@@ -26,7 +27,11 @@ Reported (Markdown table in ``<out-dir>/suffix_sim.md``, raw numbers in
 * mean tokens per step (= response tokens / steps) per family and overall,
   for suffix decoding at ``--depth`` (and ``--extra-depths``), and for vLLM's
   n-gram prompt-lookup drafter (min n=2, max n=5, same k) replayed the same
-  way, next to the published reference numbers;
+  way, next to the published reference numbers; plus a per-request
+  head-to-head against the n-gram drafter. The n-gram peer calls
+  ``vllm.v1.spec_decode.ngram_proposer._find_longest_matched_ngram_and_propose_tokens``
+  (the per-request kernel NgramProposer runs) on prompt + generated tokens, so
+  no VllmConfig is needed;
 * speculate cost per call (p50/p99 us, ``perf_counter_ns`` around each call at
   the Python API), for suffix decoding and for vLLM's jitted n-gram matcher
   (after JIT warmup);
@@ -36,9 +41,12 @@ Reported (Markdown table in ``<out-dir>/suffix_sim.md``, raw numbers in
   quartiles of the run and at the end;
 * ``speculate_batch`` cost per engine step at several batch sizes, against the
   loop an engine would otherwise run (per request ``add_active_response`` +
-  ``speculate``).
+  ``speculate``), each step appending to every request either the tokens its
+  previous draft earned (accepted + 1) or a single token.
 
-The garbage collector is disabled inside timed loops (collected before).
+The garbage collector is disabled inside timed loops (collected before). The
+git commit and a hash of the native module are recorded with the results, as
+the library is under development.
 
 How to run
 ----------
@@ -59,6 +67,7 @@ import argparse
 import gc
 import hashlib
 import json
+import os
 import platform
 import sys
 import time
@@ -69,8 +78,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
-import numpy as np
-import numpy.typing as npt
+# numpy's OpenBLAS pool otherwise spins on the second core between calls and
+# skews every timing on a 2-core machine; this benchmark does no linear algebra.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
 
 from arctic_inference_core.suffix import SuffixDecodingCache
 
@@ -248,13 +261,30 @@ class Drafter(Protocol):
     def summary(self) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True)
+class SpecParams:
+    """speculate() knobs besides k; the defaults are the reference protocol."""
+
+    factor: float = 1.0
+    offset: float = 0.0
+    min_prob: float = 0.1
+
+    def __str__(self) -> str:
+        return f"factor {self.factor:g}, offset {self.offset:g}, min prob {self.min_prob:g}"
+
+
 class SuffixDrafter:
     """Suffix decoding through the public SuffixDecodingCache API."""
 
-    def __init__(self, depth: int, k: int, context_len: int, snapshot_every: int) -> None:
+    def __init__(
+        self, depth: int, k: int, params: SpecParams, context_len: int, snapshot_every: int
+    ) -> None:
         self.name = f"ours: suffix depth {depth}, k={k}"
         if context_len != depth:
             self.name += f", context {context_len}"
+        if params != SpecParams():
+            self.name += f", {params}"
+        self.params = params
         self.depth = depth
         self.context_len = context_len
         self.k = k
@@ -277,7 +307,12 @@ class SuffixDrafter:
         context = seq[max(0, n - self.context_len) : n]
         t0 = time.perf_counter_ns()
         draft = self.cache.speculate(
-            req_id, context, max_spec_tokens=self.k, max_spec_factor=1.0, min_token_prob=0.1
+            req_id,
+            context,
+            max_spec_tokens=self.k,
+            max_spec_factor=self.params.factor,
+            max_spec_offset=self.params.offset,
+            min_token_prob=self.params.min_prob,
         )
         self.speculate_ns.append(time.perf_counter_ns() - t0)
         return draft.token_ids
@@ -411,6 +446,7 @@ class ReplayResult:
     name: str
     families: dict[str, FamilyStats] = field(default_factory=dict)
     accepted_hist: Counter = field(default_factory=Counter)
+    request_steps: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     def overall(self) -> FamilyStats:
@@ -450,6 +486,7 @@ def run_replay(drafter: Drafter, traces: Sequence[Trace]) -> ReplayResult:
         for i, trace in enumerate(traces, 1):
             stats = replay_request(drafter, trace, result.accepted_hist)
             result.families.setdefault(trace.family, FamilyStats()).add(stats)
+            result.request_steps[trace.id] = stats.steps
             drafter.after_request(i, len(traces))
     result.seconds = time.perf_counter() - t0
     return result
@@ -472,6 +509,7 @@ def replay_summary(result: ReplayResult, drafter: Drafter) -> dict[str, Any]:
             "mean": float(np.mean(ns)) / 1e3 if ns else float("nan"),
         },
         **drafter.summary(),
+        "request_steps": result.request_steps,
     }
 
 
@@ -483,6 +521,7 @@ class BatchRequest:
     req_id: str
     response: list[int]
     done: int = 0
+    accept: bool = True  # advance by accepted draft tokens + 1, else by 1 token
     pending: list[int] = field(default_factory=list)  # tokens to append next step
 
 
@@ -503,7 +542,9 @@ def warm_cache(cache: SuffixDecodingCache, traces: Sequence[Trace]) -> tuple[int
     return ns, tokens
 
 
-def start_batch(cache: SuffixDecodingCache, traces: Sequence[Trace], size: int) -> list[BatchRequest]:
+def start_batch(
+    cache: SuffixDecodingCache, traces: Sequence[Trace], size: int, accept: bool
+) -> list[BatchRequest]:
     """Start ``size`` requests on the prompts of ``traces`` (cycled if too few).
 
     As after prefill, each request's first pending token is its first response token.
@@ -511,7 +552,7 @@ def start_batch(cache: SuffixDecodingCache, traces: Sequence[Trace], size: int) 
     reqs = []
     for i in range(size):
         t = traces[i % len(traces)]
-        req = BatchRequest(f"batch-{i}", t.response.tolist())
+        req = BatchRequest(f"batch-{i}", t.response.tolist(), accept=accept)
         cache.start_request(req.req_id, t.prompt)
         advance_request(req, [])
         reqs.append(req)
@@ -519,10 +560,10 @@ def start_batch(cache: SuffixDecodingCache, traces: Sequence[Trace], size: int) 
 
 
 def advance_request(req: BatchRequest, draft: Sequence[int]) -> None:
-    """Verify ``draft``: next step appends accepted tokens + 1 true token ([] once done)."""
-    remaining = req.response[req.done :]
-    acc = accepted_prefix(draft, remaining)
-    req.pending = remaining[: acc + 1]
+    """Verify ``draft``: next step appends accepted tokens + 1 true token
+    (only the 1 true token when ``req.accept`` is off; [] once done)."""
+    acc = accepted_prefix(draft, req.response[req.done : req.done + len(draft)]) if req.accept else 0
+    req.pending = req.response[req.done : req.done + acc + 1]
     req.done += len(req.pending)
 
 
@@ -562,11 +603,13 @@ class Engine:
     step_ns: list[int] = field(default_factory=list)
     drafts: list[list[list[int]]] = field(default_factory=list)  # per step, per request
     idle_request_steps: int = 0  # request-steps with an exhausted response
+    appended_tokens: int = 0
     warm_ns: int = 0
     warm_tokens: int = 0
 
     def run_step(self, k: int) -> None:
         self.idle_request_steps += sum(1 for r in self.reqs if not r.pending)
+        self.appended_tokens += sum(len(r.pending) for r in self.reqs)
         t0 = time.perf_counter_ns()
         drafts = self.step(self.cache, self.reqs, k)
         self.step_ns.append(time.perf_counter_ns() - t0)
@@ -575,12 +618,12 @@ class Engine:
         self.drafts.append(drafts)
 
 
-def make_engine(step: StepFn, traces: Sequence[Trace], size: int, depth: int) -> Engine:
+def make_engine(step: StepFn, traces: Sequence[Trace], size: int, depth: int, accept: bool) -> Engine:
     """Warm a fresh cache with traces[size:], then start size requests on traces[:size]."""
     cache = SuffixDecodingCache(max_tree_depth=depth, max_cached_requests=-1)
     with gc_paused():
         warm_ns, warm_tokens = warm_cache(cache, traces[size:])
-    reqs = start_batch(cache, traces[:size], size)
+    reqs = start_batch(cache, traces[:size], size, accept)
     return Engine(step, cache, reqs, warm_ns=warm_ns, warm_tokens=warm_tokens)
 
 
@@ -595,17 +638,23 @@ def step_stats(step_ns: Sequence[int], size: int) -> dict[str, float]:
 
 
 def bench_batch(
-    traces: Sequence[Trace], sizes: Sequence[int], depth: int, k: int, steps: int
+    traces: Sequence[Trace],
+    sizes: Sequence[int],
+    advances: Sequence[str],
+    depth: int,
+    k: int,
+    steps: int,
 ) -> list[dict[str, Any]]:
     """speculate_batch vs. the per-request loop, at each batch size.
 
     Two identically warmed caches serve the same requests; their steps
-    alternate. Each request appends the tokens its previous draft earned.
+    alternate. Each step appends to each request the tokens its previous
+    draft earned (advance "accepted") or its next true token (advance "one").
     """
     rows = []
-    for size in sizes:
-        batch = make_engine(step_batch, traces, size, depth)
-        loop = make_engine(step_loop, traces, size, depth)
+    for advance, size in ((a, b) for a in advances for b in sizes):
+        batch = make_engine(step_batch, traces, size, depth, advance == "accepted")
+        loop = make_engine(step_loop, traces, size, depth, advance == "accepted")
         with gc_paused():
             for _ in range(steps):  # alternate, so drift hits both alike
                 batch.run_step(k)
@@ -614,7 +663,9 @@ def bench_batch(
         rows.append(
             {
                 "batch_size": size,
+                "advance": advance,
                 "steps": steps,
+                "mean_new_tokens": batch.appended_tokens / (size * steps),
                 "warm_requests": max(0, len(traces) - size),
                 "bulk_add_us_per_token": warm_ns / 1e3 / warm_tokens if warm_tokens else float("nan"),
                 "idle_request_step_fraction": batch.idle_request_steps / (size * steps),
@@ -625,10 +676,39 @@ def bench_batch(
             }
         )
         print(
-            f"[batch] B={size}: speculate_batch p50 {rows[-1]['speculate_batch']['p50_ms_per_step']:.3f} ms/step, "
+            f"[batch] advance={advance} B={size}: speculate_batch p50 {rows[-1]['speculate_batch']['p50_ms_per_step']:.3f} ms/step, "
             f"loop p50 {rows[-1]['loop']['p50_ms_per_step']:.3f} ms/step"
         )
     return rows
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def head_to_head(ours: dict[str, Any], peer: dict[str, Any], traces: Sequence[Trace]) -> dict[str, Any]:
+    """Per family: on how many requests each method needs fewer steps, and the
+    requests where ``ours`` loses the most steps to ``peer``."""
+    out: dict[str, Any] = {}
+    for family in sorted({t.family for t in traces}):
+        diffs = [
+            (ours["request_steps"][t.id] - peer["request_steps"][t.id], t.id)
+            for t in traces
+            if t.family == family
+        ]
+        out[family] = {
+            "requests": len(diffs),
+            "ours_fewer_steps": sum(1 for d, _ in diffs if d < 0),
+            "equal": sum(1 for d, _ in diffs if d == 0),
+            "ours_more_steps": sum(1 for d, _ in diffs if d > 0),
+            "steps_lost_where_worse": sum(d for d, _ in diffs if d > 0),
+            "steps_won_where_better": -sum(d for d, _ in diffs if d < 0),
+            "worst": [
+                {"id": i, "ours_steps": ours["request_steps"][i], "peer_steps": peer["request_steps"][i]}
+                for d, i in sorted(diffs, reverse=True)[:3]
+                if d > 0
+            ],
+        }
+    return {"ours": ours["name"], "peer": peer["name"], "families": out}
 
 
 # --------------------------------------------------------------------------- report
@@ -699,16 +779,16 @@ def memory_table(replay: dict[str, Any]) -> list[str]:
 
 def batch_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = [
-        "| B | speculate_batch p50 ms/step | p99 ms/step | p50 us/req | p99 us/req | "
+        "| advance | B | new tokens/req | speculate_batch p50 ms/step | p99 ms/step | p50 us/req | p99 us/req | "
         "loop p50 ms/step | loop p99 ms/step | loop p50 us/req | speedup (p50) | mean draft len | idle req-steps | "
         "drafts identical | bulk add us/token |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
     ]
     for r in rows:
         b, l = r["speculate_batch"], r["loop"]
         speedup = l["p50_ms_per_step"] / b["p50_ms_per_step"] if b["p50_ms_per_step"] else float("nan")
         lines.append(
-            f"| {r['batch_size']} | {fmt(b['p50_ms_per_step'], 3)} | {fmt(b['p99_ms_per_step'], 3)} | "
+            f"| {r['advance']} | {r['batch_size']} | {fmt(r['mean_new_tokens'])} | {fmt(b['p50_ms_per_step'], 3)} | {fmt(b['p99_ms_per_step'], 3)} | "
             f"{fmt(b['p50_us_per_request'])} | {fmt(b['p99_us_per_request'])} | "
             f"{fmt(l['p50_ms_per_step'], 3)} | {fmt(l['p99_ms_per_step'], 3)} | {fmt(l['p50_us_per_request'])} | "
             f"{fmt(speedup, 1)}x | {fmt(r['mean_draft_len'])} | {fmt(100 * r['idle_request_step_fraction'], 0)}% | "
@@ -753,9 +833,29 @@ def target_checks(report: dict[str, Any]) -> list[tuple[str, bool, str]]:
         if row["batch_size"] == 256:
             p50 = row["speculate_batch"]["p50_ms_per_step"]
             checks.append(
-                (f"batch 256 <= {TARGET_BATCH256_MS_PER_STEP} ms/step (p50)", p50 <= TARGET_BATCH256_MS_PER_STEP, fmt(p50, 3))
+                (
+                    f"batch 256 <= {TARGET_BATCH256_MS_PER_STEP} ms/step (p50, advance {row['advance']})",
+                    p50 <= TARGET_BATCH256_MS_PER_STEP,
+                    fmt(p50, 3),
+                )
             )
     return checks
+
+
+def head_to_head_table(h2h: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Per request, {h2h['ours']} vs. {h2h['peer']} (steps to finish the response):",
+        "",
+        "| family | requests | ours fewer steps | equal | ours more steps | steps won | steps lost | worst requests (ours/peer steps) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for family, r in h2h["families"].items():
+        worst = ", ".join(f"{w['id']} ({w['ours_steps']}/{w['peer_steps']})" for w in r["worst"])
+        lines.append(
+            f"| {family} | {r['requests']} | {r['ours_fewer_steps']} | {r['equal']} | {r['ours_more_steps']} | "
+            f"{r['steps_won_where_better']} | {r['steps_lost_where_worse']} | {worst} |"
+        )
+    return lines
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -766,8 +866,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Traces: `{meta['traces']}` ({meta['num_traces']} requests; "
         + ", ".join(f"{f}: {n}" for f, n in meta["family_counts"].items())
         + f"), tokenizer `{meta['tokenizer']}`, k={meta['k']}, context={meta['context_len']} tokens, "
-        f"max_spec_factor=1.0, min_token_prob=0.1.",
-        f"Command: `{meta['command']}`; total {meta['total_seconds']:.1f} s on {meta['machine']}.",
+        f"max_spec_factor={meta['spec_params']['factor']:g}, max_spec_offset={meta['spec_params']['offset']:g}, "
+        f"min_token_prob={meta['spec_params']['min_prob']:g} (batch section: 1, 0, 0.1).",
+        f"Command: `{meta['command']}`; total {meta['total_seconds']:.1f} s on {meta['machine']}; "
+        f"library at commit {meta['library_commit']}.",
         "",
         "## Mean tokens per step",
         "",
@@ -775,6 +877,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         *acceptance_table(report["replays"]),
         "",
+        *(head_to_head_table(report["head_to_head"]) + [""] if report.get("head_to_head") else []),
         "## Costs (single stream, Python API)",
         "",
         *cost_table(report["replays"]),
@@ -804,6 +907,24 @@ def render_markdown(report: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- main
 
 
+def library_version() -> str:
+    """Git commit of the checkout (with a dirty flag) and a hash of the native
+    module, as the library is under development."""
+    import subprocess
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(
+            ["git", *cmd], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    from arctic_inference_core import _C
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "cpp", "arctic_inference_core")
+    native = hashlib.sha256(Path(_C.__file__).read_bytes()).hexdigest()[:12]
+    return commit + (" + uncommitted changes" if dirty else "") + f", _C sha256 {native}"
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--traces", type=Path, default=DEFAULT_TRACES, help=f"JSON lines trace file (default: {DEFAULT_TRACES})")
@@ -812,17 +933,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--extra-depths", type=int, nargs="*", default=[24], help="more depths to replay (default: 24)")
     p.add_argument("--context-len", type=int, default=None,
                    help="context tokens passed to speculate (default: each run's depth)")
+    p.add_argument("--spec-factor", type=float, default=1.0, help="max_spec_factor (default: 1.0)")
+    p.add_argument("--spec-offset", type=float, default=0.0, help="max_spec_offset (default: 0.0)")
+    p.add_argument("--min-token-prob", type=float, default=0.1, help="min_token_prob (default: 0.1)")
     p.add_argument("--k", type=int, default=32, help="max_spec_tokens, also the n-gram k (default: 32)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N traces")
     p.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 16, 64, 256], help="(default: 1 16 64 256; none to skip)")
+    p.add_argument("--batch-advance", nargs="*", choices=("accepted", "one"), default=["accepted", "one"],
+                   help="tokens appended per request-step: accepted draft + 1, or one (default: both)")
     p.add_argument("--batch-steps", type=int, default=50, help="engine steps per batch size (default: 50)")
     p.add_argument("--no-ngram", action="store_true", help="skip the vLLM n-gram peer")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help=f"(default: {DEFAULT_OUT_DIR})")
     return p.parse_args(argv)
 
 
-def replay_suffix(traces: Sequence[Trace], depth: int, k: int, context_len: Optional[int]) -> dict[str, Any]:
-    drafter = SuffixDrafter(depth, k, context_len or depth, snapshot_every=max(1, len(traces) // 4))
+def replay_suffix(
+    traces: Sequence[Trace], depth: int, k: int, params: SpecParams, context_len: Optional[int]
+) -> dict[str, Any]:
+    snapshot_every = max(1, len(traces) // 4)
+    drafter = SuffixDrafter(depth, k, params, context_len or depth, snapshot_every)
     summary = replay_summary(run_replay(drafter, traces), drafter)
     print(f"[replay] {drafter.name}: {fmt(summary['all']['tokens_per_step'])} tokens/step in {summary['seconds']:.1f} s")
     return summary
@@ -853,18 +982,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not traces:
         print("error: no traces to replay", file=sys.stderr)
         return 2
+    if len({t.id for t in traces}) != len(traces):
+        print("error: trace ids must be unique (they are used as request ids)", file=sys.stderr)
+        return 2
     print(f"[data] {len(traces)} traces, {sum(len(t.response) for t in traces)} response tokens "
           f"({time.perf_counter() - t_start:.1f} s to load)")
 
-    replays = [replay_suffix(traces, args.depth, args.k, args.context_len)]
+    params = SpecParams(args.spec_factor, args.spec_offset, args.min_token_prob)
+    replays = [replay_suffix(traces, args.depth, args.k, params, args.context_len)]
     replays += [
-        replay_suffix(traces, d, args.k, args.context_len) for d in args.extra_depths if d != args.depth
+        replay_suffix(traces, d, args.k, params, args.context_len)
+        for d in args.extra_depths
+        if d != args.depth
     ]
     if not args.no_ngram:
         ngram = replay_ngram(traces, args.k)
         if ngram is not None:
             replays.append(ngram)
-    batch = bench_batch(traces, args.batch_sizes, args.depth, args.k, args.batch_steps)
+    batch = bench_batch(traces, args.batch_sizes, args.batch_advance, args.depth, args.k, args.batch_steps)
 
     report = {
         "meta": {
@@ -875,14 +1010,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "depth": args.depth,
             "k": args.k,
             "context_len": args.context_len or args.depth,
+            "spec_params": asdict(params),
             "command": " ".join(["python", *sys.argv]) if argv is None else " ".join(argv),
             "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
+            "library_commit": library_version(),
             "total_seconds": time.perf_counter() - t_start,
         },
         "reference": REFERENCE,
         "replays": replays,
         "batch": batch,
     }
+    if len(replays) > 1 and replays[-1]["name"].startswith("vLLM"):
+        report["head_to_head"] = head_to_head(replays[0], replays[-1], traces)
     report["targets"] = [{"target": t, "met": ok, "measured": m} for t, ok, m in target_checks(report)]
     markdown = render_markdown(report)
     args.out_dir.mkdir(parents=True, exist_ok=True)

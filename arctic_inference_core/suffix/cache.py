@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Hashable, KeysView, Sequence
-from dataclasses import dataclass, field
 from typing import Optional, Union
 
 import numpy as np
@@ -17,7 +16,6 @@ TokenIds = Union[Sequence[int], npt.NDArray[np.integer]]
 _INT32_MAX = 0x7FFFFFFF
 
 
-@dataclass
 class SuffixDecodingDraft:
     """One speculated continuation.
 
@@ -31,11 +29,48 @@ class SuffixDecodingDraft:
         match_len: Number of context tokens matched to produce the draft.
     """
 
-    token_ids: list[int] = field(default_factory=list)
-    parents: list[int] = field(default_factory=list)
-    probs: list[float] = field(default_factory=list)
-    score: float = 0.0
-    match_len: int = 0
+    __slots__ = ("token_ids", "_parents", "_probs", "score", "match_len")
+
+    def __init__(
+        self,
+        token_ids: Optional[list[int]] = None,
+        parents: Optional[list[int]] = None,
+        probs: Union[list[float], bytes, None] = None,
+        score: float = 0.0,
+        match_len: int = 0,
+    ) -> None:
+        self.token_ids: list[int] = [] if token_ids is None else token_ids
+        # parents None means a chain; probs may arrive as packed float64
+        # bytes. Both are materialized on first access (engines rarely read
+        # them, and building them costs more than drafting).
+        self._parents = parents
+        self._probs = probs
+        self.score = score
+        self.match_len = match_len
+
+    @property
+    def parents(self) -> list[int]:
+        if self._parents is None:
+            self._parents = list(range(-1, len(self.token_ids) - 1))
+        return self._parents
+
+    @property
+    def probs(self) -> list[float]:
+        if self._probs is None:
+            self._probs = []
+        elif isinstance(self._probs, bytes):
+            self._probs = np.frombuffer(self._probs, dtype=np.float64).tolist()
+        return self._probs  # type: ignore[return-value]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SuffixDecodingDraft):
+            return NotImplemented
+        return (self.token_ids, self.parents, self.probs, self.score, self.match_len) == (
+            other.token_ids, other.parents, other.probs, other.score, other.match_len)
+
+    def __repr__(self) -> str:
+        return (f"SuffixDecodingDraft(token_ids={self.token_ids}, parents={self.parents}, "
+                f"probs={self.probs}, score={self.score}, match_len={self.match_len})")
 
 
 class SuffixDecodingDraftBatch:
@@ -247,16 +282,21 @@ class SuffixDecodingCache:
             KeyError: the request is not active.
             ValueError / TypeError: a bad argument.
         """
-        handle = self._handle(req_id)
-        k = self._spec_tokens(max_spec_tokens)
+        # Hot path: ranges and types are checked natively (TypeError names
+        # the argument, ValueError says the allowed range).
+        try:
+            handle = self._active[req_id]
+        except (KeyError, TypeError):
+            self._handle(req_id)  # raises the explanatory error
+            raise
         return SuffixDecodingDraft(
             *self._core.speculate(
                 handle,
                 context,
-                k,
-                _check_float("max_spec_factor", max_spec_factor),
-                _check_float("max_spec_offset", max_spec_offset),
-                _check_float("min_token_prob", min_token_prob),
+                self._max_tree_depth if max_spec_tokens is None else max_spec_tokens,
+                max_spec_factor,
+                max_spec_offset,
+                min_token_prob,
                 bool(use_tree_spec),
             )
         )

@@ -230,8 +230,11 @@ NB_MODULE(_C, m) {
               c.speculate(handle, own ? std::span<const int32_t>() : std::span<const int32_t>(tls_tokens),
                           own, p, d);
             }
-            return nb::make_tuple(nb::cast(d.token_ids), nb::cast(d.parents), nb::cast(d.probs),
-                                  d.score, d.match_len);
+            // Path drafts are chains: parents are implied (None). Probabilities
+            // travel as packed float64 bytes, decoded only if read.
+            nb::object parents = tree ? nb::cast(d.parents) : nb::none();
+            nb::bytes probs(d.probs.data(), d.probs.size() * sizeof(double));
+            return nb::make_tuple(nb::cast(d.token_ids), parents, probs, d.score, d.match_len);
           },
           nb::arg("handle"), nb::arg("context").none(), nb::arg("max_spec_tokens"),
           nb::arg("max_spec_factor"), nb::arg("max_spec_offset"), nb::arg("min_token_prob"),

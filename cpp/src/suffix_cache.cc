@@ -102,7 +102,7 @@ void SuffixCache::best_local_draft(const SuffixTree& tree, const SpecParams& p, 
   for (int32_t m = M; m >= 1; --m) {
     const int32_t budget = spec_budget(m, p);
     if (have && static_cast<double>(budget) <= best.score) break;
-    if (m < M && tree.occurrences(loci_[m - 1]) == tree.occurrences(loci_[m])) continue;
+    if (m < M && occ_[m - 1] == occ_[m]) continue;
     tree.draft(loci_[m - 1], budget, p.min_token_prob, p.use_tree_spec, scratch_);
     if (!have || scratch_.score > best.score) {
       std::swap(best, scratch_);
@@ -124,17 +124,27 @@ void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context,
   const bool is_tail = context.size() <= own.size() &&
                        std::equal(context.begin(), context.end(), own.end() - context.size());
   if (is_tail) {
-    r.local->tail_loci(0, loci_);
+    r.local->tail_loci(0, loci_, occ_);
     loci_.resize(std::min(loci_.size(), context.size()));
   } else {
     loci_.clear();
     r.local->match_suffixes(context, loci_);
+    occ_.resize(loci_.size());
+    for (size_t i = 0; i < loci_.size(); ++i) occ_[i] = r.local->occurrences(loci_[i]);
   }
   best_local_draft(*r.local, p, local_best_);
 
   // The global tree drafts from its longest match only: the most specific
   // context shared with earlier requests, found without per-request state.
   clear(global_best_);
+  // A global draft wins only with a strictly higher score, and scores at
+  // most its budget: skip the search when that cannot happen.
+  const int32_t max_global =
+      spec_budget(static_cast<int32_t>(std::min<size_t>(context.size(), max_depth_)), p);
+  if (local_best_.score >= static_cast<double>(max_global)) {
+    out = local_best_;
+    return;
+  }
   const Locus g = global_.longest_match(context);
   if (g.depth > 0) {
     global_.draft(g, spec_budget(g.depth, p), p.min_token_prob, p.use_tree_spec, global_best_);

@@ -384,12 +384,21 @@ Locus SuffixTree::longest_match(std::span<const int32_t> context) const {
   return best;
 }
 
-void SuffixTree::tail_loci(int32_t seq_id, std::vector<Locus>& out) const {
+void SuffixTree::tail_loci(int32_t seq_id, std::vector<Locus>& out,
+                           std::vector<int64_t>& occ) const {
   const Sequence& s = live_seq(seq_id);
-  out.clear();
+  out.resize(s.ring_size);
+  occ.resize(s.ring_size);
   for (int32_t m = 1; m <= s.ring_size; ++m) {
     const Active& a = s.ring[(s.ring_start + s.ring_size - m) % max_depth_];
-    out.push_back(Locus{a.node, a.offset, m});
+    out[m - 1] = Locus{a.node, a.offset, m};
+    const Node& x = nodes_[a.node];
+    // A pending tail suffix alone in its edge stops no one before itself.
+    if (x.pend == 0 || (x.pend == 1 && a.offset < x.length)) {
+      occ[m - 1] = x.count;
+    } else {
+      occ[m - 1] = occurrences(out[m - 1]);
+    }
   }
 }
 

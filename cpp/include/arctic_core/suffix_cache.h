@@ -95,6 +95,7 @@ class SuffixCache {
   std::mutex mu_;
   // Scratch, reused across calls to avoid allocation on the hot path.
   std::vector<Locus> loci_;
+  std::vector<int64_t> occ_;
   Draft scratch_, local_best_, global_best_;
 };
 

@@ -80,8 +80,9 @@ class SuffixTree {
   std::span<const int32_t> tokens(int32_t seq_id) const;
 
   // Loci of a growing sequence's own last suffixes: out[m-1] is the locus of
-  // its last m tokens, for m = 1 .. min(length, max_depth).
-  void tail_loci(int32_t seq_id, std::vector<Locus>& out) const;
+  // its last m tokens, for m = 1 .. min(length, max_depth); occ[m-1] is the
+  // number of occurrences of those tokens.
+  void tail_loci(int32_t seq_id, std::vector<Locus>& out, std::vector<int64_t>& occ) const;
   // Loci of the suffixes of `context`: out[m-1] for m = 1 .. M where M is
   // the longest suffix (at most max_depth) that occurs in the tree. Entries
   // already in `out` are taken as the loci of the shorter suffixes.
