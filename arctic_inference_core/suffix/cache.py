@@ -131,12 +131,6 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> int:
     return int(value)
 
 
-def _check_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    return float(value)
-
-
 class SuffixDecodingCache:
     """Caches token sequences and drafts continuations of a request's context.
 
@@ -323,33 +317,21 @@ class SuffixDecodingCache:
             KeyError: a request is not active.
             ValueError / TypeError: bad arguments (lengths, token ids, ...).
         """
-        n = len(req_ids)
         try:
-            handles = np.fromiter((self._active[r] for r in req_ids), dtype=np.int64, count=n)
+            handles = [self._active[r] for r in req_ids]
         except KeyError as e:
             raise KeyError(f"request {e.args[0]!r} is not active") from None
         except TypeError as e:
-            raise TypeError(f"req_ids must hold hashable ids: {e}") from None
-        if new_token_ids is None:
-            new_flat, new_off = np.zeros(0, np.int32), np.zeros(n + 1, np.int64)
-        else:
-            new_flat, new_off = _flatten("new_token_ids", new_token_ids, n)
-        if contexts is None:
-            ctx_flat = ctx_off = None
-        else:
-            ctx_flat, ctx_off = _flatten("contexts", contexts, n)
-        k = self._spec_tokens(max_spec_tokens)
+            raise TypeError(f"req_ids must be a sequence of hashable ids: {e}") from None
         return SuffixDecodingDraftBatch(
             *self._core.speculate_batch(
                 handles,
-                new_flat,
-                new_off,
-                ctx_flat,
-                ctx_off,
-                k,
-                _check_float("max_spec_factor", max_spec_factor),
-                _check_float("max_spec_offset", max_spec_offset),
-                _check_float("min_token_prob", min_token_prob),
+                new_token_ids,
+                contexts,
+                self._max_tree_depth if max_spec_tokens is None else max_spec_tokens,
+                max_spec_factor,
+                max_spec_offset,
+                min_token_prob,
                 bool(use_tree_spec),
             )
         )
@@ -398,37 +380,3 @@ def _check_hashable(req_id: Hashable) -> None:
         hash(req_id)
     except TypeError:
         raise TypeError(f"req_id must be hashable, got {type(req_id).__name__}") from None
-
-
-def _flatten(
-    name: str, seqs: Sequence[TokenIds], n: int
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
-    """Concatenate per-request token lists into (flat int32, offsets int64)."""
-    if isinstance(seqs, (str, bytes)) or not isinstance(seqs, Sequence):
-        raise TypeError(f"{name} must be a sequence with one token list per request")
-    if len(seqs) != n:
-        raise ValueError(f"{name} has {len(seqs)} entries for {n} requests")
-    parts = [_as_token_array(f"{name}[{i}]", s) for i, s in enumerate(seqs)]
-    off = np.zeros(n + 1, np.int64)
-    if n:
-        np.cumsum([len(p) for p in parts], out=off[1:])
-    flat = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-    return flat.astype(np.int32, copy=False), off
-
-
-def _as_token_array(name: str, tokens: object) -> npt.NDArray[np.int32]:
-    if isinstance(tokens, np.ndarray):
-        arr = tokens
-    else:
-        if tokens is None or isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence):
-            raise TypeError(f"{name} must be a 1-D integer array or a sequence of ints")
-        if any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) for t in tokens):
-            raise TypeError(f"{name} must hold ints")
-        arr = np.asarray(tokens, dtype=np.int64) if len(tokens) else np.zeros(0, np.int64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got {arr.ndim} dimensions")
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must have an integer dtype, got {arr.dtype}")
-    if arr.size and (arr.min() < 0 or arr.max() > _INT32_MAX):
-        raise ValueError(f"{name} must hold token ids in [0, 2**31 - 1]")
-    return arr.astype(np.int32, copy=False)

@@ -241,41 +241,63 @@ NB_MODULE(_C, m) {
           nb::arg("use_tree_spec"))
       .def(
           "speculate_batch",
-          [](SuffixCache& c, nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> handles,
-             nb::ndarray<const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> new_tokens,
-             nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> new_offsets,
-             std::optional<nb::ndarray<const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>> ctx_tokens,
-             std::optional<nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>> ctx_offsets,
+          [](SuffixCache& c, nb::handle handles, nb::handle new_tokens, nb::handle contexts,
              long long max_spec_tokens, double factor, double offset, double min_prob, bool tree) {
             const SpecParams p = make_params(max_spec_tokens, factor, offset, min_prob, tree);
-            if (ctx_tokens.has_value() != ctx_offsets.has_value()) {
-              throw nb::value_error("context tokens and offsets must be given together");
+            // Flatten the per-request inputs in one pass, with the GIL held.
+            std::vector<int64_t> hs;
+            {
+              nb::sequence seq = nb::borrow<nb::sequence>(handles);
+              hs.reserve(nb::len(seq));
+              for (nb::handle h : seq) hs.push_back(nb::cast<int64_t>(h));
             }
-            const size_t n = handles.shape(0);
-            if (ctx_offsets && ctx_offsets->shape(0) != n + 1) {
-              throw nb::value_error("context offsets must have len(handles) + 1 entries");
+            const size_t n = hs.size();
+            auto flatten = [&](nb::handle lists, const char* what, std::vector<int32_t>& flat,
+                               std::vector<int64_t>& offsets) {
+              if (!PySequence_Check(lists.ptr()) || PyUnicode_Check(lists.ptr())) {
+                throw nb::type_error((std::string(what) +
+                                      " must be a sequence with one token list per request")
+                                         .c_str());
+              }
+              if (static_cast<size_t>(PySequence_Size(lists.ptr())) != n) {
+                throw nb::value_error((std::string(what) + " has " +
+                                       std::to_string(PySequence_Size(lists.ptr())) +
+                                       " entries for " + std::to_string(n) + " requests")
+                                          .c_str());
+              }
+              offsets.assign(1, 0);
+              std::vector<int32_t> one;
+              for (size_t i = 0; i < n; ++i) {
+                nb::object item = nb::steal(PySequence_GetItem(lists.ptr(), static_cast<Py_ssize_t>(i)));
+                if (!item.is_valid()) throw nb::python_error();
+                const std::string name = std::string(what) + "[" + std::to_string(i) + "]";
+                to_tokens(item, name.c_str(), false, one);
+                flat.insert(flat.end(), one.begin(), one.end());
+                offsets.push_back(static_cast<int64_t>(flat.size()));
+              }
+            };
+            std::vector<int32_t> new_flat, ctx_flat;
+            std::vector<int64_t> new_off, ctx_off;
+            if (new_tokens.is_none()) {
+              new_off.assign(n + 1, 0);
+            } else {
+              flatten(new_tokens, "new_token_ids", new_flat, new_off);
             }
-            if (ctx_offsets && n > 0 &&
-                (ctx_offsets->data()[0] != 0 ||
-                 ctx_offsets->data()[n] != static_cast<int64_t>(ctx_tokens->shape(0)))) {
-              throw nb::value_error("context offsets must start at 0 and end at len(context tokens)");
-            }
+            const bool own = contexts.is_none();
+            if (!own) flatten(contexts, "contexts", ctx_flat, ctx_off);
             DraftBatch out;
             {
               nb::gil_scoped_release release;
-              c.speculate_batch({handles.data(), n}, {new_tokens.data(), new_tokens.shape(0)},
-                                {new_offsets.data(), new_offsets.shape(0)},
-                                ctx_tokens ? ctx_tokens->data() : nullptr,
-                                ctx_offsets ? ctx_offsets->data() : nullptr, p, out);
+              c.speculate_batch(hs, new_flat, new_off, own ? nullptr : ctx_flat.data(),
+                                own ? nullptr : ctx_off.data(), p, out);
             }
             return nb::make_tuple(to_numpy(std::move(out.token_ids)), to_numpy(std::move(out.parents)),
                                   to_numpy(std::move(out.probs)), to_numpy(std::move(out.offsets)),
                                   to_numpy(std::move(out.scores)), to_numpy(std::move(out.match_lens)));
           },
-          nb::arg("handles"), nb::arg("new_tokens"), nb::arg("new_offsets"),
-          nb::arg("ctx_tokens").none(), nb::arg("ctx_offsets").none(), nb::arg("max_spec_tokens"),
-          nb::arg("max_spec_factor"), nb::arg("max_spec_offset"), nb::arg("min_token_prob"),
-          nb::arg("use_tree_spec"))
+          nb::arg("handles"), nb::arg("new_token_ids").none(), nb::arg("contexts").none(),
+          nb::arg("max_spec_tokens"), nb::arg("max_spec_factor"), nb::arg("max_spec_offset"),
+          nb::arg("min_token_prob"), nb::arg("use_tree_spec"))
       .def("num_tokens", &SuffixCache::num_tokens, nb::call_guard<nb::gil_scoped_release>())
       .def("memory_bytes", &SuffixCache::memory_bytes, nb::call_guard<nb::gil_scoped_release>())
       .def("check_integrity", &SuffixCache::check_integrity,

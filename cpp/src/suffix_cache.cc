@@ -90,26 +90,75 @@ void SuffixCache::evict_response(int64_t handle) {
   if (!r.local) requests_.erase(it);
 }
 
-void SuffixCache::best_local_draft(const SuffixTree& tree, const SpecParams& p, Draft& best) {
+void SuffixCache::best_draft(const SuffixTree& tree, std::span<const Locus> loci,
+                             std::span<const int64_t> occ, const SpecParams& p, Draft& best) {
   // Evaluate match lengths from longest to shortest. A shorter match with
   // the same occurrence count continues the same occurrences with no larger
   // budget, so only the longest match of each count is drafted. A draft
   // scores at most its budget, so once the budget cannot beat the best
   // score, shorter matches cannot either.
   clear(best);
-  const int32_t M = static_cast<int32_t>(loci_.size());
+  const int32_t M = static_cast<int32_t>(loci.size());
   bool have = false;
   for (int32_t m = M; m >= 1; --m) {
     const int32_t budget = spec_budget(m, p);
     if (have && static_cast<double>(budget) <= best.score) break;
-    if (m < M && occ_[m - 1] == occ_[m]) continue;
-    tree.draft(loci_[m - 1], budget, p.min_token_prob, p.use_tree_spec, scratch_);
+    if (m < M && occ[m - 1] == occ[m]) continue;
+    tree.draft(loci[m - 1], budget, p.min_token_prob, p.use_tree_spec, scratch_);
     if (!have || scratch_.score > best.score) {
       std::swap(best, scratch_);
       best.match_len = m;
       have = true;
     }
   }
+}
+
+void SuffixCache::update_global_loci(Request& r) {
+  // Follow the request's new tokens from the loci of the previous step; the
+  // longest suffixes drop out first, and a missing continuation of one
+  // suffix means every longer one is missing too. After the global tree
+  // changed (a request stopped or was evicted), start over from the root.
+  const std::span<const int32_t> own = r.local->tokens(0);
+  if (r.ggen != global_.generation() || r.glen > own.size()) {
+    r.gloci.clear();
+    global_.match_suffixes(own.last(std::min<size_t>(own.size(), max_depth_)), r.gloci);
+  } else {
+    for (size_t i = r.glen; i < own.size(); ++i) {
+      const int32_t t = own[i];
+      size_t kept = 0;
+      // Suffix of length m becomes one of length m + 1: shift up by one.
+      for (; kept < r.gloci.size(); ++kept) {
+        if (!global_.advance(r.gloci[kept], t)) break;
+      }
+      r.gloci.resize(kept);
+      Locus one{SuffixTree::kRoot, 0, 0};
+      if (global_.advance(one, t)) {
+        r.gloci.insert(r.gloci.begin(), one);
+      } else {
+        r.gloci.clear();  // t never occurs: no suffix of the context does
+      }
+    }
+  }
+  r.ggen = global_.generation();
+  r.glen = own.size();
+}
+
+void SuffixCache::substitution_draft(const SuffixTree& tree, std::span<const int32_t> context,
+                                     const SpecParams& p, Draft& best) {
+  // A one-token edit (an indent, a renamed name, a diff's line prefix)
+  // breaks a long match at the last token. Match the context without it,
+  // step over the token the edit replaced (any continuation other than the
+  // one just produced), and keep drafting from there.
+  if (p.use_tree_spec || context.size() < 2) return;
+  const std::span<const int32_t> prev = context.first(context.size() - 1);
+  const int32_t longest = std::min<int32_t>(static_cast<int32_t>(prev.size()), max_depth_ - 1);
+  if (best.score >= static_cast<double>(spec_budget(longest, p))) return;  // cannot win
+  Locus l;
+  if (!tree.substitution_match(prev, context.back(), l)) return;
+  const int32_t m = l.depth - 1;  // matched context tokens (l includes the step)
+  tree.draft(l, spec_budget(m, p), p.min_token_prob, false, sub_);
+  sub_.match_len = m;
+  if (sub_.score > best.score) std::swap(best, sub_);
 }
 
 void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context, bool own_tail,
@@ -132,10 +181,9 @@ void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context,
     occ_.resize(loci_.size());
     for (size_t i = 0; i < loci_.size(); ++i) occ_[i] = r.local->occurrences(loci_[i]);
   }
-  best_local_draft(*r.local, p, local_best_);
+  best_draft(*r.local, loci_, occ_, p, local_best_);
+  substitution_draft(*r.local, context, p, local_best_);
 
-  // The global tree drafts from its longest match only: the most specific
-  // context shared with earlier requests, found without per-request state.
   clear(global_best_);
   // A global draft wins only with a strictly higher score, and scores at
   // most its budget: skip the search when that cannot happen.
@@ -145,11 +193,17 @@ void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context,
     out = local_best_;
     return;
   }
-  const Locus g = global_.longest_match(context);
-  if (g.depth > 0) {
-    global_.draft(g, spec_budget(g.depth, p), p.min_token_prob, p.use_tree_spec, global_best_);
-    global_best_.match_len = g.depth;
+  if (is_tail) {
+    update_global_loci(r);
+    loci_.assign(r.gloci.begin(), r.gloci.begin() + std::min(r.gloci.size(), context.size()));
+  } else {
+    loci_.clear();
+    global_.match_suffixes(context, loci_);
   }
+  gocc_.resize(loci_.size());
+  for (size_t i = 0; i < loci_.size(); ++i) gocc_[i] = global_.occurrences(loci_[i]);
+  best_draft(global_, loci_, gocc_, p, global_best_);
+  substitution_draft(global_, context, p, global_best_);
 
   out = (global_best_.score > local_best_.score) ? global_best_ : local_best_;
 }

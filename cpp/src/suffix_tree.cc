@@ -238,6 +238,7 @@ void SuffixTree::diverge_inside(Sequence& s, Active& a, int32_t seq_id, int32_t 
 int32_t SuffixTree::insert_sequence(std::span<const int32_t> tokens) {
   ARCTIC_CHECK(!has_active_suffixes(), InvalidArgument,
                "insert_sequence() is for trees without growing sequences");
+  ++generation_;
   const int32_t id = add_sequence();
   seqs_[id]->tokens.assign(tokens.begin(), tokens.end());
   const int32_t* seq = seqs_[id]->tokens.data();
@@ -283,6 +284,7 @@ void SuffixTree::remove_sequence(int32_t seq_id) {
   ARCTIC_CHECK(has_sequence(seq_id), NotFound, "unknown sequence id ", seq_id);
   ARCTIC_CHECK(!has_active_suffixes(), InvalidArgument,
                "remove_sequence() is for trees without growing sequences");
+  ++generation_;
   Sequence& s = *seqs_[seq_id];
   const std::vector<int32_t>& seq = s.tokens;
   const int32_t n = static_cast<int32_t>(seq.size());
@@ -382,6 +384,61 @@ Locus SuffixTree::longest_match(std::span<const int32_t> context) const {
     }
   }
   return best;
+}
+
+bool SuffixTree::advance(Locus& l, int32_t token) const {
+  if (l.depth >= max_depth_) return false;
+  const Node& x = nodes_[l.node];
+  if (l.offset < x.length) {
+    if (tok(x.ref_seq, x.ref_idx + l.offset) != token) return false;
+    ++l.offset;
+  } else {
+    const uint32_t c = x.first_child == kNil ? kNil : edges_.find(l.node, token);
+    if (c == kNil) return false;
+    l.node = c;
+    l.offset = 1;
+  }
+  ++l.depth;
+  return true;
+}
+
+bool SuffixTree::step_avoiding(const Locus& l, int32_t avoid, Locus& next) const {
+  const Node& x = nodes_[l.node];
+  if (l.offset < x.length) {
+    if (tok(x.ref_seq, x.ref_idx + l.offset) == avoid) return false;
+    next = Locus{l.node, l.offset + 1, l.depth + 1};
+    return true;
+  }
+  uint32_t best = kNil;
+  for (uint32_t c = x.first_child; c != kNil; c = nodes_[c].next_sibling) {
+    const Node& cn = nodes_[c];
+    if (cn.token == avoid) continue;
+    if (best == kNil || cn.count > nodes_[best].count ||
+        (cn.count == nodes_[best].count && cn.token < nodes_[best].token)) {
+      best = c;
+    }
+  }
+  if (best == kNil) return false;
+  next = Locus{best, 1, l.depth + 1};
+  return true;
+}
+
+bool SuffixTree::substitution_match(std::span<const int32_t> context, int32_t avoid,
+                                    Locus& out) const {
+  // "s occurs and is followed by some t != avoid" is monotone in |s|.
+  const int32_t L =
+      static_cast<int32_t>(std::min<size_t>(context.size(), static_cast<size_t>(max_depth_ - 1)));
+  const int32_t* end = context.data() + context.size();
+  Locus l;
+  auto ok = [&](int32_t m) { return walk(end - m, m, l) && step_avoiding(l, avoid, out); };
+  if (L == 0) return false;
+  if (ok(L)) return true;
+  int32_t lo = 0, hi = L - 1;
+  while (lo < hi) {
+    const int32_t mid = (lo + hi + 1) / 2;
+    if (ok(mid)) lo = mid; else hi = mid - 1;
+  }
+  return lo > 0 && ok(lo);
 }
 
 void SuffixTree::tail_loci(int32_t seq_id, std::vector<Locus>& out,

@@ -82,12 +82,21 @@ class SuffixCache {
     bool cached = false;                // response belongs in the global tree
     int32_t global_seq = -1;            // its sequence there, once stopped
     int32_t prompt_len = 0;
+    // Loci in the global tree of the suffixes of local tokens [0, glen),
+    // valid while the global tree is at generation ggen.
+    std::vector<Locus> gloci;
+    uint64_t ggen = ~uint64_t{0};
+    size_t glen = 0;
   };
 
   Request& active(int64_t handle);
   void speculate_locked(Request& r, std::span<const int32_t> context, bool own_tail,
                         const SpecParams& params, Draft& out);
-  void best_local_draft(const SuffixTree& tree, const SpecParams& params, Draft& best);
+  void best_draft(const SuffixTree& tree, std::span<const Locus> loci,
+                  std::span<const int64_t> occ, const SpecParams& params, Draft& best);
+  void update_global_loci(Request& r);
+  void substitution_draft(const SuffixTree& tree, std::span<const int32_t> context,
+                          const SpecParams& params, Draft& best);
 
   int32_t max_depth_;
   SuffixTree global_;
@@ -95,8 +104,8 @@ class SuffixCache {
   std::mutex mu_;
   // Scratch, reused across calls to avoid allocation on the hot path.
   std::vector<Locus> loci_;
-  std::vector<int64_t> occ_;
-  Draft scratch_, local_best_, global_best_;
+  std::vector<int64_t> occ_, gocc_;
+  Draft scratch_, sub_, local_best_, global_best_;
 };
 
 }  // namespace arctic_core
