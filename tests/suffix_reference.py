@@ -20,11 +20,6 @@ occurrence counts instead of tree nodes:
 - The global corpus holds the responses of cached requests that have
   stopped (a response enters it whole when its request stops). It drafts
   like the local corpus, without copying past the depth.
-- Substitution drafts (path mode): a one-token edit breaks a long match at
-  the context's last token. The longest suffix of ctx[:-1] that some
-  occurrence continues with a token t != ctx[-1] is extended by the most
-  frequent such t, and drafting goes on from there (t itself is not
-  drafted). It replaces a corpus's best draft only with a higher score.
 - The best local draft wins unless the global one scores strictly higher.
 """
 
@@ -192,29 +187,6 @@ class Corpus:
     def draft(self, s: list[int], k: int, min_prob: float, tree: bool) -> RefDraft:
         return self.draft_tree(s, k, min_prob) if tree else self.draft_path(s, k, min_prob)
 
-    def substitution_draft(
-        self, ctx: list[int], k: int, factor: float, offset: float, min_prob: float, tree: bool
-    ) -> Optional[RefDraft]:
-        # The longest suffix of ctx[:-1] (shorter than depth) that some
-        # occurrence continues with a token other than ctx[-1]; step over the
-        # most frequent such token and draft on from there.
-        if tree or len(ctx) < 2:
-            return None
-        prev, avoid = ctx[:-1], ctx[-1]
-        for m in range(min(len(prev), self.depth - 1), 0, -1):
-            alts = {t: c for t, c in next_counts(self.seqs, prev[-m:]).items() if t != avoid}
-            if alts:
-                t = min(alts, key=lambda t: (-alts[t], t))
-                d = self.draft_path(prev[-m:] + [t], budget(m, k, factor, offset), min_prob)
-                d.match_len = m
-                return d
-        return None
-
-    def best_with_substitution(self, *args) -> RefDraft:
-        best = self.best_draft(*args)
-        sub = self.substitution_draft(*args)
-        return sub if sub is not None and sub.score > best.score else best
-
     def best_draft(
         self, ctx: list[int], k: int, factor: float, offset: float, min_prob: float, tree: bool
     ) -> RefDraft:
@@ -278,7 +250,7 @@ class RefSuffixCache:
         k = self.depth if max_spec_tokens is None else max_spec_tokens
         ctx = list(self.local[req_id] if context is None else context)[-self.depth :]
         args = (ctx, k, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)
-        local = Corpus([self.local[req_id]], self.depth, copy=True).best_with_substitution(*args)
+        local = Corpus([self.local[req_id]], self.depth, copy=True).best_draft(*args)
         finished = [resp for r, resp in self.cached.items() if r not in self.local]
-        glob = Corpus(finished, self.depth, copy=False).best_with_substitution(*args)
+        glob = Corpus(finished, self.depth, copy=False).best_draft(*args)
         return glob if glob.score > local.score else local

@@ -143,24 +143,6 @@ void SuffixCache::update_global_loci(Request& r) {
   r.glen = own.size();
 }
 
-void SuffixCache::substitution_draft(const SuffixTree& tree, std::span<const int32_t> context,
-                                     const SpecParams& p, Draft& best) {
-  // A one-token edit (an indent, a renamed name, a diff's line prefix)
-  // breaks a long match at the last token. Match the context without it,
-  // step over the token the edit replaced (any continuation other than the
-  // one just produced), and keep drafting from there.
-  if (p.use_tree_spec || context.size() < 2) return;
-  const std::span<const int32_t> prev = context.first(context.size() - 1);
-  const int32_t longest = std::min<int32_t>(static_cast<int32_t>(prev.size()), max_depth_ - 1);
-  if (best.score >= static_cast<double>(spec_budget(longest, p))) return;  // cannot win
-  Locus l;
-  if (!tree.substitution_match(prev, context.back(), l)) return;
-  const int32_t m = l.depth - 1;  // matched context tokens (l includes the step)
-  tree.draft(l, spec_budget(m, p), p.min_token_prob, false, sub_);
-  sub_.match_len = m;
-  if (sub_.score > best.score) std::swap(best, sub_);
-}
-
 void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context, bool own_tail,
                                    const SpecParams& p, Draft& out) {
   const std::span<const int32_t> own = r.local->tokens(0);
@@ -182,7 +164,6 @@ void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context,
     for (size_t i = 0; i < loci_.size(); ++i) occ_[i] = r.local->occurrences(loci_[i]);
   }
   best_draft(*r.local, loci_, occ_, p, local_best_);
-  substitution_draft(*r.local, context, p, local_best_);
 
   clear(global_best_);
   // A global draft wins only with a strictly higher score, and scores at
@@ -203,7 +184,6 @@ void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context,
   gocc_.resize(loci_.size());
   for (size_t i = 0; i < loci_.size(); ++i) gocc_[i] = global_.occurrences(loci_[i]);
   best_draft(global_, loci_, gocc_, p, global_best_);
-  substitution_draft(global_, context, p, global_best_);
 
   out = (global_best_.score > local_best_.score) ? global_best_ : local_best_;
 }

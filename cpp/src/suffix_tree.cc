@@ -173,8 +173,11 @@ void SuffixTree::append(int32_t seq_id, int32_t token) {
   s.tokens.push_back(token);
   ++num_tokens_;
 
-  for (int32_t k = 0; k < s.ring_size; ++k) {
-    Active& a = ring_at(s, k);
+  Active* const ring_begin = s.ring.data();
+  Active* const ring_end = ring_begin + max_depth_;
+  Active* ap = ring_begin + s.ring_start;
+  for (int32_t k = 0; k < s.ring_size; ++k, ap = (ap + 1 == ring_end) ? ring_begin : ap + 1) {
+    Active& a = *ap;
     Node& x = nodes_[a.node];
     if (a.offset < x.length) {
       // Inside an edge: follow it if the text does, else branch off here.
@@ -402,52 +405,16 @@ bool SuffixTree::advance(Locus& l, int32_t token) const {
   return true;
 }
 
-bool SuffixTree::step_avoiding(const Locus& l, int32_t avoid, Locus& next) const {
-  const Node& x = nodes_[l.node];
-  if (l.offset < x.length) {
-    if (tok(x.ref_seq, x.ref_idx + l.offset) == avoid) return false;
-    next = Locus{l.node, l.offset + 1, l.depth + 1};
-    return true;
-  }
-  uint32_t best = kNil;
-  for (uint32_t c = x.first_child; c != kNil; c = nodes_[c].next_sibling) {
-    const Node& cn = nodes_[c];
-    if (cn.token == avoid) continue;
-    if (best == kNil || cn.count > nodes_[best].count ||
-        (cn.count == nodes_[best].count && cn.token < nodes_[best].token)) {
-      best = c;
-    }
-  }
-  if (best == kNil) return false;
-  next = Locus{best, 1, l.depth + 1};
-  return true;
-}
-
-bool SuffixTree::substitution_match(std::span<const int32_t> context, int32_t avoid,
-                                    Locus& out) const {
-  // "s occurs and is followed by some t != avoid" is monotone in |s|.
-  const int32_t L =
-      static_cast<int32_t>(std::min<size_t>(context.size(), static_cast<size_t>(max_depth_ - 1)));
-  const int32_t* end = context.data() + context.size();
-  Locus l;
-  auto ok = [&](int32_t m) { return walk(end - m, m, l) && step_avoiding(l, avoid, out); };
-  if (L == 0) return false;
-  if (ok(L)) return true;
-  int32_t lo = 0, hi = L - 1;
-  while (lo < hi) {
-    const int32_t mid = (lo + hi + 1) / 2;
-    if (ok(mid)) lo = mid; else hi = mid - 1;
-  }
-  return lo > 0 && ok(lo);
-}
-
 void SuffixTree::tail_loci(int32_t seq_id, std::vector<Locus>& out,
                            std::vector<int64_t>& occ) const {
   const Sequence& s = live_seq(seq_id);
   out.resize(s.ring_size);
   occ.resize(s.ring_size);
-  for (int32_t m = 1; m <= s.ring_size; ++m) {
-    const Active& a = s.ring[(s.ring_start + s.ring_size - m) % max_depth_];
+  // Newest (m = 1) first, walking the ring backwards without divisions.
+  int32_t idx = s.ring_start + s.ring_size - 1;
+  if (idx >= max_depth_) idx -= max_depth_;
+  for (int32_t m = 1; m <= s.ring_size; ++m, idx = (idx == 0) ? max_depth_ - 1 : idx - 1) {
+    const Active& a = s.ring[idx];
     out[m - 1] = Locus{a.node, a.offset, m};
     const Node& x = nodes_[a.node];
     // A pending tail suffix alone in its edge stops no one before itself.

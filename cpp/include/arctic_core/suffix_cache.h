@@ -95,8 +95,6 @@ class SuffixCache {
   void best_draft(const SuffixTree& tree, std::span<const Locus> loci,
                   std::span<const int64_t> occ, const SpecParams& params, Draft& best);
   void update_global_loci(Request& r);
-  void substitution_draft(const SuffixTree& tree, std::span<const int32_t> context,
-                          const SpecParams& params, Draft& best);
 
   int32_t max_depth_;
   SuffixTree global_;
@@ -105,7 +103,7 @@ class SuffixCache {
   // Scratch, reused across calls to avoid allocation on the hot path.
   std::vector<Locus> loci_;
   std::vector<int64_t> occ_, gocc_;
-  Draft scratch_, sub_, local_best_, global_best_;
+  Draft scratch_, local_best_, global_best_;
 };
 
 }  // namespace arctic_core

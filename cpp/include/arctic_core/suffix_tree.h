@@ -91,12 +91,6 @@ class SuffixTree {
   // occurs; depth 0 (the root) when none does.
   Locus longest_match(std::span<const int32_t> context) const;
 
-  // For a substitution draft: the longest suffix s of `context` (at most
-  // max_depth - 1 tokens) followed somewhere by a token other than `avoid`,
-  // and the most frequent such token t (ties: smallest id). Returns the
-  // locus of s + t in `out` (its depth counts t), or false if none exists.
-  bool substitution_match(std::span<const int32_t> context, int32_t avoid, Locus& out) const;
-
   // Move `l` one token further along `token`; false if the string never
   // continues that way (or is already max_depth long).
   bool advance(Locus& l, int32_t token) const;
@@ -164,7 +158,6 @@ class SuffixTree {
   uint32_t best_child(uint32_t node, int64_t& total) const;
   int32_t copy_start(uint32_t node) const;
   bool walk(const int32_t* s, int32_t n, Locus& l) const;
-  bool step_avoiding(const Locus& l, int32_t avoid, Locus& next) const;
 
   void draft_path(Locus at, int32_t budget, double min_prob, Draft& out) const;
   void draft_tree(Locus at, int32_t budget, double min_prob, Draft& out) const;
