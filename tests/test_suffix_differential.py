@@ -102,8 +102,11 @@ def test_matches_reference(data: st.DataObject) -> None:
 def test_batch_matches_single_calls(data: st.DataObject) -> None:
     depth = data.draw(st.integers(1, 6))
     alphabet = data.draw(st.integers(1, 3))
-    a, b = SuffixDecodingCache(depth), SuffixDecodingCache(depth)
-    reqs = REQS[: data.draw(st.integers(1, len(REQS)))]
+    threads = data.draw(st.sampled_from([1, 2, 3]))
+    a, b = SuffixDecodingCache(depth, num_threads=threads), SuffixDecodingCache(depth)
+    # Enough requests that a threaded batch really splits across workers.
+    reqs = REQS + [f"x{i}" for i in range(data.draw(st.integers(0, 60)))]
+    reqs = reqs[: data.draw(st.integers(1, len(reqs)))]
     for r in reqs:
         prompt = data.draw(tokens(alphabet, 16))
         a.start_request(r, prompt)

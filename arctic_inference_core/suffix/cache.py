@@ -146,14 +146,20 @@ class SuffixDecodingCache:
             past it by copying the one matching occurrence.
         max_cached_requests: Responses kept in the global tree. ``-1``: no
             limit; ``0``: no global tree.
+        num_threads: Threads ``speculate_batch`` may use for large batches
+            (the calling thread included; 1 = no extra threads).
     """
 
-    def __init__(self, max_tree_depth: int = 64, max_cached_requests: int = -1) -> None:
+    def __init__(
+        self, max_tree_depth: int = 64, max_cached_requests: int = -1, num_threads: int = 1
+    ) -> None:
         self._max_tree_depth = _check_int("max_tree_depth", max_tree_depth, 1, 1 << 20)
         self._max_cached_requests = _check_int(
             "max_cached_requests", max_cached_requests, -1, _INT32_MAX
         )
-        self._core = _C.SuffixCacheCore(self._max_tree_depth)
+        self._core = _C.SuffixCacheCore(
+            self._max_tree_depth, _check_int("num_threads", num_threads, 1, 256)
+        )
         self._active: dict[Hashable, int] = {}
         self._cached: dict[Hashable, int] = {}  # insertion order = FIFO order
         self._handles = itertools.count()
@@ -167,6 +173,10 @@ class SuffixDecodingCache:
     @property
     def max_cached_requests(self) -> int:
         return self._max_cached_requests
+
+    @property
+    def num_threads(self) -> int:
+        return int(self._core.num_threads)
 
     @property
     def active_requests(self) -> KeysView[Hashable]:

@@ -194,8 +194,9 @@ NB_MODULE(_C, m) {
   });
 
   nb::class_<SuffixCache>(m, "SuffixCacheCore")
-      .def(nb::init<int32_t>(), nb::arg("max_depth"))
+      .def(nb::init<int32_t, int32_t>(), nb::arg("max_depth"), nb::arg("num_threads") = 1)
       .def_prop_ro("max_depth", &SuffixCache::max_depth)
+      .def_prop_ro("num_threads", &SuffixCache::num_threads)
       .def(
           "start_request",
           [](SuffixCache& c, int64_t handle, nb::handle prompt, bool cache_response) {

@@ -36,8 +36,13 @@ void clear(Draft& d) {
 }
 }  // namespace
 
-SuffixCache::SuffixCache(int32_t max_depth)
-    : max_depth_(max_depth), global_(max_depth, /*allow_copy=*/false) {}
+SuffixCache::SuffixCache(int32_t max_depth, int32_t num_threads)
+    : max_depth_(max_depth), global_(max_depth, /*allow_copy=*/false) {
+  ARCTIC_CHECK(num_threads >= 1 && num_threads <= 256, InvalidArgument,
+               "num_threads must be within [1, 256], got ", num_threads);
+  if (num_threads > 1) pool_ = std::make_unique<WorkerPool>(num_threads);
+  scratch_.resize(num_threads);
+}
 
 SuffixCache::Request& SuffixCache::active(int64_t handle) {
   auto it = requests_.find(handle);
@@ -90,23 +95,24 @@ void SuffixCache::evict_response(int64_t handle) {
   if (!r.local) requests_.erase(it);
 }
 
-void SuffixCache::best_draft(const SuffixTree& tree, std::span<const Locus> loci,
-                             std::span<const int64_t> occ, const SpecParams& p, Draft& best) {
-  // Evaluate match lengths from longest to shortest. A shorter match with
-  // the same occurrence count continues the same occurrences with no larger
-  // budget, so only the longest match of each count is drafted. A draft
-  // scores at most its budget, so once the budget cannot beat the best
-  // score, shorter matches cannot either.
+void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft& best,
+                             Scratch& s) {
+  // Evaluate match lengths (loci in s.loci, occurrence counts in s.occ) from
+  // longest to shortest. A shorter match with the same occurrence count
+  // continues the same occurrences with no larger budget, so only the
+  // longest match of each count is drafted. A draft scores at most its
+  // budget, so once the budget cannot beat the best score, shorter matches
+  // cannot either.
   clear(best);
-  const int32_t M = static_cast<int32_t>(loci.size());
+  const int32_t M = static_cast<int32_t>(s.loci.size());
   bool have = false;
   for (int32_t m = M; m >= 1; --m) {
     const int32_t budget = spec_budget(m, p);
     if (have && static_cast<double>(budget) <= best.score) break;
-    if (m < M && occ[m - 1] == occ[m]) continue;
-    tree.draft(loci[m - 1], budget, p.min_token_prob, p.use_tree_spec, scratch_);
-    if (!have || scratch_.score > best.score) {
-      std::swap(best, scratch_);
+    if (m < M && s.occ[m - 1] == s.occ[m]) continue;
+    tree.draft(s.loci[m - 1], budget, p.min_token_prob, p.use_tree_spec, s.draft);
+    if (!have || s.draft.score > best.score) {
+      std::swap(best, s.draft);
       best.match_len = m;
       have = true;
     }
@@ -144,7 +150,7 @@ void SuffixCache::update_global_loci(Request& r) {
 }
 
 void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context, bool own_tail,
-                                   const SpecParams& p, Draft& out) {
+                                   const SpecParams& p, Draft& out, Scratch& s) {
   const std::span<const int32_t> own = r.local->tokens(0);
   if (own_tail) context = own;
   if (context.size() > static_cast<size_t>(max_depth_)) {
@@ -155,44 +161,44 @@ void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context,
   const bool is_tail = context.size() <= own.size() &&
                        std::equal(context.begin(), context.end(), own.end() - context.size());
   if (is_tail) {
-    r.local->tail_loci(0, loci_, occ_);
-    loci_.resize(std::min(loci_.size(), context.size()));
+    r.local->tail_loci(0, s.loci, s.occ);
+    s.loci.resize(std::min(s.loci.size(), context.size()));
+    s.occ.resize(s.loci.size());
   } else {
-    loci_.clear();
-    r.local->match_suffixes(context, loci_);
-    occ_.resize(loci_.size());
-    for (size_t i = 0; i < loci_.size(); ++i) occ_[i] = r.local->occurrences(loci_[i]);
+    s.loci.clear();
+    r.local->match_suffixes(context, s.loci);
+    s.occ.resize(s.loci.size());
+    for (size_t i = 0; i < s.loci.size(); ++i) s.occ[i] = r.local->occurrences(s.loci[i]);
   }
-  best_draft(*r.local, loci_, occ_, p, local_best_);
+  best_draft(*r.local, p, s.local_best, s);
 
-  clear(global_best_);
   // A global draft wins only with a strictly higher score, and scores at
   // most its budget: skip the search when that cannot happen.
   const int32_t max_global =
       spec_budget(static_cast<int32_t>(std::min<size_t>(context.size(), max_depth_)), p);
-  if (local_best_.score >= static_cast<double>(max_global)) {
-    out = local_best_;
+  if (s.local_best.score >= static_cast<double>(max_global)) {
+    std::swap(out, s.local_best);
     return;
   }
   if (is_tail) {
     update_global_loci(r);
-    loci_.assign(r.gloci.begin(), r.gloci.begin() + std::min(r.gloci.size(), context.size()));
+    s.loci.assign(r.gloci.begin(), r.gloci.begin() + std::min(r.gloci.size(), context.size()));
   } else {
-    loci_.clear();
-    global_.match_suffixes(context, loci_);
+    s.loci.clear();
+    global_.match_suffixes(context, s.loci);
   }
-  gocc_.resize(loci_.size());
-  for (size_t i = 0; i < loci_.size(); ++i) gocc_[i] = global_.occurrences(loci_[i]);
-  best_draft(global_, loci_, gocc_, p, global_best_);
+  s.occ.resize(s.loci.size());
+  for (size_t i = 0; i < s.loci.size(); ++i) s.occ[i] = global_.occurrences(s.loci[i]);
+  best_draft(global_, p, s.global_best, s);
 
-  out = (global_best_.score > local_best_.score) ? global_best_ : local_best_;
+  std::swap(out, s.global_best.score > s.local_best.score ? s.global_best : s.local_best);
 }
 
 void SuffixCache::speculate(int64_t handle, std::span<const int32_t> context, bool own_tail,
                             const SpecParams& params, Draft& out) {
   validate(params);
   std::lock_guard<std::mutex> lock(mu_);
-  speculate_locked(active(handle), context, own_tail, params, out);
+  speculate_locked(active(handle), context, own_tail, params, out, scratch_[0]);
 }
 
 void SuffixCache::speculate_batch(std::span<const int64_t> handles,
@@ -224,19 +230,31 @@ void SuffixCache::speculate_batch(std::span<const int64_t> handles,
   ARCTIC_CHECK(dup == sorted.end(), InvalidArgument, "request handle ",
                dup == sorted.end() ? 0 : *dup, " appears twice in one batch");
 
+  // Requests are independent (own local trees; the global tree is only
+  // read), so large batches are spread over the pool.
+  std::vector<Draft> drafts(n);
+  auto body = [&](size_t begin, size_t end, int worker) {
+    for (size_t i = begin; i < end; ++i) {
+      reqs[i]->local->extend(
+          0, new_tokens.subspan(new_offsets[i], new_offsets[i + 1] - new_offsets[i]));
+      std::span<const int32_t> ctx;
+      if (ctx_offsets) ctx = {ctx_tokens + ctx_offsets[i], ctx_tokens + ctx_offsets[i + 1]};
+      speculate_locked(*reqs[i], ctx, ctx_offsets == nullptr, params, drafts[i],
+                       scratch_[worker]);
+    }
+  };
+  if (pool_ && n >= 32) {
+    pool_->parallel_for(n, 8, body);
+  } else {
+    body(0, n, 0);
+  }
   out.token_ids.clear();
   out.parents.clear();
   out.probs.clear();
   out.offsets.assign(1, 0);
   out.scores.clear();
   out.match_lens.clear();
-  Draft d;
-  for (size_t i = 0; i < n; ++i) {
-    reqs[i]->local->extend(
-        0, new_tokens.subspan(new_offsets[i], new_offsets[i + 1] - new_offsets[i]));
-    std::span<const int32_t> ctx;
-    if (ctx_offsets) ctx = {ctx_tokens + ctx_offsets[i], ctx_tokens + ctx_offsets[i + 1]};
-    speculate_locked(*reqs[i], ctx, ctx_offsets == nullptr, params, d);
+  for (const Draft& d : drafts) {
     out.token_ids.insert(out.token_ids.end(), d.token_ids.begin(), d.token_ids.end());
     out.parents.insert(out.parents.end(), d.parents.begin(), d.parents.end());
     out.probs.insert(out.probs.end(), d.probs.begin(), d.probs.end());

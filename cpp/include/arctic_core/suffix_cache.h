@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "arctic_core/suffix_tree.h"
+#include "arctic_core/worker_pool.h"
 
 namespace arctic_core {
 
@@ -45,9 +46,12 @@ struct DraftBatch {
 
 class SuffixCache {
  public:
-  explicit SuffixCache(int32_t max_depth);
+  // num_threads > 1 lets speculate_batch spread large batches over that
+  // many threads (the caller's included).
+  explicit SuffixCache(int32_t max_depth, int32_t num_threads = 1);
 
   int32_t max_depth() const { return max_depth_; }
+  int32_t num_threads() const { return pool_ ? pool_->threads() : 1; }
 
   // Start tracking a request. With cache_response its response goes to the
   // global tree when the request stops (and stays until evict_response).
@@ -89,21 +93,25 @@ class SuffixCache {
     size_t glen = 0;
   };
 
+  // Reusable buffers of one drafting thread.
+  struct Scratch {
+    std::vector<Locus> loci;
+    std::vector<int64_t> occ;
+    Draft draft, local_best, global_best;
+  };
+
   Request& active(int64_t handle);
   void speculate_locked(Request& r, std::span<const int32_t> context, bool own_tail,
-                        const SpecParams& params, Draft& out);
-  void best_draft(const SuffixTree& tree, std::span<const Locus> loci,
-                  std::span<const int64_t> occ, const SpecParams& params, Draft& best);
+                        const SpecParams& params, Draft& out, Scratch& s);
+  void best_draft(const SuffixTree& tree, const SpecParams& params, Draft& best, Scratch& s);
   void update_global_loci(Request& r);
 
   int32_t max_depth_;
   SuffixTree global_;
   std::unordered_map<int64_t, Request> requests_;
   std::mutex mu_;
-  // Scratch, reused across calls to avoid allocation on the hot path.
-  std::vector<Locus> loci_;
-  std::vector<int64_t> occ_, gocc_;
-  Draft scratch_, local_best_, global_best_;
+  std::unique_ptr<WorkerPool> pool_;
+  std::vector<Scratch> scratch_;  // one per pool thread
 };
 
 }  // namespace arctic_core
