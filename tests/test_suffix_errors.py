@@ -125,6 +125,19 @@ def test_restart_of_a_cached_request_replaces_its_response() -> None:
     c.check_integrity()
 
 
+def test_rejected_restart_keeps_the_cached_response() -> None:
+    c = SuffixDecodingCache(max_tree_depth=8)
+    c.start_request("r", [])
+    c.add_active_response("r", [5, 6, 7])
+    c.stop_request("r")
+    with pytest.raises(ValueError):
+        c.start_request("r", [1, -2])
+    assert list(c.cached_requests) == ["r"] and list(c.active_requests) == []
+    c.start_request("q", [5])
+    assert c.speculate("q", None).token_ids == [6, 7]
+    c.check_integrity()
+
+
 def test_fifo_eviction_and_disabled_global_cache() -> None:
     c = SuffixDecodingCache(max_tree_depth=8, max_cached_requests=2)
     for r in "abc":

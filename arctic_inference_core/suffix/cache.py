@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Hashable, KeysView, Sequence
 from typing import Optional, Union
 
@@ -163,6 +164,9 @@ class SuffixDecodingCache:
         self._active: dict[Hashable, int] = {}
         self._cached: dict[Hashable, int] = {}  # insertion order = FIFO order
         self._handles = itertools.count()
+        # Lifecycle calls check and then change both dicts; the hot paths
+        # (add, speculate) only read them and the native side has its own lock.
+        self._lifecycle = threading.RLock()
 
     # ------------------------------------------------------------ properties
 
@@ -202,15 +206,20 @@ class SuffixDecodingCache:
             TypeError: ``prompt_token_ids`` is not an integer array/sequence.
         """
         _check_hashable(req_id)
+        with self._lifecycle:
+            self._start(req_id, prompt_token_ids)
+
+    def _start(self, req_id: Hashable, prompt_token_ids: TokenIds) -> None:
         if req_id in self._active:
             raise ValueError(
                 f"request {req_id!r} is already active; call stop_request() before reusing its id"
             )
         handle = next(self._handles)
         cache = self._max_cached_requests != 0
+        # Native start first: a rejected prompt must leave everything as it was.
+        self._core.start_request(handle, prompt_token_ids, cache)
         if cache and req_id in self._cached:
             self.evict_cached_response(req_id)
-        self._core.start_request(handle, prompt_token_ids, cache)
         self._active[req_id] = handle
         if cache:
             self._cached[req_id] = handle
@@ -230,9 +239,10 @@ class SuffixDecodingCache:
         Raises:
             KeyError: the request is not active.
         """
-        handle = self._handle(req_id)
-        self._core.stop_request(handle)
-        del self._active[req_id]
+        with self._lifecycle:
+            handle = self._handle(req_id)
+            self._core.stop_request(handle)
+            del self._active[req_id]
 
     def evict_cached_response(self, req_id: Hashable) -> None:
         """Remove a request's response from the global tree.
@@ -240,13 +250,14 @@ class SuffixDecodingCache:
         Raises:
             KeyError: the request has no cached response.
         """
-        try:
-            handle = self._cached.pop(req_id)
-        except KeyError:
-            raise KeyError(f"request {req_id!r} has no cached response") from None
-        except TypeError:
-            raise TypeError(f"req_id must be hashable, got {type(req_id).__name__}") from None
-        self._core.evict_response(handle)
+        with self._lifecycle:
+            try:
+                handle = self._cached.pop(req_id)
+            except KeyError:
+                raise KeyError(f"request {req_id!r} has no cached response") from None
+            except TypeError:
+                raise TypeError(f"req_id must be hashable, got {type(req_id).__name__}") from None
+            self._core.evict_response(handle)
 
     def _evict_overflow(self, keep: Hashable) -> None:
         if self._max_cached_requests < 0:
