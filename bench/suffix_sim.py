@@ -26,19 +26,25 @@ Reported (Markdown table in ``<out-dir>/suffix_sim.md``, raw numbers in
 
 * mean tokens per step (= response tokens / steps) per family and overall,
   for suffix decoding at ``--depth`` (and ``--extra-depths``), and for vLLM's
-  n-gram prompt-lookup drafter (min n=2, max n=5, same k) replayed the same
-  way, next to the published reference numbers; plus a per-request
-  head-to-head against the n-gram drafter. The n-gram peer calls
+  n-gram prompt-lookup drafter (min n=2, max n=5, same k) and for Snowflake's
+  reference implementation (arctic-inference's ``SuffixDecodingCache``, at
+  ``--depth``, same k, factor, offset and min prob, if importable; see
+  ``--arctic-path``) replayed the same way, next to the published reference
+  numbers; plus per-request head-to-heads against those peers. The n-gram peer
+  calls
   ``vllm.v1.spec_decode.ngram_proposer._find_longest_matched_ngram_and_propose_tokens``
   (the per-request kernel NgramProposer runs) on prompt + generated tokens, so
   no VllmConfig is needed;
 * speculate cost per call (p50/p99 us, ``perf_counter_ns`` around each call at
-  the Python API), for suffix decoding and for vLLM's jitted n-gram matcher
-  (after JIT warmup);
-* update cost: ``add_active_response`` time per added token, and
-  ``start_request`` time per prompt token;
+  the Python API), for suffix decoding (ours and the reference) and for vLLM's
+  jitted n-gram matcher (after JIT warmup);
+* update cost: ``add_active_response`` time per added token,
+  ``stop_request`` time per response token (ours moves a finished response
+  into the global tree there; the reference does it in
+  ``add_active_response``), and ``start_request`` time per prompt token;
 * bytes per cached token (``memory_bytes() / num_cached_tokens()``) at the
-  quartiles of the run and at the end;
+  quartiles of the run and at the end; for the reference,
+  ``estimate_memory()`` of its trees over the tokens the replay put in them;
 * ``speculate_batch`` cost per engine step at several batch sizes, against the
   loop an engine would otherwise run (per request ``add_active_response`` +
   ``speculate``), each step appending to every request either the tokens its
@@ -56,6 +62,13 @@ How to run
     python bench/suffix_sim.py                       # all traces, ~1-2 minutes
     python bench/suffix_sim.py --limit 100 --no-ngram  # quick run
     python bench/suffix_sim.py --traces path/to/requests.jsonl --depth 32 --k 16
+    python bench/suffix_sim.py --arctic-path DIR     # reference from a --target install
+
+The reference peer is optional: arctic-inference (built from its sdist, e.g.
+``pip wheel --no-deps --no-build-isolation arctic-inference==0.3.0`` then
+``pip install --no-deps --target DIR <wheel>``) is imported from ``DIR`` or,
+without ``--arctic-path``, from the environment; if that fails the peer is
+skipped with a note. Only ``arctic_inference.suffix_decoding`` is imported.
 
 Tokenization uses the tekken tokenizer shipped inside ``mistral_common``
 (nothing is downloaded); tokenized traces are cached under ``--out-dir``.
@@ -66,6 +79,7 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -108,6 +122,8 @@ TARGET_SPECULATE_P50_US = 2.0
 TARGET_UPDATE_US_PER_TOKEN = 0.5
 TARGET_BYTES_PER_TOKEN = 100.0
 TARGET_BATCH256_MS_PER_STEP = 1.0
+
+ARCTIC_PEER_PREFIX = "arctic-inference"  # names the reference peer's replay
 
 NGRAM_MIN_N = 2
 NGRAM_MAX_N = 5
@@ -273,29 +289,39 @@ class SpecParams:
         return f"factor {self.factor:g}, offset {self.offset:g}, min prob {self.min_prob:g}"
 
 
+def suffix_settings(depth: int, k: int, params: SpecParams, context_len: int) -> str:
+    """The part of a suffix drafter's name that says how it was run."""
+    out = f"depth {depth}, k={k}"
+    if context_len != depth:
+        out += f", context {context_len}"
+    if params != SpecParams():
+        out += f", {params}"
+    return out
+
+
 class SuffixDrafter:
     """Suffix decoding through the public SuffixDecodingCache API."""
 
     def __init__(
         self, depth: int, k: int, params: SpecParams, context_len: int, snapshot_every: int
     ) -> None:
-        self.name = f"ours: suffix depth {depth}, k={k}"
-        if context_len != depth:
-            self.name += f", context {context_len}"
-        if params != SpecParams():
-            self.name += f", {params}"
+        self.name = f"ours: suffix {suffix_settings(depth, k, params, context_len)}"
         self.params = params
         self.depth = depth
         self.context_len = context_len
         self.k = k
-        self.cache = SuffixDecodingCache(max_tree_depth=depth, max_cached_requests=-1)
+        self.cache = self.make_cache(depth)
         self.speculate_ns: list[int] = []
         self.update_ns = 0
         self.update_tokens = 0
         self.start_ns = 0
         self.start_tokens = 0
+        self.stop_ns = 0
         self.snapshot_every = max(1, snapshot_every)
         self.memory_snapshots: list[dict[str, float]] = []
+
+    def make_cache(self, depth: int) -> Any:
+        return SuffixDecodingCache(max_tree_depth=depth, max_cached_requests=-1)
 
     def start(self, req_id: str, prompt: Tokens) -> None:
         t0 = time.perf_counter_ns()
@@ -324,14 +350,20 @@ class SuffixDrafter:
         self.update_tokens += len(tokens)
 
     def stop(self, req_id: str) -> None:
+        t0 = time.perf_counter_ns()
         self.cache.stop_request(req_id)
+        self.stop_ns += time.perf_counter_ns() - t0
 
     def after_request(self, done: int, total: int) -> None:
         if done % self.snapshot_every == 0 or done == total:
             self.memory_snapshots.append(self.memory_snapshot(done))
 
+    def memory_usage(self) -> tuple[int, int]:
+        """(bytes held, tokens held) by the cache's trees."""
+        return self.cache.memory_bytes(), self.cache.num_cached_tokens()
+
     def memory_snapshot(self, done: int) -> dict[str, float]:
-        mem, tokens = self.cache.memory_bytes(), self.cache.num_cached_tokens()
+        mem, tokens = self.memory_usage()
         return {
             "requests_done": done,
             "memory_bytes": mem,
@@ -343,6 +375,7 @@ class SuffixDrafter:
         return {
             "update_us_per_token": self.update_ns / 1e3 / max(1, self.update_tokens),
             "update_tokens": self.update_tokens,
+            "stop_us_per_response_token": self.stop_ns / 1e3 / max(1, self.update_tokens),
             "start_us_per_prompt_token": self.start_ns / 1e3 / max(1, self.start_tokens),
             "start_prompt_tokens": self.start_tokens,
             "memory_snapshots": self.memory_snapshots,
@@ -350,6 +383,99 @@ class SuffixDrafter:
             if self.memory_snapshots
             else float("nan"),
         }
+
+
+@dataclass(frozen=True)
+class ArcticRef:
+    """Snowflake's reference implementation, as imported."""
+
+    cache_cls: type
+    version: str
+    module_file: str
+
+
+def import_arctic_reference(path: Optional[Path]) -> Optional[ArcticRef]:
+    """arctic-inference's SuffixDecodingCache, or None when it cannot be imported.
+
+    Only ``arctic_inference.suffix_decoding`` is imported (the rest of the
+    package patches vLLM). ``path`` is put first on sys.path for the import only:
+    the package also declares a vLLM plugin entry point, which vLLM must not
+    find there when the n-gram peer imports it.
+    """
+    where = f" from {path}" if path else ""
+    if path is not None and not path.is_dir():
+        print(f"[arctic] reference unavailable: --arctic-path {path} is not a directory; skipping")
+        return None
+    saved = list(sys.path)
+    if path is not None:
+        sys.path.insert(0, str(path))
+    try:
+        from arctic_inference.suffix_decoding import SuffixDecodingCache as RefCache
+        from arctic_inference.suffix_decoding import _C as ref_native
+    except Exception as e:  # the reference is optional; any import failure means "skip"
+        print(f"[arctic] reference unavailable{where} ({type(e).__name__}: {e}); skipping")
+        return None
+    finally:
+        sys.path[:] = saved
+    return ArcticRef(RefCache, distribution_version("arctic_inference", path), str(ref_native.__file__))
+
+
+def distribution_version(name: str, path: Optional[Path]) -> str:
+    """Version of the installed distribution ``name``, looked up in ``path``
+    when given (else on sys.path)."""
+    search = [str(path)] if path is not None else sys.path
+    for dist in importlib.metadata.distributions(name=name, path=search):
+        return dist.version
+    return "(unknown version)"
+
+
+class ArcticRefDrafter(SuffixDrafter):
+    """The reference SuffixDecodingCache, replayed exactly like ours: the same
+    calls with the same arguments (its speculate() takes the same keywords;
+    use_tree_spec stays False: one path, like ours), timed the same way."""
+
+    def __init__(
+        self,
+        ref: ArcticRef,
+        depth: int,
+        k: int,
+        params: SpecParams,
+        context_len: int,
+        snapshot_every: int,
+    ) -> None:
+        self.ref = ref
+        super().__init__(depth, k, params, context_len, snapshot_every)
+        self.name = (
+            f"{ARCTIC_PEER_PREFIX} {ref.version} suffix (reference), "
+            f"{suffix_settings(depth, k, params, context_len)}"
+        )
+        # It counts no tokens: the replay does. Responses stay in its global
+        # tree (max_cached_requests=-1); prompts live in per-request trees.
+        self.global_tokens = 0
+        self.active_tokens: dict[str, int] = {}
+
+    def make_cache(self, depth: int) -> Any:
+        return self.ref.cache_cls(max_tree_depth=depth, max_cached_requests=-1)
+
+    def start(self, req_id: str, prompt: Tokens) -> None:
+        super().start(req_id, prompt)
+        self.active_tokens[req_id] = len(prompt)
+
+    def commit(self, req_id: str, tokens: Tokens) -> None:
+        super().commit(req_id, tokens)
+        self.global_tokens += len(tokens)
+        self.active_tokens[req_id] += len(tokens)
+
+    def stop(self, req_id: str) -> None:
+        super().stop(req_id)
+        del self.active_tokens[req_id]
+
+    def memory_usage(self) -> tuple[int, int]:
+        """``estimate_memory()`` of all its trees (a debugging method of its
+        native SuffixTree, reached through the cache's private attributes)."""
+        trees = [self.cache._global_tree, *self.cache._local_trees.values()]
+        mem = sum(t.estimate_memory() for t in trees)
+        return mem, self.global_tokens + sum(self.active_tokens.values())
 
 
 NgramFn = Callable[[Tokens, int, int, int, int], Tokens]
@@ -750,14 +876,16 @@ def acceptance_table(replays: Sequence[dict[str, Any]]) -> list[str]:
 
 def cost_table(replays: Sequence[dict[str, Any]]) -> list[str]:
     lines = [
-        "| method | speculate calls | p50 us | p90 us | p99 us | mean us | update us/token | start_request us/prompt token | bytes/cached token (end) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | speculate calls | p50 us | p90 us | p99 us | mean us | update us/token | "
+        "stop_request us/response token | start_request us/prompt token | bytes/cached token (end) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in replays:
         s = r["speculate_us"]
         lines.append(
             f"| {r['name']} | {r['speculate_calls']} | {fmt(s['p50'])} | {fmt(s['p90'])} | {fmt(s['p99'])} | "
             f"{fmt(s['mean'])} | {fmt(r.get('update_us_per_token', float('nan')), 3)} | "
+            f"{fmt(r.get('stop_us_per_response_token', float('nan')), 3)} | "
             f"{fmt(r.get('start_us_per_prompt_token', float('nan')), 3)} | "
             f"{fmt(r.get('final_bytes_per_token', float('nan')), 1)} |"
         )
@@ -775,6 +903,24 @@ def memory_table(replay: dict[str, Any]) -> list[str]:
             f"{fmt(s['bytes_per_token'], 1)} |"
         )
     return lines
+
+
+def memory_replays(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The main configuration and the reference, which track memory."""
+    main, *rest = report["replays"]
+    return [main] + [r for r in rest if r["name"].startswith(ARCTIC_PEER_PREFIX)]
+
+
+def memory_section(replay: dict[str, Any]) -> list[str]:
+    lines = ["", f"### Memory during the run ({replay['name']}, max_cached_requests=-1)", ""]
+    if replay["name"].startswith(ARCTIC_PEER_PREFIX):
+        lines += [
+            "Its own `estimate_memory()`, which counts each slot of its stored token "
+            "sequences' capacity as `sizeof(std::vector<int32_t>)` (24 bytes on x86-64) rather "
+            "than 4 bytes: it overstates by 20 bytes per slot, 20 to 40 bytes per cached token.",
+            "",
+        ]
+    return lines + memory_table(replay)
 
 
 def batch_table(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -858,6 +1004,12 @@ def head_to_head_table(h2h: dict[str, Any]) -> list[str]:
     return lines
 
 
+def reference_line(ref: Optional[dict[str, Any]]) -> str:
+    if ref is None:
+        return "not run (--no-arctic, or arctic-inference could not be imported; see --arctic-path)"
+    return f"arctic-inference {ref['version']}, native module `{ref['module_file']}`"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     meta = report["meta"]
     out = [
@@ -870,6 +1022,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"min_token_prob={meta['spec_params']['min_prob']:g} (batch section: 1, 0, 0.1).",
         f"Command: `{meta['command']}`; total {meta['total_seconds']:.1f} s on {meta['machine']}; "
         f"library at commit {meta['library_commit']}.",
+        f"Reference peer: {reference_line(meta['arctic_reference'])}.",
         "",
         "## Mean tokens per step",
         "",
@@ -877,14 +1030,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         *acceptance_table(report["replays"]),
         "",
-        *(head_to_head_table(report["head_to_head"]) + [""] if report.get("head_to_head") else []),
+        *(line for h2h in report["head_to_head"] for line in head_to_head_table(h2h) + [""]),
         "## Costs (single stream, Python API)",
         "",
         *cost_table(report["replays"]),
-        "",
-        f"### Memory during the run ({report['replays'][0]['name']}, max_cached_requests=-1)",
-        "",
-        *memory_table(report["replays"][0]),
+        *(line for r in memory_replays(report) for line in memory_section(r)),
     ]
     if report["batch"]:
         out += [
@@ -943,6 +1093,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="tokens appended per request-step: accepted draft + 1, or one (default: both)")
     p.add_argument("--batch-steps", type=int, default=50, help="engine steps per batch size (default: 50)")
     p.add_argument("--no-ngram", action="store_true", help="skip the vLLM n-gram peer")
+    p.add_argument("--arctic-path", type=Path, default=None, metavar="DIR",
+                   help="directory to put first on sys.path to import arctic-inference, the reference "
+                        "peer (default: import it from the environment; skipped with a note if that fails)")
+    p.add_argument("--no-arctic", action="store_true", help="skip the arctic-inference reference peer")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help=f"(default: {DEFAULT_OUT_DIR})")
     return p.parse_args(argv)
 
@@ -952,6 +1106,21 @@ def replay_suffix(
 ) -> dict[str, Any]:
     snapshot_every = max(1, len(traces) // 4)
     drafter = SuffixDrafter(depth, k, params, context_len or depth, snapshot_every)
+    summary = replay_summary(run_replay(drafter, traces), drafter)
+    print(f"[replay] {drafter.name}: {fmt(summary['all']['tokens_per_step'])} tokens/step in {summary['seconds']:.1f} s")
+    return summary
+
+
+def replay_arctic(
+    traces: Sequence[Trace],
+    ref: ArcticRef,
+    depth: int,
+    k: int,
+    params: SpecParams,
+    context_len: Optional[int],
+) -> dict[str, Any]:
+    snapshot_every = max(1, len(traces) // 4)
+    drafter = ArcticRefDrafter(ref, depth, k, params, context_len or depth, snapshot_every)
     summary = replay_summary(run_replay(drafter, traces), drafter)
     print(f"[replay] {drafter.name}: {fmt(summary['all']['tokens_per_step'])} tokens/step in {summary['seconds']:.1f} s")
     return summary
@@ -995,10 +1164,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for d in args.extra_depths
         if d != args.depth
     ]
+    peers: list[dict[str, Any]] = []
+    ref = None if args.no_arctic else import_arctic_reference(args.arctic_path)
+    if ref is not None:
+        peers.append(replay_arctic(traces, ref, args.depth, args.k, params, args.context_len))
     if not args.no_ngram:
         ngram = replay_ngram(traces, args.k)
         if ngram is not None:
-            replays.append(ngram)
+            peers.append(ngram)
+    replays += peers
     batch = bench_batch(traces, args.batch_sizes, args.batch_advance, args.depth, args.k, args.batch_steps)
 
     report = {
@@ -1014,14 +1188,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "command": " ".join(["python", *sys.argv]) if argv is None else " ".join(argv),
             "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
             "library_commit": library_version(),
+            "arctic_reference": asdict(ref) | {"cache_cls": ref.cache_cls.__qualname__} if ref else None,
             "total_seconds": time.perf_counter() - t_start,
         },
         "reference": REFERENCE,
         "replays": replays,
         "batch": batch,
     }
-    if len(replays) > 1 and replays[-1]["name"].startswith("vLLM"):
-        report["head_to_head"] = head_to_head(replays[0], replays[-1], traces)
+    report["head_to_head"] = [head_to_head(replays[0], peer, traces) for peer in peers]
     report["targets"] = [{"target": t, "met": ok, "measured": m} for t, ok, m in target_checks(report)]
     markdown = render_markdown(report)
     args.out_dir.mkdir(parents=True, exist_ok=True)

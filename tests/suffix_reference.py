@@ -9,7 +9,8 @@ occurrence counts instead of tree nodes:
 - For a context c, local match lengths m = M..1 are tried, M being the longest
   suffix of c (at most `depth`) that occurs. Only the longest m of each
   occurrence count is drafted (a shorter match with the same count has the
-  same occurrences), and the search stops once the budget
+  same occurrences), unless the longer draft was cut at the depth limit,
+  and the search stops once the budget
   min(k, int(m * factor + offset + 1e-6)) cannot beat the best score.
 - Path drafting from s follows the most frequent next token (ties: smallest
   id), multiplying p by occ(s + t) / sum over t' of occ(s + t') (occurrences
@@ -38,6 +39,7 @@ class RefDraft:
     probs: list[float] = field(default_factory=list)
     score: float = 0.0
     match_len: int = 0
+    cut: bool = False  # a continuation was lost at the depth limit (no copy)
 
 
 def occurrences(seqs: Sequence[list[int]], s: Sequence[int]) -> list[tuple[int, int]]:
@@ -115,6 +117,7 @@ class Corpus:
             else:
                 cont = self.unique_continuation(s)
                 if cont is None:
+                    d.cut = True
                     break
                 qi, j = cont
                 q = self.seqs[qi]
@@ -176,6 +179,8 @@ class Corpus:
                     cont = self.unique_continuation(st)
                     if cont is not None:
                         push(prob, ("copy", cont[0], cont[1]), parent)
+                    else:
+                        d.cut = True
         return d
 
     def longest_match(self, ctx: list[int]) -> int:
@@ -192,13 +197,16 @@ class Corpus:
     ) -> RefDraft:
         M = self.longest_match(ctx)
         best: Optional[RefDraft] = None
+        last_cut = False
         for m in range(M, 0, -1):
             b = budget(m, k, factor, offset)
             if best is not None and b <= best.score:
                 break
-            if m < M and occ(self.seqs, ctx[-m:]) == occ(self.seqs, ctx[-(m + 1) :]):
+            same = occ(self.seqs, ctx[-m:]) == occ(self.seqs, ctx[-(m + 1) :])
+            if m < M and same and not last_cut:
                 continue
             d = self.draft(ctx[-m:], b, min_prob, tree)
+            last_cut = d.cut
             if best is None or d.score > best.score:
                 d.match_len = m
                 best = d

@@ -99,18 +99,19 @@ void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft&
                              Scratch& s) {
   // Evaluate match lengths (loci in s.loci, occurrence counts in s.occ) from
   // longest to shortest. A shorter match with the same occurrence count
-  // continues the same occurrences with no larger budget, so only the
-  // longest match of each count is drafted. A draft scores at most its
-  // budget, so once the budget cannot beat the best score, shorter matches
-  // cannot either.
+  // continues the same occurrences with no larger budget, so it is skipped,
+  // unless the longer draft was cut at max_depth (the shorter one can go one
+  // token further). A draft scores at most its budget, so once the budget
+  // cannot beat the best score, shorter matches cannot either.
   clear(best);
   const int32_t M = static_cast<int32_t>(s.loci.size());
-  bool have = false;
+  bool have = false, last_cut = false;
   for (int32_t m = M; m >= 1; --m) {
     const int32_t budget = spec_budget(m, p);
     if (have && static_cast<double>(budget) <= best.score) break;
-    if (m < M && s.occ[m - 1] == s.occ[m]) continue;
+    if (m < M && s.occ[m - 1] == s.occ[m] && !last_cut) continue;
     tree.draft(s.loci[m - 1], budget, p.min_token_prob, p.use_tree_spec, s.draft);
+    last_cut = s.draft.cut;
     if (!have || s.draft.score > best.score) {
       std::swap(best, s.draft);
       best.match_len = m;

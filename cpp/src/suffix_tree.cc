@@ -485,6 +485,7 @@ void SuffixTree::draft(const Locus& at, int32_t budget, double min_token_prob, b
   out.parents.clear();
   out.probs.clear();
   out.score = 0.0;
+  out.cut = false;
   if (budget <= 0) return;
   if (tree_mode) {
     draft_tree(at, budget, min_token_prob, out);
@@ -522,7 +523,10 @@ void SuffixTree::draft_path(Locus at, int32_t budget, double min_prob, Draft& ou
       // Past the depth limit the counts end. If exactly one occurrence
       // continues, its continuation is the rest of that sequence: copy it.
       const int32_t start = copy_start(v);
-      if (start < 0) break;
+      if (start < 0) {
+        out.cut = true;
+        break;
+      }
       const std::vector<int32_t>& seq = seqs_[vn.ref_seq]->tokens;
       for (size_t i = start;
            i < seq.size() && static_cast<int32_t>(out.token_ids.size()) < budget; ++i) {
@@ -603,6 +607,8 @@ void SuffixTree::draft_tree(Locus at, int32_t budget, double min_prob, Draft& ou
       }
     } else if (const int32_t start = copy_start(it.node); start >= 0) {
       heap.push(TreeItem{it.prob, order++, kNil, start, it.depth, it.parent, vn.ref_seq});
+    } else {
+      out.cut = true;
     }
   }
 }

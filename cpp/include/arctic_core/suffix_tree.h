@@ -52,6 +52,7 @@ struct Draft {
   std::vector<double> probs;     // estimated probability of each token
   double score = 0.0;            // sum of probs
   int32_t match_len = 0;         // context tokens matched to produce it
+  bool cut = false;              // a continuation was lost at max_depth (no copy)
 };
 
 class SuffixTree {
