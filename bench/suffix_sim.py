@@ -223,6 +223,20 @@ def load_token_cache(path: Path) -> list[Trace]:
         ]
 
 
+def synthetic_traces(out_dir: Path, n: int, seed: int = 0) -> Path:
+    """Write (once) and return a synthetic trace file made by make_traces.py."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from make_traces import generate
+
+    path = out_dir / f"synthetic-requests-n{n}-s{seed}.jsonl"
+    if not path.is_file():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as f:
+            for row in generate(n, seed):
+                f.write(json.dumps(row) + "\n")
+    return path
+
+
 def load_traces(traces: Path, tokenizer: Path, cache_dir: Path) -> list[Trace]:
     """Tokenized traces, from the on-disk cache when it matches the inputs."""
     cache = _token_cache_path(traces, tokenizer, cache_dir)
@@ -744,9 +758,11 @@ class Engine:
         self.drafts.append(drafts)
 
 
-def make_engine(step: StepFn, traces: Sequence[Trace], size: int, depth: int, accept: bool) -> Engine:
+def make_engine(
+    step: StepFn, traces: Sequence[Trace], size: int, depth: int, accept: bool, threads: int = 1
+) -> Engine:
     """Warm a fresh cache with traces[size:], then start size requests on traces[:size]."""
-    cache = SuffixDecodingCache(max_tree_depth=depth, max_cached_requests=-1)
+    cache = SuffixDecodingCache(max_tree_depth=depth, max_cached_requests=-1, num_threads=threads)
     with gc_paused():
         warm_ns, warm_tokens = warm_cache(cache, traces[size:])
     reqs = start_batch(cache, traces[:size], size, accept)
@@ -770,16 +786,17 @@ def bench_batch(
     depth: int,
     k: int,
     steps: int,
+    thread_counts: Sequence[int] = (1,),
 ) -> list[dict[str, Any]]:
-    """speculate_batch vs. the per-request loop, at each batch size.
+    """speculate_batch (with each thread count) vs. the per-request loop, at each batch size.
 
     Two identically warmed caches serve the same requests; their steps
     alternate. Each step appends to each request the tokens its previous
     draft earned (advance "accepted") or its next true token (advance "one").
     """
     rows = []
-    for advance, size in ((a, b) for a in advances for b in sizes):
-        batch = make_engine(step_batch, traces, size, depth, advance == "accepted")
+    for advance, size, threads in ((a, b, t) for a in advances for b in sizes for t in thread_counts):
+        batch = make_engine(step_batch, traces, size, depth, advance == "accepted", threads)
         loop = make_engine(step_loop, traces, size, depth, advance == "accepted")
         with gc_paused():
             for _ in range(steps):  # alternate, so drift hits both alike
@@ -789,6 +806,7 @@ def bench_batch(
         rows.append(
             {
                 "batch_size": size,
+                "threads": threads,
                 "advance": advance,
                 "steps": steps,
                 "mean_new_tokens": batch.appended_tokens / (size * steps),
@@ -802,7 +820,7 @@ def bench_batch(
             }
         )
         print(
-            f"[batch] advance={advance} B={size}: speculate_batch p50 {rows[-1]['speculate_batch']['p50_ms_per_step']:.3f} ms/step, "
+            f"[batch] advance={advance} B={size} threads={threads}: speculate_batch p50 {rows[-1]['speculate_batch']['p50_ms_per_step']:.3f} ms/step, "
             f"loop p50 {rows[-1]['loop']['p50_ms_per_step']:.3f} ms/step"
         )
     return rows
@@ -844,7 +862,7 @@ def fmt(x: float, digits: int = 2) -> str:
     return "n/a" if x != x else f"{x:.{digits}f}"  # x != x: NaN
 
 
-def tokens_table(replays: Sequence[dict[str, Any]]) -> list[str]:
+def tokens_table(replays: Sequence[dict[str, Any]], published: dict[str, dict[str, float]]) -> list[str]:
     lines = [
         "| method | " + " | ".join(FAMILIES) + " | all |",
         "|---|" + "---:|" * (len(FAMILIES) + 1),
@@ -853,7 +871,7 @@ def tokens_table(replays: Sequence[dict[str, Any]]) -> list[str]:
         fams = r["families"]
         cells = [fmt(fams[f]["tokens_per_step"]) if f in fams else "n/a" for f in FAMILIES]
         lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {fmt(r['all']['tokens_per_step'])} |")
-    for name, ref in REFERENCE.items():
+    for name, ref in published.items():
         cells = [fmt(ref[f]) for f in FAMILIES]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {fmt(ref['all'])} |")
     return lines
@@ -925,16 +943,16 @@ def memory_section(replay: dict[str, Any]) -> list[str]:
 
 def batch_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = [
-        "| advance | B | new tokens/req | speculate_batch p50 ms/step | p99 ms/step | p50 us/req | p99 us/req | "
+        "| advance | B | threads | new tokens/req | speculate_batch p50 ms/step | p99 ms/step | p50 us/req | p99 us/req | "
         "loop p50 ms/step | loop p99 ms/step | loop p50 us/req | speedup (p50) | mean draft len | idle req-steps | "
         "drafts identical | bulk add us/token |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
     ]
     for r in rows:
         b, l = r["speculate_batch"], r["loop"]
         speedup = l["p50_ms_per_step"] / b["p50_ms_per_step"] if b["p50_ms_per_step"] else float("nan")
         lines.append(
-            f"| {r['advance']} | {r['batch_size']} | {fmt(r['mean_new_tokens'])} | {fmt(b['p50_ms_per_step'], 3)} | {fmt(b['p99_ms_per_step'], 3)} | "
+            f"| {r['advance']} | {r['batch_size']} | {r.get('threads', 1)} | {fmt(r['mean_new_tokens'])} | {fmt(b['p50_ms_per_step'], 3)} | {fmt(b['p99_ms_per_step'], 3)} | "
             f"{fmt(b['p50_us_per_request'])} | {fmt(b['p99_us_per_request'])} | "
             f"{fmt(l['p50_ms_per_step'], 3)} | {fmt(l['p99_ms_per_step'], 3)} | {fmt(l['p50_us_per_request'])} | "
             f"{fmt(speedup, 1)}x | {fmt(r['mean_draft_len'])} | {fmt(100 * r['idle_request_step_fraction'], 0)}% | "
@@ -946,6 +964,7 @@ def batch_table(rows: Sequence[dict[str, Any]]) -> list[str]:
 def target_checks(report: dict[str, Any]) -> list[tuple[str, bool, str]]:
     """(target, met, measured) for each project target, on the main configuration."""
     main = report["replays"][0]
+    total_update = main["update_us_per_token"] + main.get("stop_us_per_response_token", 0.0)
     ref = next(iter(REFERENCE.values()))
     checks = [
         (
@@ -955,7 +974,7 @@ def target_checks(report: dict[str, Any]) -> list[tuple[str, bool, str]]:
         )
     ]
     for f in FAMILIES:
-        if f in main["families"]:
+        if f in main["families"] and report["reference"]:
             v = main["families"][f]["tokens_per_step"]
             checks.append((f"{f} tokens/step >= arctic reference {ref[f]}", v >= ref[f], fmt(v)))
     checks += [
@@ -965,9 +984,11 @@ def target_checks(report: dict[str, Any]) -> list[tuple[str, bool, str]]:
             fmt(main["speculate_us"]["p50"]),
         ),
         (
-            f"update <= {TARGET_UPDATE_US_PER_TOKEN} us/token",
-            main["update_us_per_token"] <= TARGET_UPDATE_US_PER_TOKEN,
-            fmt(main["update_us_per_token"], 3),
+            # Appending to the request (add_active_response) plus moving the
+            # response into the global tree (stop_request), per response token.
+            f"update (add + stop) <= {TARGET_UPDATE_US_PER_TOKEN} us/token",
+            total_update <= TARGET_UPDATE_US_PER_TOKEN,
+            fmt(total_update, 3),
         ),
         (
             f"<= {TARGET_BYTES_PER_TOKEN:.0f} bytes/cached token",
@@ -980,7 +1001,8 @@ def target_checks(report: dict[str, Any]) -> list[tuple[str, bool, str]]:
             p50 = row["speculate_batch"]["p50_ms_per_step"]
             checks.append(
                 (
-                    f"batch 256 <= {TARGET_BATCH256_MS_PER_STEP} ms/step (p50, advance {row['advance']})",
+                    f"batch 256 <= {TARGET_BATCH256_MS_PER_STEP} ms/step "
+                    f"(p50, advance {row['advance']}, {row.get('threads', 1)} thread(s))",
                     p50 <= TARGET_BATCH256_MS_PER_STEP,
                     fmt(p50, 3),
                 )
@@ -1026,7 +1048,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Mean tokens per step",
         "",
-        *tokens_table(report["replays"]),
+        *tokens_table(report["replays"], report["reference"]),
         "",
         *acceptance_table(report["replays"]),
         "",
@@ -1077,7 +1099,12 @@ def library_version() -> str:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--traces", type=Path, default=DEFAULT_TRACES, help=f"JSON lines trace file (default: {DEFAULT_TRACES})")
+    p.add_argument("--traces", type=Path, default=DEFAULT_TRACES,
+                   help=f"JSON lines trace file (default: {DEFAULT_TRACES}, else synthetic traces)")
+    p.add_argument("--threads", type=int, nargs="*", default=[1, 2],
+                   help="num_threads of the cache in the batch section (default: 1 2)")
+    p.add_argument("--synthetic-n", type=int, default=300,
+                   help="number of synthetic traces when the default trace file is absent (default: 300)")
     p.add_argument("--tokenizer", type=Path, default=None, help="tekken .json file (default: newest in mistral_common/data)")
     p.add_argument("--depth", type=int, default=64, help="max_tree_depth and context length (default: 64)")
     p.add_argument("--extra-depths", type=int, nargs="*", default=[24], help="more depths to replay (default: 24)")
@@ -1142,10 +1169,16 @@ def replay_ngram(traces: Sequence[Trace], k: int) -> Optional[dict[str, Any]]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
+    synthetic = False
     if not args.traces.is_file():
-        print(f"error: trace file {args.traces} not found; pass --traces PATH (JSON lines with "
-              "id, family, prompt, response)", file=sys.stderr)
-        return 2
+        if args.traces != DEFAULT_TRACES:
+            print(f"error: trace file {args.traces} not found; pass --traces PATH (JSON lines with "
+                  "id, family, prompt, response)", file=sys.stderr)
+            return 2
+        args.traces = synthetic_traces(args.out_dir, args.synthetic_n)
+        synthetic = True
+        print(f"[data] {DEFAULT_TRACES} not found: using {args.synthetic_n} synthetic traces "
+              f"from the Python standard library ({args.traces}); published numbers do not apply")
     tokenizer = args.tokenizer or find_tekken_file()
     traces = load_traces(args.traces, tokenizer, args.out_dir)[: args.limit]
     if not traces:
@@ -1173,7 +1206,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if ngram is not None:
             peers.append(ngram)
     replays += peers
-    batch = bench_batch(traces, args.batch_sizes, args.batch_advance, args.depth, args.k, args.batch_steps)
+    batch = bench_batch(traces, args.batch_sizes, args.batch_advance, args.depth, args.k,
+                        args.batch_steps, args.threads)
 
     report = {
         "meta": {
@@ -1191,7 +1225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "arctic_reference": asdict(ref) | {"cache_cls": ref.cache_cls.__qualname__} if ref else None,
             "total_seconds": time.perf_counter() - t_start,
         },
-        "reference": REFERENCE,
+        "reference": {} if synthetic else REFERENCE,
         "replays": replays,
         "batch": batch,
     }
