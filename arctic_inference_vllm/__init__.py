@@ -1,9 +1,12 @@
 """arctic_inference_vllm: the thin vLLM integration of arctic_inference_core.
 
-It registers the core's components into vLLM through the
-``vllm.general_plugins`` entry point. The adapter is under construction (see
-the vLLM adapter issue); until it lands this package registers nothing and
-vLLM is unaffected by its presence.
+vLLM loads :func:`register` in every process through the
+``vllm.general_plugins`` entry point. It makes vLLM's native
+``speculative_config={"method": "suffix"}`` run on arctic_inference_core
+(no other package needed) and leaves the rest of vLLM alone unless the
+opt-in switch ``ARCTIC_INFERENCE_VLLM_EXTRAS=1`` is set (see docs/vllm.md).
 """
 
-__all__: list[str] = []
+from arctic_inference_vllm.plugin import register
+
+__all__ = ["register"]

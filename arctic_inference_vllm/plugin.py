@@ -1,0 +1,76 @@
+"""The ``vllm.general_plugins`` entry point.
+
+vLLM calls :func:`register` once in every process (front end, engine core,
+workers), so it must be idempotent and fast. It installs the suffix decoding
+backend, checks the vLLM version, and logs one start-up line (in the first
+process with vLLM logging set up; its children inherit a marker).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+
+from arctic_inference_core import __version__ as core_version
+from arctic_inference_vllm import envs, versions
+
+_LOGGED_MARKER = "_ARCTIC_INFERENCE_VLLM_LOGGED"
+_registered = False
+
+
+def _logger() -> logging.Logger:
+    try:
+        from vllm.logger import init_logger
+
+        return init_logger("vllm.arctic_inference")  # under vLLM's configured logger
+    except Exception:  # pragma: no cover - vLLM without its logger module
+        return logging.getLogger("arctic_inference_vllm")
+
+
+def register() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    log = _logger()
+    import vllm
+
+    vllm_version = getattr(vllm, "__version__", "unknown")
+    supported = versions.is_supported(vllm_version) if vllm_version != "unknown" else False
+    if not supported:
+        log.warning(
+            "arctic_inference_vllm supports vLLM %s; found %s. Trying the native suffix "
+            "backend anyway; other features stay off.", versions.SUPPORTED_RANGE, vllm_version
+        )
+    try:
+        extras = envs.extras_enabled() and supported
+    except ValueError as e:
+        log.error("%s; extras stay off", e)
+        extras = False
+
+    from arctic_inference_vllm.patches import suffix_backend
+
+    try:
+        suffix_backend.apply()
+        suffix = "on"
+    except (ImportError, AttributeError) as e:
+        suffix = "off"
+        log.warning(
+            "arctic_inference_vllm could not install its suffix decoding backend on vLLM %s "
+            "(%s); vLLM's own suffix path is unchanged.", vllm_version, e
+        )
+
+    # One line per deployment: in the first process where vLLM's logging is
+    # configured (the engine core; the front end loads plugins before that),
+    # then never again in its children.
+    if os.environ.get(_LOGGED_MARKER) != "1" and logging.getLogger("vllm").handlers:
+        os.environ[_LOGGED_MARKER] = "1"
+        log.info(
+            "arctic_inference_vllm %s (arctic_inference_core %s) on vLLM %s: suffix "
+            "decoding backend %s; extras (%s) %s.", core_version, core_version, vllm_version,
+            suffix, envs.EXTRAS_ENV, "on" if extras else "off"
+        )
+        if importlib.util.find_spec("arctic_inference") is not None and suffix == "on":
+            log.info("Snowflake's arctic-inference is also installed; suffix decoding uses "
+                     "arctic_inference_core.")

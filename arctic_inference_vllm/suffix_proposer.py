@@ -1,0 +1,128 @@
+"""vLLM's suffix decoding proposer, running on arctic_inference_core.
+
+A subclass of vLLM's own ``SuffixDecodingProposer`` (so vLLM's type checks
+hold) that drafts a whole engine step with one native call
+(``SuffixDecodingCache.speculate_batch``, GIL released) instead of a Python
+loop over requests, and trims drafts to a per-step token budget so that
+speculation does not slow down busy batches (see draft_budget.py).
+
+Settings: vLLM's ``suffix_decoding_*`` fields and ``num_speculative_tokens``;
+optional ``additional_config={"arctic_inference": {"suffix_step_token_budget":
+N, "suffix_num_threads": T}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from vllm.v1.spec_decode.suffix_decoding import SuffixDecodingProposer
+
+from arctic_inference_core.suffix import SuffixDecodingCache
+from arctic_inference_vllm.draft_budget import DraftBudget
+
+DEFAULT_STEP_TOKEN_BUDGET = 512
+DEFAULT_NUM_THREADS = 1
+
+
+def adapter_settings(vllm_config: Any) -> dict[str, Any]:
+    extra = getattr(vllm_config, "additional_config", None) or {}
+    ours = extra.get("arctic_inference", {}) if isinstance(extra, dict) else {}
+    if not isinstance(ours, dict):
+        raise ValueError('additional_config["arctic_inference"] must be a JSON object')
+    unknown = set(ours) - {"suffix_step_token_budget", "suffix_num_threads"}
+    if unknown:
+        raise ValueError(
+            f'additional_config["arctic_inference"] has unknown keys {sorted(unknown)}; '
+            "known: suffix_step_token_budget, suffix_num_threads"
+        )
+    budget = ours.get("suffix_step_token_budget", DEFAULT_STEP_TOKEN_BUDGET)
+    threads = ours.get("suffix_num_threads", DEFAULT_NUM_THREADS)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+        raise ValueError(f"suffix_step_token_budget must be an integer >= 0, got {budget!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
+        raise ValueError(f"suffix_num_threads must be an integer in [1, 256], got {threads!r}")
+    return {"step_token_budget": budget, "num_threads": threads}
+
+
+class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
+    def __init__(self, vllm_config: Any) -> None:  # no super(): it imports arctic_inference
+        config = vllm_config.speculative_config
+        assert config is not None, "Speculative config must be set"
+        settings = adapter_settings(vllm_config)
+        self.num_speculative_tokens = config.num_speculative_tokens
+        self.max_tree_depth = config.suffix_decoding_max_tree_depth
+        self.max_spec_factor = config.suffix_decoding_max_spec_factor
+        self.min_token_prob = config.suffix_decoding_min_token_prob
+        self.max_model_len = vllm_config.model_config.max_model_len
+        self.suffix_cache = SuffixDecodingCache(
+            max_tree_depth=config.suffix_decoding_max_tree_depth,
+            max_cached_requests=config.suffix_decoding_max_cached_requests,
+            num_threads=settings["num_threads"],
+        )
+        self.budget = DraftBudget(settings["step_token_budget"])
+
+    def propose(
+        self,
+        num_speculative_tokens: int,
+        input_batch: Any,
+        sampled_token_ids: list[list[int]],
+        slot_mappings: Any = None,  # unused
+    ) -> list[list[int]]:
+        cache = self.suffix_cache
+        drafts: list[list[int]] = [[] for _ in sampled_token_ids]
+        rows: list[int] = []
+        req_ids: list[str] = []
+        new_tokens: list[list[int]] = []
+        caps: list[int] = []
+        for i, sampled in enumerate(sampled_token_ids):
+            if not sampled:
+                continue  # partial prefill: nothing sampled, nothing to draft
+            req_id = input_batch.req_ids[i]
+            num_tokens = int(input_batch.num_tokens_no_spec[i])
+            if num_tokens >= self.max_model_len:
+                continue
+            if req_id not in cache.active_requests:
+                # New or resumed: seed it with everything before this step's
+                # tokens (a cached response under the same id is replaced).
+                prior = num_tokens - len(sampled)
+                cache.start_request(req_id, input_batch.token_ids_cpu[i, :prior])
+            else:
+                self.budget.observe(req_id, len(sampled))
+            rows.append(i)
+            req_ids.append(req_id)
+            new_tokens.append(sampled)
+            caps.append(min(num_speculative_tokens, self.max_model_len - num_tokens - 1))
+
+        if rows:
+            batch = cache.speculate_batch(
+                req_ids,
+                new_tokens,
+                max_spec_tokens=num_speculative_tokens,
+                max_spec_factor=self.max_spec_factor,
+                min_token_prob=self.min_token_prob,
+            )
+            lists, probs, offsets = _cap(batch.token_id_lists(), batch.probs, batch.offsets, caps)
+            trimmed = self.budget.trim(req_ids, lists, probs, offsets, len(sampled_token_ids))
+            for i, d in zip(rows, trimmed):
+                drafts[i] = d
+
+        # Requests no longer in the batch finished or were preempted.
+        for req_id in cache.active_requests - input_batch.req_id_to_index.keys():
+            cache.stop_request(req_id)
+            self.budget.forget(req_id)
+        return drafts
+
+
+def _cap(
+    lists: list[list[int]], probs: np.ndarray, offsets: np.ndarray, caps: list[int]
+) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
+    """Cut each draft to its cap (room left before max_model_len)."""
+    lengths = np.diff(offsets)
+    caps_arr = np.maximum(np.asarray(caps, dtype=np.int64), 0)
+    if np.all(lengths <= caps_arr):
+        return lists, probs, offsets
+    kept = np.minimum(lengths, caps_arr)
+    mask = np.arange(len(probs)) - np.repeat(offsets[:-1], lengths) < np.repeat(kept, lengths)
+    new_offsets = np.concatenate(([0], np.cumsum(kept))).astype(np.int64)
+    return [d[: int(k)] for d, k in zip(lists, kept)], probs[mask], new_offsets

@@ -1,0 +1,40 @@
+"""A tiny random Llama with a byte-level tokenizer, built on the fly (no
+download): small enough for vLLM on 2 CPU cores, real enough to run every
+code path. Random weights make greedy decoding fall into loops quickly,
+which is exactly where suffix decoding drafts get accepted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_tiny_llama(path: Path, seed: int = 0) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    # 256 byte tokens + <s>, </s>, <pad>: any text tokenizes, no merges.
+    byte_vocab = {tok: i + 3 for i, tok in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    vocab = {"<s>": 0, "</s>": 1, "<pad>": 2, **byte_vocab}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>")
+    fast.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    )
+    fast.save_pretrained(path)
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=2048,
+        bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():  # larger logits: fewer near-ties between runs
+        model.lm_head.weight.mul_(8.0)
+    model.to(torch.float32).save_pretrained(path, safe_serialization=True)
+    return path
