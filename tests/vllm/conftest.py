@@ -1,0 +1,30 @@
+"""Real vLLM (CPU) test fixtures: a tiny random Llama built once per session
+and engines shared per module (each start costs ~15 s on 2 cores)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm")
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_model import build_tiny_llama  # noqa: E402
+
+ENGINE_KWARGS = dict(
+    max_model_len=512, gpu_memory_utilization=0.1, enforce_eager=True, seed=0,
+    worker_extension_cls="arctic_inference_vllm.diagnostics.SuffixCacheInspector",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(build_tiny_llama(tmp_path_factory.mktemp("tiny-llama")))
+
+
+def make_llm(model: str, spec: dict | None = None, **kwargs):
+    from vllm import LLM
+
+    return LLM(model=model, speculative_config=spec, disable_log_stats=False,
+               **{**ENGINE_KWARGS, **kwargs})
