@@ -1,0 +1,58 @@
+"""With the opt-in switch off, registering the plugin changes exactly the
+suffix-decoding hooks of vLLM and nothing else; registering is idempotent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.vllm
+
+SNAPSHOT = textwrap.dedent(
+    """
+    import importlib, os, sys
+    os.environ.pop("ARCTIC_INFERENCE_VLLM_EXTRAS", None)
+    import vllm, vllm.config, vllm.engine.arg_utils, vllm.v1.spec_decode.suffix_decoding
+    import vllm.model_executor.models.registry
+
+    def snapshot():
+        seen = {}
+        for name, mod in list(sys.modules.items()):
+            if not name.startswith("vllm") or mod is None:
+                continue
+            for attr, value in list(vars(mod).items()):
+                seen[f"{name}.{attr}"] = id(value)
+                if isinstance(value, type) and value.__module__ == name:
+                    for k, v in list(vars(value).items()):
+                        seen[f"{name}.{attr}.{k}"] = id(v)
+        return seen
+
+    before = snapshot()
+    modules_before = set(sys.modules)
+    import arctic_inference_vllm
+    arctic_inference_vllm.register()
+    arctic_inference_vllm.register()  # idempotent
+    after = snapshot()
+    changed = sorted(k for k in before if k in after and before[k] != after[k])
+    new_vllm_modules = sorted(m for m in set(sys.modules) - modules_before if m.startswith("vllm"))
+    print("CHANGED", changed)
+    print("NEWMODS", new_vllm_modules)
+    """
+)
+
+
+def test_only_the_suffix_hooks_change() -> None:
+    out = subprocess.run([sys.executable, "-c", SNAPSHOT], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in out.stdout.splitlines()
+             if line.startswith(("CHANGED", "NEWMODS"))}
+    changed = eval(lines["CHANGED"])  # a printed list of str
+    assert changed == [
+        "vllm.config.speculative.SpeculativeConfig._validate_suffix_decoding",
+        "vllm.config.speculative.has_arctic_inference",
+        "vllm.v1.spec_decode.suffix_decoding.SuffixDecodingProposer",
+    ], changed

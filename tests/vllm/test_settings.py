@@ -1,0 +1,56 @@
+"""Bad suffix settings fail at start-up in the front end with vLLM-style
+messages (before any engine process starts)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"suffix_decoding_min_token_prob": 1.5}, "min_token_prob"),
+        ({"suffix_decoding_min_token_prob": -0.1}, "min_token_prob"),
+        ({"suffix_decoding_max_tree_depth": 0}, "max_tree_depth"),
+        ({"suffix_decoding_max_tree_depth": -3}, "max_tree_depth"),
+        ({"suffix_decoding_max_spec_factor": -1.0}, "max_spec_factor"),
+        ({"suffix_decoding_max_cached_requests": -2}, "max_cached_requests"),
+        ({"num_speculative_tokens": 2.5}, "num_speculative_tokens"),
+    ],
+)
+def test_bad_suffix_settings_fail_at_startup(tiny_model: str, spec: dict, match: str) -> None:
+    from vllm.engine.arg_utils import EngineArgs
+
+    args = EngineArgs(model=tiny_model, max_model_len=256, enforce_eager=True,
+                      speculative_config={"method": "suffix", **spec})
+    with pytest.raises(Exception, match=match):
+        args.create_engine_config()
+
+
+def test_good_settings_build_a_config(tiny_model: str) -> None:
+    from vllm.engine.arg_utils import EngineArgs
+
+    cfg = EngineArgs(model=tiny_model, max_model_len=256, enforce_eager=True,
+                     speculative_config={"method": "suffix"}).create_engine_config()
+    assert cfg.speculative_config.method == "suffix"
+    # num_speculative_tokens defaults to the tree depth, as in vLLM.
+    assert cfg.speculative_config.num_speculative_tokens == 24
+
+
+def test_bad_adapter_settings_are_rejected() -> None:
+    from types import SimpleNamespace
+
+    from arctic_inference_vllm.suffix_proposer import adapter_settings
+
+    ok = adapter_settings(SimpleNamespace(additional_config={}))
+    assert ok == {"step_token_budget": 512, "num_threads": 1}
+    for bad, match in [
+        ({"arctic_inference": {"nope": 1}}, "unknown keys"),
+        ({"arctic_inference": {"suffix_step_token_budget": -1}}, "suffix_step_token_budget"),
+        ({"arctic_inference": {"suffix_num_threads": 0}}, "suffix_num_threads"),
+        ({"arctic_inference": 3}, "JSON object"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            adapter_settings(SimpleNamespace(additional_config=bad))
