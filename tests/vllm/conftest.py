@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("vllm")
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_model import build_tiny_llama  # noqa: E402
+from arctic_inference_vllm.testing import build_tiny_llama  # noqa: E402
 
 ENGINE_KWARGS = dict(
     max_model_len=512, gpu_memory_utilization=0.1, enforce_eager=True, seed=0,

@@ -1,7 +1,8 @@
-"""A tiny random Llama with a byte-level tokenizer, built on the fly (no
-download): small enough for vLLM on 2 CPU cores, real enough to run every
-code path. Random weights make greedy decoding fall into loops quickly,
-which is exactly where suffix decoding drafts get accepted."""
+"""Build a tiny random Llama with a byte-level tokenizer on the fly (no
+download), for tests and demos: small enough for vLLM on 2 CPU cores, real
+enough to run every code path. Random weights make greedy decoding fall into
+loops quickly, which is where suffix decoding drafts get accepted; it says
+nothing about real models' acceptance."""
 
 from __future__ import annotations
 

@@ -1,0 +1,259 @@
+"""vLLM with and without speculation, side by side: no speculation, vLLM's
+n-gram drafter, and suffix decoding on arctic_inference_core.
+
+Each method runs in its own process (one engine each; engines in one process
+share vLLM's metrics registry). Every method serves the same agentic coding
+prompts with greedy decoding at each concurrency level. Reported, per method
+and concurrency: output tokens per second (generated tokens / wall time) and
+mean tokens per step of the requests' decoding (1 + accepted draft tokens
+per draft, from vLLM's spec-decode counters; 1.0 without speculation).
+
+Defaults suit a small CPU machine and the README's main job:
+    python bench/vllm_compare.py
+Model: ../shared/bench-lm when present, else a tiny random Llama built on
+the fly (then the numbers only show the mechanics). Prompts: the agentic
+traces in ../shared/bench-data when present, else synthetic ones
+(bench/make_traces.py); each concurrency level gets its own prompts, so the
+suffix cache cannot replay an earlier level's outputs. Results:
+<out-dir>/vllm_compare.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+BENCH_LM = SHARED / "bench-lm"
+TRACES = SHARED / "bench-data" / "agentic-requests.jsonl"
+METHODS = ("none", "ngram", "suffix")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def resolve_model(arg: Optional[str], out_dir: Path) -> tuple[str, str]:
+    """(path, description) of the model to serve."""
+    if arg:
+        return arg, arg
+    if (BENCH_LM / "config.json").is_file():
+        return str(BENCH_LM), "bench-lm (27M-parameter code model, ../shared/bench-lm)"
+    from arctic_inference_vllm.testing import build_tiny_llama
+
+    path = out_dir / "tiny-llama"
+    if not (path / "config.json").is_file():
+        build_tiny_llama(path)
+    return str(path), "tiny random Llama built on the fly (no ../shared/bench-lm)"
+
+
+def load_prompts(traces: Optional[str], n: int, out_dir: Path) -> tuple[list[str], str]:
+    if traces:
+        path = Path(traces)
+    elif TRACES.is_file():
+        path = TRACES
+    else:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from make_traces import generate
+
+        rows = generate(max(n, 12), seed=0)
+        return [r["prompt"] for r in rows if r["family"] != "new_file"][:n], "synthetic stdlib traces"
+    rows = [json.loads(line) for line in path.open()]
+    # Held-out-looking slice from the end, mixing the edit families.
+    picked = [r["prompt"] for r in reversed(rows) if r["family"] in ("edit_file", "edit_diff")]
+    return picked[:n], str(path)
+
+
+def spec_config(method: str, k: int, depth: int) -> Optional[dict[str, Any]]:
+    if method == "none":
+        return None
+    if method == "ngram":
+        return {"method": "ngram", "num_speculative_tokens": k,
+                "prompt_lookup_min": 2, "prompt_lookup_max": 5}
+    return {"method": "suffix", "num_speculative_tokens": k,
+            "suffix_decoding_max_tree_depth": depth}
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def spec_counters(llm: Any) -> dict[str, float]:
+    out = {"drafts": 0.0, "accepted": 0.0, "draft_tokens": 0.0}
+    names = {"vllm:spec_decode_num_drafts": "drafts",
+             "vllm:spec_decode_num_accepted_tokens": "accepted",
+             "vllm:spec_decode_num_draft_tokens": "draft_tokens"}
+    for m in llm.get_metrics():
+        if m.name in names and hasattr(m, "value"):
+            out[names[m.name]] += m.value
+    return out
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """One method, all concurrency levels; prints one JSON line per level."""
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams, TokensPrompt
+
+    prompts = json.loads(Path(args.prompts_file).read_text())
+    tok = AutoTokenizer.from_pretrained(args.model)
+    room = args.max_model_len - args.max_tokens - 1
+    token_prompts = [
+        TokensPrompt(prompt_token_ids=([tok.bos_token_id or 0] + tok.encode(p, add_special_tokens=False))[-room:])
+        for p in prompts
+    ]
+    llm = LLM(model=args.model, speculative_config=spec_config(args.worker, args.k, args.depth),
+              max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
+              enforce_eager=args.enforce_eager, disable_log_stats=False, seed=0)
+    params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
+    warm = TokensPrompt(prompt_token_ids=tok.encode("def warm_up():\n    return 0\n", add_special_tokens=False))
+    llm.generate([warm], SamplingParams(temperature=0.0, max_tokens=8), use_tqdm=False)
+    per_level = len(token_prompts) // len(args.concurrency)
+    for level, c in enumerate(args.concurrency):
+        # Each level gets its own prompts: the suffix cache keeps earlier
+        # outputs, and identical greedy outputs would be copied for free.
+        level_prompts = token_prompts[level * per_level:(level + 1) * per_level]
+        before, t0, generated = spec_counters(llm), time.perf_counter(), 0
+        batches = [level_prompts[i:i + c] for i in range(0, len(level_prompts), c)]
+        for batch in batches:  # c requests in flight at a time
+            outs = llm.generate(batch, params, use_tqdm=False)
+            generated += sum(len(o.outputs[0].token_ids) for o in outs)
+        wall = time.perf_counter() - t0
+        after = spec_counters(llm)
+        drafts = after["drafts"] - before["drafts"]
+        accepted = after["accepted"] - before["accepted"]
+        print("RESULT " + json.dumps({
+            "method": args.worker, "concurrency": c, "requests": len(level_prompts),
+            "generated_tokens": generated, "seconds": wall, "tokens_per_s": generated / wall,
+            "mean_tokens_per_step": 1.0 + accepted / drafts if drafts else 1.0,
+            "drafts": drafts, "accepted": accepted,
+            "draft_tokens": after["draft_tokens"] - before["draft_tokens"],
+        }), flush=True)
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def run_method(method: str, args: argparse.Namespace, prompts_file: Path, log: Path) -> list[dict]:
+    cmd = [sys.executable, __file__, "--worker", method, "--prompts-file", str(prompts_file),
+           "--model", args.model, "--k", str(args.k), "--depth", str(args.depth),
+           "--max-tokens", str(args.max_tokens), "--max-model-len", str(args.max_model_len),
+           "--gpu-memory-utilization", str(args.gpu_memory_utilization),
+           "--concurrency", *map(str, args.concurrency)]
+    if args.enforce_eager:
+        cmd.append("--enforce-eager")
+    with log.open("w") as f:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True)
+    results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or len(results) != len(args.concurrency):
+        raise SystemExit(f"{method} run failed (exit {proc.returncode}); see {log}")
+    return results
+
+
+def render(results: list[dict], meta: dict[str, Any]) -> str:
+    levels = sorted({r["concurrency"] for r in results})
+    by = {(r["method"], r["concurrency"]): r for r in results}
+    lines = [
+        "# vLLM: no speculation vs n-gram vs suffix decoding (arctic_inference_core)", "",
+        f"Model: {meta['model']}. Prompts: {meta['prompts']} ({meta['num_prompts']} different "
+        f"requests per concurrency level, "
+        f"greedy, up to {meta['max_tokens']} new tokens). k={meta['k']}, suffix depth "
+        f"{meta['depth']}, n-gram n=2..5. vLLM {meta['vllm']}, {meta['machine']}.", "",
+        "Output tokens/s (mean tokens per step in brackets; speed-up vs none):", "",
+        "| method | " + " | ".join(f"concurrency {c}" for c in levels) + " |",
+        "|---|" + "---:|" * len(levels),
+    ]
+    for m in METHODS:
+        cells = []
+        for c in levels:
+            r, base = by.get((m, c)), by.get(("none", c))
+            if r is None:
+                cells.append("n/a")
+                continue
+            ratio = f", {r['tokens_per_s'] / base['tokens_per_s']:.2f}x" if base and m != "none" else ""
+            cells.append(f"{r['tokens_per_s']:.1f} ({r['mean_tokens_per_step']:.2f}{ratio})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for m in METHODS:
+        rs = sorted((r for r in results if r["method"] == m), key=lambda r: r["concurrency"])
+        ax.plot([r["concurrency"] for r in rs], [r["tokens_per_s"] for r in rs], marker="o", label=m)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrency")
+    ax.set_ylabel("output tokens/s")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="model path (default: ../shared/bench-lm, else a tiny built model)")
+    p.add_argument("--traces", help="JSON lines with a 'prompt' field (default: ../shared traces, else synthetic)")
+    p.add_argument("--num-prompts", type=int, default=8, help="requests per concurrency level")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--k", type=int, default=32, help="num_speculative_tokens")
+    p.add_argument("--depth", type=int, default=64, help="suffix_decoding_max_tree_depth")
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--max-model-len", type=int, default=4096)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.15,
+                   help="on CPU: share of RAM for the KV cache")
+    p.add_argument("--enforce-eager", action="store_true", default=None)
+    p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--prompts-file", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        run_worker(args)
+        return 0
+
+    from tqdm import tqdm
+    import vllm
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    args.model, model_desc = resolve_model(args.model, args.out_dir)
+    prompts, prompts_desc = load_prompts(args.traces, args.num_prompts * len(args.concurrency), args.out_dir)
+    if args.enforce_eager is None:  # CPU: skip compilation; GPU: use CUDA graphs
+        import torch
+
+        args.enforce_eager = not torch.cuda.is_available()
+    prompts_file = args.out_dir / "vllm_compare_prompts.json"
+    prompts_file.write_text(json.dumps(prompts))
+    results: list[dict] = []
+    with tqdm(args.methods, desc="vLLM runs", unit="method") as bar:
+        for method in bar:
+            bar.set_postfix_str(method)
+            results += run_method(method, args, prompts_file, args.out_dir / f"vllm_compare_{method}.log")
+    meta = {"model": model_desc, "prompts": prompts_desc, "num_prompts": len(prompts),
+            "max_tokens": args.max_tokens, "k": args.k, "depth": args.depth,
+            "vllm": vllm.__version__, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"
+            + (", GPU" if not args.enforce_eager else "")}
+    table = render(results, meta)
+    (args.out_dir / "vllm_compare.md").write_text(table)
+    (args.out_dir / "vllm_compare.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    drew = plot(results, args.out_dir / "vllm_compare.png")
+    print("\n" + table)
+    print(f"wrote {args.out_dir / 'vllm_compare.md'}, .json" + (", .png" if drew else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
