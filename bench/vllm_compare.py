@@ -71,6 +71,10 @@ def load_prompts(traces: Optional[str], n: int, out_dir: Path) -> tuple[list[str
     return picked[:n], str(path)
 
 
+def level_size(num_prompts: int, concurrency: int) -> int:
+    return max(num_prompts, concurrency)
+
+
 def spec_config(method: str, k: int, depth: int) -> Optional[dict[str, Any]]:
     if method == "none":
         return None
@@ -113,11 +117,13 @@ def run_worker(args: argparse.Namespace) -> None:
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
     warm = TokensPrompt(prompt_token_ids=tok.encode("def warm_up():\n    return 0\n", add_special_tokens=False))
     llm.generate([warm], SamplingParams(temperature=0.0, max_tokens=8), use_tqdm=False)
-    per_level = len(token_prompts) // len(args.concurrency)
-    for level, c in enumerate(args.concurrency):
-        # Each level gets its own prompts: the suffix cache keeps earlier
-        # outputs, and identical greedy outputs would be copied for free.
-        level_prompts = token_prompts[level * per_level:(level + 1) * per_level]
+    start = 0
+    for c in args.concurrency:
+        # Each level gets its own prompts (at least c of them): the suffix
+        # cache keeps earlier outputs, and identical greedy outputs would be
+        # copied for free.
+        level_prompts = token_prompts[start:start + level_size(args.num_prompts, c)]
+        start += len(level_prompts)
         before, t0, generated = spec_counters(llm), time.perf_counter(), 0
         batches = [level_prompts[i:i + c] for i in range(0, len(level_prompts), c)]
         for batch in batches:  # c requests in flight at a time
@@ -161,7 +167,7 @@ def render(results: list[dict], meta: dict[str, Any]) -> str:
     lines = [
         "# vLLM: no speculation vs n-gram vs suffix decoding (arctic_inference_core)", "",
         f"Model: {meta['model']}. Prompts: {meta['prompts']} ({meta['num_prompts']} different "
-        f"requests per concurrency level, "
+        f"requests in all, max(num_prompts, concurrency) per level, "
         f"greedy, up to {meta['max_tokens']} new tokens). k={meta['k']}, suffix depth "
         f"{meta['depth']}, n-gram n=2..5. vLLM {meta['vllm']}, {meta['machine']}.", "",
         "Output tokens/s (mean tokens per step in brackets; speed-up vs none):", "",
@@ -207,7 +213,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="model path (default: ../shared/bench-lm, else a tiny built model)")
     p.add_argument("--traces", help="JSON lines with a 'prompt' field (default: ../shared traces, else synthetic)")
-    p.add_argument("--num-prompts", type=int, default=8, help="requests per concurrency level")
+    p.add_argument("--num-prompts", type=int, default=8,
+                   help="requests per concurrency level (at least the concurrency)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--k", type=int, default=32, help="num_speculative_tokens")
@@ -230,7 +237,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     args.model, model_desc = resolve_model(args.model, args.out_dir)
-    prompts, prompts_desc = load_prompts(args.traces, args.num_prompts * len(args.concurrency), args.out_dir)
+    config = json.loads((Path(args.model) / "config.json").read_text())
+    args.max_model_len = min(args.max_model_len, config.get("max_position_embeddings", args.max_model_len))
+    total = sum(level_size(args.num_prompts, c) for c in args.concurrency)
+    prompts, prompts_desc = load_prompts(args.traces, total, args.out_dir)
     if args.enforce_eager is None:  # CPU: skip compilation; GPU: use CUDA graphs
         import torch
 
