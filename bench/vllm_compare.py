@@ -147,7 +147,8 @@ def run_worker(args: argparse.Namespace) -> None:
 
 def run_method(method: str, args: argparse.Namespace, prompts_file: Path, log: Path) -> list[dict]:
     cmd = [sys.executable, __file__, "--worker", method, "--prompts-file", str(prompts_file),
-           "--model", args.model, "--k", str(args.k), "--depth", str(args.depth),
+           "--model", args.model, "--num-prompts", str(args.num_prompts),
+           "--k", str(args.k), "--depth", str(args.depth),
            "--max-tokens", str(args.max_tokens), "--max-model-len", str(args.max_model_len),
            "--gpu-memory-utilization", str(args.gpu_memory_utilization),
            "--concurrency", *map(str, args.concurrency)]
