@@ -111,9 +111,14 @@ def run_worker(args: argparse.Namespace) -> None:
         TokensPrompt(prompt_token_ids=([tok.bos_token_id or 0] + tok.encode(p, add_special_tokens=False))[-room:])
         for p in prompts
     ]
+    extra: dict[str, Any] = {}
+    if args.suffix_budget is not None:
+        extra["additional_config"] = {"arctic_inference": {"suffix_step_token_budget": args.suffix_budget}}
+    if args.async_scheduling != "default":
+        extra["async_scheduling"] = args.async_scheduling == "on"
     llm = LLM(model=args.model, speculative_config=spec_config(args.worker, args.k, args.depth),
               max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
-              enforce_eager=args.enforce_eager, disable_log_stats=False, seed=0)
+              enforce_eager=bool(args.enforce_eager), disable_log_stats=False, seed=0, **extra)
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
     warm = TokensPrompt(prompt_token_ids=tok.encode("def warm_up():\n    return 0\n", add_special_tokens=False))
     llm.generate([warm], SamplingParams(temperature=0.0, max_tokens=8), use_tqdm=False)
@@ -154,6 +159,9 @@ def run_method(method: str, args: argparse.Namespace, prompts_file: Path, log: P
            "--concurrency", *map(str, args.concurrency)]
     if args.enforce_eager:
         cmd.append("--enforce-eager")
+    if args.suffix_budget is not None:
+        cmd += ["--suffix-budget", str(args.suffix_budget)]
+    cmd += ["--async-scheduling", args.async_scheduling]
     with log.open("w") as f:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True)
     results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -225,6 +233,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.15,
                    help="on CPU: share of RAM for the KV cache")
     p.add_argument("--enforce-eager", action="store_true", default=None)
+    p.add_argument("--suffix-budget", type=int, default=None,
+                   help="suffix_step_token_budget for the adapter (default: the adapter's)")
+    p.add_argument("--async-scheduling", choices=("default", "on", "off"), default="default",
+                   help="vLLM's async scheduling (suffix decoding runs synchronously regardless)")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--prompts-file", help=argparse.SUPPRESS)
