@@ -78,6 +78,7 @@ def test_bad_input_is_rejected_cleanly(cache, call, exc, match) -> None:
     [
         ({"max_tree_depth": 0}, ValueError),
         ({"max_tree_depth": -5}, ValueError),
+        ({"max_tree_depth": 5000}, ValueError),
         ({"max_tree_depth": 2.5}, TypeError),
         ({"max_cached_requests": -2}, ValueError),
         ({"max_cached_requests": 2**40}, ValueError),

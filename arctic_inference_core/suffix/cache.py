@@ -154,7 +154,8 @@ class SuffixDecodingCache:
     def __init__(
         self, max_tree_depth: int = 64, max_cached_requests: int = -1, num_threads: int = 1
     ) -> None:
-        self._max_tree_depth = _check_int("max_tree_depth", max_tree_depth, 1, 1 << 20)
+        # Each running request tracks max_tree_depth suffixes: keep it sane.
+        self._max_tree_depth = _check_int("max_tree_depth", max_tree_depth, 1, 4096)
         self._max_cached_requests = _check_int(
             "max_cached_requests", max_cached_requests, -1, _INT32_MAX
         )

@@ -42,11 +42,7 @@ std::span<const int32_t> SuffixTree::tokens(int32_t seq_id) const {
   return live_seq(seq_id).tokens;
 }
 
-bool SuffixTree::has_active_suffixes() const {
-  for (const auto& s : seqs_)
-    if (s && s->ring_size > 0) return true;
-  return false;
-}
+bool SuffixTree::has_active_suffixes() const { return appended_; }
 
 // ---------------------------------------------------------------- node pool
 
@@ -158,6 +154,7 @@ void SuffixTree::append(int32_t seq_id, int32_t token) {
   ARCTIC_CHECK(s.ring_size > 0 || s.tokens.empty(), InvalidArgument, "sequence ", seq_id,
                " was inserted whole and cannot grow");
   if (s.ring.empty()) s.ring.resize(max_depth_);
+  appended_ = true;
 
   // A new suffix starts at the root; one already max_depth long is final
   // (it ends at depth max_depth, which is always a node end).

@@ -171,6 +171,7 @@ class SuffixTree {
   std::vector<std::unique_ptr<Sequence>> seqs_;
   size_t num_tokens_ = 0;  // tokens of live sequences
   uint64_t generation_ = 0;
+  bool appended_ = false;  // grown by append(): active suffixes may exist
 };
 
 }  // namespace arctic_core
