@@ -1,0 +1,33 @@
+"""Arctic speculator: lightweight draft heads (MLP and sum-LSTM) that read the
+base model's last hidden state and last token and propose ``n_predict`` tokens
+greedily, one head per position.
+
+Requires PyTorch (the ``torch`` extra) and ``safetensors``; importing
+:mod:`arctic_inference_core` itself never imports torch.
+
+Public API: :class:`SpeculatorConfig`, :class:`MLPSpeculator`,
+:class:`LSTMSpeculator`, :func:`load_speculator`, :func:`save_speculator`,
+:func:`build_speculator`, :func:`draft`. See docs/speculator.md.
+"""
+
+from __future__ import annotations
+
+from arctic_inference_core._optional import require_torch
+
+require_torch("speculator")
+
+from arctic_inference_core.speculator.checkpoint import build_speculator, load_speculator, save_speculator
+from arctic_inference_core.speculator.config import SpeculatorConfig
+from arctic_inference_core.speculator.draft import draft
+from arctic_inference_core.speculator.modules import LSTMSpeculator, MLPSpeculator, SpeculatorBase
+
+__all__ = [
+    "SpeculatorConfig",
+    "SpeculatorBase",
+    "MLPSpeculator",
+    "LSTMSpeculator",
+    "build_speculator",
+    "load_speculator",
+    "save_speculator",
+    "draft",
+]
