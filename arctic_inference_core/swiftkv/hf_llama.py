@@ -273,6 +273,13 @@ class SwiftKVLlamaForCausalLM(SwiftKVLlamaPreTrainedModel):
             **cfg_dict, num_key_value_layers=num_key_value_layers, key_value_group_size=key_value_group_size
         )
         model = cls(config).to(dtype=llama.dtype)
+        # .to(dtype) also cast the RoPE buffers (inv_freq); a bf16 inv_freq
+        # visibly changes logits, and from_pretrained keeps it fp32: take the
+        # Llama's own buffers back.
+        src_rope = dict(llama.model.rotary_emb.named_buffers())
+        for name, _ in list(model.model.rotary_emb.named_buffers()):
+            if name in src_rope:
+                setattr(model.model.rotary_emb, name, src_rope[name].detach().clone())
         missing, unexpected = model.load_state_dict(llama.state_dict(), strict=False)
         lay = config.swiftkv_layout()
         later_kv = {
