@@ -16,7 +16,7 @@ def build_tiny_llama(path: Path, seed: int = 0) -> Path:
 
     path.mkdir(parents=True, exist_ok=True)
     # 256 byte tokens + <s>, </s>, <pad>: any text tokenizes, no merges.
-    byte_vocab = {tok: i + 3 for i, tok in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    byte_vocab = {tok: i + 3 for i, tok in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     vocab = {"<s>": 0, "</s>": 1, "<pad>": 2, **byte_vocab}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
