@@ -58,12 +58,12 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from arctic_inference_core._jsonl import read_prompt_records
 from arctic_inference_core.speculator.checkpoint import build_speculator, load_speculator, save_speculator
 from arctic_inference_core.speculator.config import SpeculatorConfig
 from arctic_inference_core.speculator.draft import draft
@@ -161,29 +161,10 @@ def load_prompts(path: str, use_response: bool = False, limit: int | None = None
             missing or non-string ``prompt`` (or ``response`` with
             ``use_response``), or no prompts at all.
     """
-    if not os.path.isfile(path):
-        raise TrainingError(f"--prompts: file {path!r} does not exist")
-    out: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TrainingError(f"--prompts: {path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
-                raise TrainingError(f"--prompts: {path}:{lineno}: expected an object with a string 'prompt' field")
-            resp = obj.get("response")
-            if use_response and not isinstance(resp, str):
-                raise TrainingError(f"--prompts: {path}:{lineno}: --use-response needs a string 'response' field")
-            out.append({"id": str(obj.get("id", lineno)), "prompt": obj["prompt"],
-                        "response": resp if isinstance(resp, str) else None})
-            if limit is not None and len(out) >= limit:
-                break
-    if not out:
-        raise TrainingError(f"--prompts: {path!r} holds no prompts (empty file)")
-    return out
+    try:
+        return read_prompt_records(path, limit=limit, need_response=use_response)
+    except ValueError as e:
+        raise TrainingError(f"--prompts: {e}") from None
 
 
 def _load_base(path: str, dtype: torch.dtype, device: str):
@@ -477,7 +458,7 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
     if train is None:
         raise TrainingError("no training positions: continuations are too short (raise --max-new-tokens)")
     if ev is None:
-        raise TrainingError(f"no eval positions: held-out continuations are shorter than n_predict+2 tokens")
+        raise TrainingError("no eval positions: held-out continuations are shorter than n_predict+2 tokens")
     log(f"[train] {len(train_recs)} train prompts ({train[0].shape[0]} positions), "
         f"{len(eval_recs)} held-out prompts ({ev[0].shape[0]} positions)")
 

@@ -47,6 +47,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from arctic_inference_core._jsonl import read_prompt_records
+
 SWIFTKV_PREFIXES = ("model.swiftkv_proj.", "model.norm_swiftkv.")
 
 
@@ -58,31 +60,11 @@ class DistillError(ValueError):
 
 
 def read_texts(path: Path, max_bytes: int | None = None) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise DistillError(f"prompts file not found: {path}")
-    texts: list[str] = []
-    total = 0
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DistillError(f"{path}:{lineno}: invalid JSON ({e})") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str):
-                raise DistillError(f"{path}:{lineno}: record has no string 'prompt' field")
-            resp = rec.get("response")
-            text = rec["prompt"] + (resp if isinstance(resp, str) else "")
-            texts.append(text)
-            total += len(text.encode())
-            if max_bytes is not None and total >= max_bytes:
-                break
-    if not texts:
-        raise DistillError(f"{path}: no records")
-    return texts
+    try:
+        recs = read_prompt_records(path, max_bytes=max_bytes)
+    except ValueError as e:
+        raise DistillError(str(e)) from None
+    return [r["prompt"] + (r["response"] or "") for r in recs]
 
 
 def chunk_tokens(token_lists: list[list[int]], seq_len: int) -> torch.Tensor:

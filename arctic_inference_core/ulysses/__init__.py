@@ -23,4 +23,11 @@ from arctic_inference_core.ulysses.core import (  # noqa: E402
     seq_to_head_qkv,
 )
 
-from arctic_inference_core.ulysses.core import __all__  # noqa: E402  (one list of public names)
+__all__ = [
+    "UlyssesWork",
+    "all_gather_seq_lens",
+    "expand_kv_heads_for",
+    "head_to_seq",
+    "seq_to_head",
+    "seq_to_head_qkv",
+]

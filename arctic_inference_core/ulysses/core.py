@@ -25,15 +25,6 @@ from typing import Any, Generic, TypeVar
 import torch
 import torch.distributed as dist
 
-__all__ = [
-    "UlyssesWork",
-    "all_gather_seq_lens",
-    "expand_kv_heads_for",
-    "head_to_seq",
-    "seq_to_head",
-    "seq_to_head_qkv",
-]
-
 T = TypeVar("T")
 
 # Test hook: route every exchange through the list-based ``dist.all_to_all``
