@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_tiny_llama(path: Path, seed: int = 0) -> Path:
-    import torch
+def save_byte_tokenizer(path: Path) -> int:
+    """Save a byte-level tokenizer (256 byte tokens after <s>, </s>, <pad>; no
+    merges, so any text tokenizes) to ``path``; returns its vocabulary size.
+    Token ids are fixed: the byte alphabet is sorted, as it has no stable order."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
-    # 256 byte tokens + <s>, </s>, <pad>: any text tokenizes, no merges.
     byte_vocab = {tok: i + 3 for i, tok in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     vocab = {"<s>": 0, "</s>": 1, "<pad>": 2, **byte_vocab}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
@@ -27,10 +28,17 @@ def build_tiny_llama(path: Path, seed: int = 0) -> Path:
         "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
     )
     fast.save_pretrained(path)
+    return len(vocab)
 
+
+def build_tiny_llama(path: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    vocab_size = save_byte_tokenizer(path)
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=2048,
         bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False,
     )

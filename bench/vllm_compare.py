@@ -54,7 +54,7 @@ def resolve_model(arg: Optional[str], out_dir: Path) -> tuple[str, str]:
     return str(path), "tiny random Llama built on the fly (no ../shared/bench-lm)"
 
 
-def load_prompts(traces: Optional[str], n: int, out_dir: Path) -> tuple[list[str], str]:
+def load_prompts(traces: Optional[str], n: int) -> tuple[list[str], str]:
     if traces:
         path = Path(traces)
     elif TRACES.is_file():
@@ -253,7 +253,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = json.loads((Path(args.model) / "config.json").read_text())
     args.max_model_len = min(args.max_model_len, config.get("max_position_embeddings", args.max_model_len))
     total = sum(level_size(args.num_prompts, c) for c in args.concurrency)
-    prompts, prompts_desc = load_prompts(args.traces, total, args.out_dir)
+    prompts, prompts_desc = load_prompts(args.traces, total)
     if args.enforce_eager is None:  # CPU: skip compilation; GPU: use CUDA graphs
         import torch
 

@@ -20,19 +20,13 @@ from arctic_inference_core.swiftkv import distill as dist  # noqa: E402
 
 def _tiny_llama(path, layers: int = 4):
     """Byte-level tokenizer + random 4-layer Llama (GQA 2:1, untied head)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    path.mkdir(parents=True, exist_ok=True)
-    byte_vocab = {tok: i + 3 for i, tok in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    vocab = {"<s>": 0, "</s>": 1, "<pad>": 2, **byte_vocab}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                            pad_token="<pad>").save_pretrained(path)
+    from arctic_inference_vllm.testing import save_byte_tokenizer
+
+    vocab_size = save_byte_tokenizer(path)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
                       bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False)
     model = LlamaForCausalLM(cfg)
