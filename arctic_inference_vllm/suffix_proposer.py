@@ -8,7 +8,9 @@ speculation does not slow down busy batches (see draft_budget.py).
 
 Settings: vLLM's ``suffix_decoding_*`` fields and ``num_speculative_tokens``;
 optional ``additional_config={"arctic_inference": {"suffix_step_token_budget":
-N, "suffix_num_threads": T}}``.
+N, "suffix_num_threads": T}}``. Without a budget, a step may verify as many
+tokens as the largest captured CUDA graph (so verification never falls back
+to eager execution), or 512 when CUDA graphs are off.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from vllm.v1.spec_decode.suffix_decoding import SuffixDecodingProposer
 from arctic_inference_core.suffix import SuffixDecodingCache
 from arctic_inference_vllm.draft_budget import DraftBudget
 
-DEFAULT_STEP_TOKEN_BUDGET = 512
+DEFAULT_STEP_TOKEN_BUDGET = 512  # without CUDA graphs (CPU, enforce_eager)
 DEFAULT_NUM_THREADS = 1
 
 
@@ -36,9 +38,9 @@ def adapter_settings(vllm_config: Any) -> dict[str, Any]:
             f'additional_config["arctic_inference"] has unknown keys {sorted(unknown)}; '
             "known: suffix_step_token_budget, suffix_num_threads"
         )
-    budget = ours.get("suffix_step_token_budget", DEFAULT_STEP_TOKEN_BUDGET)
+    budget = ours.get("suffix_step_token_budget")  # None: automatic
     threads = ours.get("suffix_num_threads", DEFAULT_NUM_THREADS)
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
         raise ValueError(f"suffix_step_token_budget must be an integer >= 0, got {budget!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
         raise ValueError(f"suffix_num_threads must be an integer in [1, 256], got {threads!r}")
@@ -60,7 +62,9 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
             max_cached_requests=config.suffix_decoding_max_cached_requests,
             num_threads=settings["num_threads"],
         )
-        self.budget = DraftBudget(settings["step_token_budget"])
+        self.compilation_config = vllm_config.compilation_config
+        self.fixed_budget = settings["step_token_budget"]
+        self.budget = DraftBudget(self._step_token_budget())
 
     def propose(
         self,
@@ -95,6 +99,7 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
             caps.append(min(num_speculative_tokens, self.max_model_len - num_tokens - 1))
 
         if rows:
+            self.budget.step_token_budget = self._step_token_budget()
             batch = cache.speculate_batch(
                 req_ids,
                 new_tokens,
@@ -112,6 +117,21 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
             cache.stop_request(req_id)
             self.budget.forget(req_id)
         return drafts
+
+    def _step_token_budget(self) -> int:
+        """The configured budget, else the largest CUDA graph size: a bigger
+        verification batch runs eagerly, which costs more than its drafts
+        save. Read every step because vLLM settles the capture sizes (rounded
+        to multiples of 1 + num_speculative_tokens) after this proposer is
+        built."""
+        if self.fixed_budget is not None:
+            return self.fixed_budget
+        cc = self.compilation_config
+        mode = getattr(cc, "cudagraph_mode", None)
+        size = getattr(cc, "max_cudagraph_capture_size", None)
+        if mode is None or size is None or str(getattr(mode, "name", mode)) == "NONE":
+            return DEFAULT_STEP_TOKEN_BUDGET
+        return int(size)
 
 
 def _cap(

@@ -116,6 +116,8 @@ def run_worker(args: argparse.Namespace) -> None:
         extra["additional_config"] = {"arctic_inference": {"suffix_step_token_budget": args.suffix_budget}}
     if args.async_scheduling != "default":
         extra["async_scheduling"] = args.async_scheduling == "on"
+    if args.cudagraph_mode != "default":
+        extra["compilation_config"] = {"cudagraph_mode": args.cudagraph_mode}
     llm = LLM(model=args.model, speculative_config=spec_config(args.worker, args.k, args.depth),
               max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
               enforce_eager=bool(args.enforce_eager), disable_log_stats=False, seed=0, **extra)
@@ -161,7 +163,7 @@ def run_method(method: str, args: argparse.Namespace, prompts_file: Path, log: P
         cmd.append("--enforce-eager")
     if args.suffix_budget is not None:
         cmd += ["--suffix-budget", str(args.suffix_budget)]
-    cmd += ["--async-scheduling", args.async_scheduling]
+    cmd += ["--async-scheduling", args.async_scheduling, "--cudagraph-mode", args.cudagraph_mode]
     with log.open("w") as f:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True)
     results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -237,6 +239,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="suffix_step_token_budget for the adapter (default: the adapter's)")
     p.add_argument("--async-scheduling", choices=("default", "on", "off"), default="default",
                    help="vLLM's async scheduling (suffix decoding runs synchronously regardless)")
+    p.add_argument("--cudagraph-mode", default="default",
+                   choices=("default", "NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE"),
+                   help="vLLM's compilation_config cudagraph_mode (GPU)")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--prompts-file", help=argparse.SUPPRESS)

@@ -45,7 +45,7 @@ def test_bad_adapter_settings_are_rejected() -> None:
     from arctic_inference_vllm.suffix_proposer import adapter_settings
 
     ok = adapter_settings(SimpleNamespace(additional_config={}))
-    assert ok == {"step_token_budget": 512, "num_threads": 1}
+    assert ok == {"step_token_budget": None, "num_threads": 1}  # None: automatic
     for bad, match in [
         ({"arctic_inference": {"nope": 1}}, "unknown keys"),
         ({"arctic_inference": {"suffix_step_token_budget": -1}}, "suffix_step_token_budget"),
@@ -54,3 +54,23 @@ def test_bad_adapter_settings_are_rejected() -> None:
     ]:
         with pytest.raises(ValueError, match=match):
             adapter_settings(SimpleNamespace(additional_config=bad))
+
+
+def test_step_budget_follows_the_cuda_graph_sizes(tiny_model: str) -> None:
+    """Without a configured budget, a step verifies at most as many tokens as
+    the largest CUDA graph (vLLM settles the sizes after the proposer is
+    built, so the proposer reads them each step); without graphs, 512."""
+    from vllm.config import CUDAGraphMode
+    from vllm.engine.arg_utils import EngineArgs
+
+    from arctic_inference_vllm.suffix_proposer import ArcticSuffixDecodingProposer
+
+    cfg = EngineArgs(model=tiny_model, max_model_len=256, enforce_eager=True,
+                     speculative_config={"method": "suffix", "num_speculative_tokens": 8}).create_engine_config()
+    proposer = ArcticSuffixDecodingProposer(cfg)
+    assert proposer._step_token_budget() == 512
+    cfg.compilation_config.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE
+    cfg.compilation_config.max_cudagraph_capture_size = 495
+    assert proposer._step_token_budget() == 495
+    cfg.additional_config = {"arctic_inference": {"suffix_step_token_budget": 100}}
+    assert ArcticSuffixDecodingProposer(cfg)._step_token_budget() == 100
