@@ -3,7 +3,9 @@
 vLLM calls :func:`register` once in every process (front end, engine core,
 workers), so it must be idempotent and fast. It installs the suffix decoding
 backend, checks the vLLM version, and logs one start-up line (in the first
-process with vLLM logging set up; its children inherit a marker).
+process with vLLM logging set up; its children inherit a marker). With the
+opt-in switch on, it also installs the extras (the ``arctic`` speculative
+method); calling it again after the switch was turned on installs them then.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from arctic_inference_vllm import envs, versions
 
 _LOGGED_MARKER = "_ARCTIC_INFERENCE_VLLM_LOGGED"
 _registered = False
+_extras_installed = False
 
 
 def _logger() -> logging.Logger:
@@ -28,26 +31,52 @@ def _logger() -> logging.Logger:
         return logging.getLogger("arctic_inference_vllm")
 
 
+def _extras_wanted(log: logging.Logger) -> bool:
+    try:
+        return envs.extras_enabled()
+    except ValueError as e:
+        log.error("%s; extras stay off", e)
+        return False
+
+
+def _install_extras(log: logging.Logger, vllm_version: str) -> None:
+    """Extras beyond native suffix decoding; only with the switch on."""
+    global _extras_installed
+    if _extras_installed:
+        return
+    _extras_installed = True
+    from arctic_inference_vllm.patches import arctic_config
+
+    try:
+        arctic_config.apply()
+    except (ImportError, AttributeError) as e:
+        log.warning("arctic_inference_vllm: speculative method 'arctic' is unavailable on vLLM "
+                    "%s (%s).", vllm_version, e)
+
+
+def _vllm_version() -> tuple[str, bool]:
+    import vllm
+
+    version = getattr(vllm, "__version__", "unknown")
+    return version, versions.is_supported(version) if version != "unknown" else False
+
+
 def register() -> None:
     global _registered
-    if _registered:
+    if _registered:  # again: only the extras may be new (switch turned on since)
+        version, supported = _vllm_version()
+        if supported and not _extras_installed and _extras_wanted(_logger()):
+            _install_extras(_logger(), version)
         return
     _registered = True
     log = _logger()
-    import vllm
-
-    vllm_version = getattr(vllm, "__version__", "unknown")
-    supported = versions.is_supported(vllm_version) if vllm_version != "unknown" else False
+    vllm_version, supported = _vllm_version()
     if not supported:
         log.warning(
             "arctic_inference_vllm supports vLLM %s; found %s. Trying the native suffix "
             "backend anyway; other features stay off.", versions.SUPPORTED_RANGE, vllm_version
         )
-    try:
-        extras = envs.extras_enabled() and supported
-    except ValueError as e:
-        log.error("%s; extras stay off", e)
-        extras = False
+    extras = supported and _extras_wanted(log)
 
     from arctic_inference_vllm.patches import suffix_backend
 
@@ -60,6 +89,9 @@ def register() -> None:
             "arctic_inference_vllm could not install its suffix decoding backend on vLLM %s "
             "(%s); vLLM's own suffix path is unchanged.", vllm_version, e
         )
+
+    if extras:
+        _install_extras(log, vllm_version)
 
     # One line per deployment: in the first process where vLLM's logging is
     # configured (the engine core; the front end loads plugins before that),

@@ -69,3 +69,95 @@ def test_extras_switch_rejects_garbage(monkeypatch) -> None:
     monkeypatch.setenv(envs.EXTRAS_ENV, "maybe")
     with pytest.raises(ValueError, match=envs.EXTRAS_ENV):
         envs.extras_enabled()
+
+
+# ------------------------------------------------ the arctic method (config, drafts)
+
+
+def test_last_sampled_rows() -> None:
+    from arctic_inference_vllm.arctic_proposer import last_sampled_rows
+
+    assert last_sampled_rows([1, 0, 1], None) == [0, 1, 2]  # no drafts verified: one row each
+    # rows per request: drafts + 1; the last sampled token's row inside it
+    assert last_sampled_rows([3, 1, 2, 0], [2, 0, 3, 1]) == [2, 3, 5, 8]
+    with pytest.raises(RuntimeError, match="step layout"):
+        last_sampled_rows([1, 1], [0])
+
+
+def test_suffix_drafts_win_at_the_speculator_length() -> None:
+    from arctic_inference_vllm.arctic_proposer import choose_drafts
+
+    drafts, need = choose_drafts([[1, 2, 3, 4], [5, 6, 7], [8], []], [3.0, 2.9, 1.0, 0.0], 3)
+    assert drafts == [[1, 2, 3, 4], [], [], []]
+    assert need == [False, True, True, True]
+
+
+@pytest.fixture()
+def spec_dir(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from arctic_inference_core.speculator import SpeculatorConfig, build_speculator, save_speculator
+
+    monkeypatch.setenv(envs.EXTRAS_ENV, "1")
+    save_speculator(build_speculator(SpeculatorConfig(
+        method="mlp", n_predict=3, input_hidden_dim=16, inner_dim=8, vocab_size=50)), tmp_path / "s")
+    return str(tmp_path / "s")
+
+
+def test_arctic_translates_to_custom_class(spec_dir) -> None:
+    from arctic_inference_vllm import arctic_method as am
+
+    spec = {"method": "arctic", "model": spec_dir, "enable_suffix_decoding": True,
+            "disable_by_batch_size": 8, "num_speculative_tokens": 16,
+            "suffix_decoding_max_tree_depth": 32}
+    rewritten, settings = am.translate(spec, hidden_size=16, vocab_size=50)
+    assert rewritten == {"method": "custom_class", "model": am.PROPOSER_CLASS,
+                         "num_speculative_tokens": 16, "suffix_decoding_max_tree_depth": 32}
+    assert settings == am.ArcticSettings(model=spec_dir, n_predict=3, num_speculative_tokens=16,
+                                         enable_suffix_decoding=True, disable_by_batch_size=8)
+    assert settings.speculator_tokens == 3
+    extra = {am.SETTINGS_KEY: settings.to_dict()}
+    assert am.ArcticSettings.from_additional_config(extra) == settings
+    # defaults: n_predict tokens, no suffix, never disabled
+    _, plain = am.translate({"method": "arctic", "model": spec_dir}, 16, 50)
+    assert (plain.num_speculative_tokens, plain.enable_suffix_decoding,
+            plain.disable_by_batch_size) == (3, False, None)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model": "/no/such/dir"}, "does not exist"),
+    ({"model": None}, "path of a speculator directory"),
+    ({"num_speculative_tokens": 4}, "exceeds the speculator's n_predict=3"),
+    ({"num_speculative_tokens": 0}, "num_speculative_tokens must be an integer >= 1"),
+    ({"enable_suffix_decoding": "yes"}, "enable_suffix_decoding must be true or false"),
+    ({"disable_by_batch_size": 0}, "disable_by_batch_size must be an integer >= 1"),
+    ({"enable_suffix_decoding": True, "suffix_decoding_min_token_prob": 2.0}, r"in \[0, 1\]"),
+    ({"enable_suffix_decoding": True, "suffix_decoding_max_tree_depth": 0}, "max_tree_depth"),
+])
+def test_arctic_bad_settings(spec_dir, change, message) -> None:
+    from arctic_inference_vllm import arctic_method as am
+
+    with pytest.raises(am.ArcticConfigError, match=message) as e:
+        am.translate({"method": "arctic", "model": spec_dir, **change}, 16, 50)
+    assert str(e.value).startswith("speculative_config method 'arctic': ")
+
+
+def test_arctic_checks_the_base_model_and_the_switch(spec_dir, monkeypatch) -> None:
+    from arctic_inference_vllm import arctic_method as am
+
+    with pytest.raises(ValueError, match="hidden size mismatch"):
+        am.translate({"method": "arctic", "model": spec_dir}, 32, 50)
+    with pytest.raises(ValueError, match="vocab size mismatch"):
+        am.translate({"method": "arctic", "model": spec_dir}, 16, 51)
+    monkeypatch.setenv(envs.EXTRAS_ENV, "0")
+    with pytest.raises(ValueError, match=envs.EXTRAS_ENV):
+        am.translate({"method": "arctic", "model": spec_dir}, 16, 50)
+    with pytest.raises(ValueError, match="not method 'custom_class' directly"):
+        am.ArcticSettings.from_additional_config({})  # the proposer class used on its own
+
+
+def test_arctic_needs_the_weights(spec_dir, tmp_path) -> None:
+    from arctic_inference_vllm import arctic_method as am
+
+    (tmp_path / "s" / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="no weights"):
+        am.translate({"method": "arctic", "model": spec_dir}, 16, 50)

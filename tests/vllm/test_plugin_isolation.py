@@ -1,5 +1,7 @@
 """With the opt-in switch off, registering the plugin changes exactly the
-suffix-decoding hooks of vLLM and nothing else; registering is idempotent."""
+suffix-decoding hooks of vLLM and nothing else; registering is idempotent.
+With it on, the extras add exactly their front-end hook (worker-side hooks
+are installed only by the components that need them)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ SNAPSHOT = textwrap.dedent(
     """
     import importlib, os, sys
     os.environ.pop("ARCTIC_INFERENCE_VLLM_EXTRAS", None)
+    if sys.argv[1:] == ["on"]:
+        os.environ["ARCTIC_INFERENCE_VLLM_EXTRAS"] = "1"
     import vllm, vllm.config, vllm.engine.arg_utils, vllm.v1.spec_decode.suffix_decoding
     import vllm.model_executor.models.registry
 
@@ -44,15 +48,28 @@ SNAPSHOT = textwrap.dedent(
 )
 
 
-def test_only_the_suffix_hooks_change() -> None:
-    out = subprocess.run([sys.executable, "-c", SNAPSHOT], capture_output=True, text=True,
+SUFFIX_HOOKS = [
+    "vllm.config.speculative.SpeculativeConfig._validate_suffix_decoding",
+    "vllm.config.speculative.has_arctic_inference",
+    "vllm.v1.spec_decode.suffix_decoding.SuffixDecodingProposer",
+]
+
+
+def changed_attributes(switch: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", SNAPSHOT, switch], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in out.stdout.splitlines()
              if line.startswith(("CHANGED", "NEWMODS"))}
-    changed = eval(lines["CHANGED"])  # a printed list of str
-    assert changed == [
-        "vllm.config.speculative.SpeculativeConfig._validate_suffix_decoding",
-        "vllm.config.speculative.has_arctic_inference",
-        "vllm.v1.spec_decode.suffix_decoding.SuffixDecodingProposer",
-    ], changed
+    return eval(lines["CHANGED"])  # a printed list of str
+
+
+def test_only_the_suffix_hooks_change() -> None:
+    changed = changed_attributes("off")
+    assert changed == SUFFIX_HOOKS, changed
+
+
+def test_extras_add_only_the_arctic_config_hook() -> None:
+    changed = changed_attributes("on")
+    assert changed == sorted([*SUFFIX_HOOKS, "vllm.engine.arg_utils.EngineArgs.create_speculative_config"]
+                             ), changed

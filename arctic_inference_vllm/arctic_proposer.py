@@ -1,0 +1,161 @@
+"""The drafter of the ``arctic`` speculative method (worker side).
+
+vLLM builds it through its ``custom_class`` path (arctic_method.py rewrote
+the config) and calls ``load_model(target_model)`` and, after each step's
+bookkeeping, ``propose(...)``; patches/arctic_runner.py hands it the step's
+hidden states just before. Per step:
+
+1. Above ``disable_by_batch_size`` running requests: no drafts (the suffix
+   cache still takes the new tokens, so later drafts stay right).
+2. With ``enable_suffix_decoding``: a request keeps its suffix draft when the
+   draft's score (expected accepted tokens) is at least the speculator's
+   draft length (Arctic Inference's rule).
+3. Every other request with a sampled token gets the speculator's greedy
+   draft from its last hidden state and last token, all in one batched call.
+
+Drafts are lists of different lengths, which vLLM's custom_class path takes
+as is (like suffix and n-gram drafts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from arctic_inference_vllm.arctic_method import ArcticSettings, check_switch
+
+if TYPE_CHECKING:
+    import torch
+
+    from arctic_inference_core.speculator import SpeculatorBase
+    from arctic_inference_vllm.arctic_suffix import ScoredSuffixProposer
+
+
+@dataclass
+class StepInputs:
+    """What vLLM's runner knows about the step and the custom_class call lacks."""
+
+    input_batch: Any  # vLLM's InputBatch: req_ids, num_tokens_no_spec, ...
+    sample_hidden_states: torch.Tensor  # [rows, hidden]: the rows logits were computed for
+    num_draft_tokens: list[int] | None  # per request, drafts verified this step (None: none)
+    num_spec_tokens: int  # most draft tokens per request for the next step
+
+
+def last_sampled_rows(sampled_lens: Sequence[int], num_draft_tokens: Sequence[int] | None
+                      ) -> list[int]:
+    """Row of ``sample_hidden_states`` that produced each request's last
+    sampled token. Request ``i`` owns ``num_draft_tokens[i] + 1`` rows (one
+    per verified draft token, plus the bonus position) in batch order; its
+    last sampled token came from its ``sampled_lens[i]``-th row. Meaningless
+    for requests that sampled nothing (partial prefill)."""
+    if num_draft_tokens is None:
+        return list(range(len(sampled_lens)))
+    if len(num_draft_tokens) != len(sampled_lens):
+        raise RuntimeError(
+            f"arctic proposer: {len(num_draft_tokens)} requests verified drafts but "
+            f"{len(sampled_lens)} sampled; vLLM's step layout is not the one checked"
+        )
+    rows, start = [], 0
+    for n_sampled, n_draft in zip(sampled_lens, num_draft_tokens):
+        rows.append(start + max(n_sampled, 1) - 1)
+        start += n_draft + 1
+    return rows
+
+
+def choose_drafts(suffix_drafts: Sequence[list[int]], suffix_scores: Sequence[float],
+                  speculator_tokens: int) -> tuple[list[list[int]], list[bool]]:
+    """Keep suffix drafts scoring at least the speculator's draft length;
+    returns the kept drafts (others empty) and which rows still need the
+    speculator."""
+    keep = [bool(d) and s >= speculator_tokens for d, s in zip(suffix_drafts, suffix_scores)]
+    return [list(d) if k else [] for d, k in zip(suffix_drafts, keep)], [not k for k in keep]
+
+
+class ArcticProposer:
+    def __init__(self, vllm_config: Any) -> None:
+        check_switch()
+        from arctic_inference_vllm.patches import arctic_runner
+
+        arctic_runner.apply()  # before the first step; raises on an unchecked vLLM
+        self.settings = ArcticSettings.from_additional_config(vllm_config.additional_config)
+        self.model_config = vllm_config.model_config
+        self.device_config = vllm_config.device_config
+        self.max_model_len: int = vllm_config.model_config.max_model_len
+        self.suffix: ScoredSuffixProposer | None = None
+        if self.settings.enable_suffix_decoding:
+            from arctic_inference_vllm import arctic_suffix  # imports vLLM's suffix proposer
+
+            self.suffix = arctic_suffix.ScoredSuffixProposer(vllm_config)
+        self.speculator: SpeculatorBase | None = None
+        self._step: StepInputs | None = None
+
+    @property
+    def suffix_cache(self) -> Any:
+        """For diagnostics.SuffixCacheInspector."""
+        return None if self.suffix is None else self.suffix.suffix_cache
+
+    def load_model(self, target_model: Any) -> None:
+        """Called by vLLM's runner right after it loads the target model."""
+        from arctic_inference_core.speculator import load_speculator
+
+        try:
+            device = next(target_model.parameters()).device
+        except (AttributeError, StopIteration):
+            device = self.device_config.device
+        spec = load_speculator(self.settings.model, dtype=self.model_config.dtype, device=device)
+        spec.check_compatible(self.model_config.get_hidden_size(), self.model_config.get_vocab_size())
+        self.speculator = spec
+
+    def set_step(self, step: StepInputs) -> None:
+        self._step = step
+
+    def propose(self, sampled_token_ids: list[list[int]], num_tokens_no_spec: Any,
+                token_ids_cpu: Any, slot_mappings: Any = None) -> list[list[int]]:
+        step, self._step = self._step, None
+        if step is None or self.speculator is None:
+            raise RuntimeError(
+                "arctic proposer: no step inputs or no speculator; vLLM did not run the "
+                "arctic runner hook (patches/arctic_runner.py) or load_model"
+            )
+        n = len(sampled_token_ids)
+        batch = step.input_batch
+        limit = self.settings.disable_by_batch_size
+        off = step.num_spec_tokens <= 0 or (limit is not None and len(batch.req_ids) > limit)
+
+        drafts: list[list[int]] = [[] for _ in range(n)]
+        need = [True] * n
+        k = min(self.settings.speculator_tokens, step.num_spec_tokens)
+        if self.suffix is not None:
+            # Always called: it feeds the step's tokens to the suffix cache.
+            suffix = self.suffix.propose(0 if off else step.num_spec_tokens, batch, sampled_token_ids)
+            scores = self.suffix.scores(batch.req_ids[:n], suffix)
+            drafts, need = choose_drafts(suffix, list(scores), k)
+        if off:
+            return [[] for _ in range(n)]
+
+        room = [self.max_model_len - int(num_tokens_no_spec[i]) - 1 for i in range(n)]
+        rows = [i for i in range(n) if need[i] and sampled_token_ids[i] and room[i] > 0]
+        if rows:
+            for i, d in zip(rows, self._draft(step, sampled_token_ids, rows, k)):
+                drafts[i] = d[: room[i]]
+        return drafts
+
+    def _draft(self, step: StepInputs, sampled: list[list[int]], rows: list[int], k: int
+               ) -> list[list[int]]:
+        import torch
+
+        from arctic_inference_core.speculator import draft
+
+        assert self.speculator is not None
+        hidden = step.sample_hidden_states
+        expected = len(sampled) + sum(step.num_draft_tokens or ())
+        if hidden.shape[0] != expected:
+            raise RuntimeError(
+                f"arctic proposer: {hidden.shape[0]} sampled hidden states, expected {expected}; "
+                "vLLM's step layout is not the one checked"
+            )
+        at = last_sampled_rows([len(s) for s in sampled], step.num_draft_tokens)
+        index = torch.tensor([at[i] for i in rows], dtype=torch.long, device=hidden.device)
+        last = torch.tensor([sampled[i][-1] for i in rows], dtype=torch.long, device=hidden.device)
+        return draft(self.speculator, hidden.index_select(0, index), last, num_tokens=k).tolist()

