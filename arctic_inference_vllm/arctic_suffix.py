@@ -32,13 +32,7 @@ class _RecordingCache(SuffixDecodingCache):
 
 
 class ScoredSuffixProposer(ArcticSuffixDecodingProposer):
-    def __init__(self, vllm_config: Any) -> None:
-        super().__init__(vllm_config)
-        built = self.suffix_cache  # empty: swap in the recording kind, same settings
-        self.suffix_cache = _RecordingCache(
-            max_tree_depth=built.max_tree_depth, max_cached_requests=built.max_cached_requests,
-            num_threads=built.num_threads,
-        )
+    cache_cls = _RecordingCache
 
     def scores(self, req_ids: Sequence[Hashable], drafts: Sequence[Sequence[int]]) -> np.ndarray:
         """Score (sum of token probabilities) of each row's draft from the

@@ -48,6 +48,8 @@ def adapter_settings(vllm_config: Any) -> dict[str, Any]:
 
 
 class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
+    cache_cls: type[SuffixDecodingCache] = SuffixDecodingCache  # subclasses may record calls
+
     def __init__(self, vllm_config: Any) -> None:  # no super(): it imports arctic_inference
         config = vllm_config.speculative_config
         assert config is not None, "Speculative config must be set"
@@ -57,7 +59,7 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
         self.max_spec_factor = config.suffix_decoding_max_spec_factor
         self.min_token_prob = config.suffix_decoding_min_token_prob
         self.max_model_len = vllm_config.model_config.max_model_len
-        self.suffix_cache = SuffixDecodingCache(
+        self.suffix_cache = self.cache_cls(
             max_tree_depth=config.suffix_decoding_max_tree_depth,
             max_cached_requests=config.suffix_decoding_max_cached_requests,
             num_threads=settings["num_threads"],
