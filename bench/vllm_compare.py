@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 BENCH_LM = SHARED / "bench-lm"
 TRACES = SHARED / "bench-data" / "agentic-requests.jsonl"
-METHODS = ("none", "ngram", "suffix")
+METHODS = ("none", "ngram", "suffix", "arctic", "arctic+suffix")
+DEFAULT_METHODS = ("none", "ngram", "suffix")  # arctic ones need --speculator
 
 
 # --------------------------------------------------------------------------- inputs
@@ -75,12 +76,20 @@ def level_size(num_prompts: int, concurrency: int) -> int:
     return max(num_prompts, concurrency)
 
 
-def spec_config(method: str, k: int, depth: int) -> Optional[dict[str, Any]]:
+def spec_config(method: str, k: int, depth: int, speculator: Optional[str] = None) -> Optional[dict[str, Any]]:
     if method == "none":
         return None
     if method == "ngram":
         return {"method": "ngram", "num_speculative_tokens": k,
                 "prompt_lookup_min": 2, "prompt_lookup_max": 5}
+    if method.startswith("arctic"):
+        # the speculator drafts its n_predict tokens; with suffix, suffix
+        # drafts (up to k) win when their score says they will be accepted
+        with_suffix = method == "arctic+suffix"
+        n_predict = json.loads((Path(speculator) / "config.json").read_text())["n_predict"]
+        return {"method": "arctic", "model": speculator, "enable_suffix_decoding": with_suffix,
+                "num_speculative_tokens": k if with_suffix else n_predict,
+                "suffix_decoding_max_tree_depth": depth}
     return {"method": "suffix", "num_speculative_tokens": k,
             "suffix_decoding_max_tree_depth": depth}
 
@@ -118,7 +127,7 @@ def run_worker(args: argparse.Namespace) -> None:
         extra["async_scheduling"] = args.async_scheduling == "on"
     if args.cudagraph_mode != "default":
         extra["compilation_config"] = {"cudagraph_mode": args.cudagraph_mode}
-    llm = LLM(model=args.model, speculative_config=spec_config(args.worker, args.k, args.depth),
+    llm = LLM(model=args.model, speculative_config=spec_config(args.worker, args.k, args.depth, args.speculator),
               max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
               enforce_eager=bool(args.enforce_eager), disable_log_stats=False, seed=0, **extra)
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
@@ -161,11 +170,16 @@ def run_method(method: str, args: argparse.Namespace, prompts_file: Path, log: P
            "--concurrency", *map(str, args.concurrency)]
     if args.enforce_eager:
         cmd.append("--enforce-eager")
+    if args.speculator:
+        cmd += ["--speculator", args.speculator]
     if args.suffix_budget is not None:
         cmd += ["--suffix-budget", str(args.suffix_budget)]
     cmd += ["--async-scheduling", args.async_scheduling, "--cudagraph-mode", args.cudagraph_mode]
+    env = dict(os.environ)
+    if method.startswith("arctic"):
+        env["ARCTIC_INFERENCE_VLLM_EXTRAS"] = "1"  # the arctic method is an opt-in extra
     with log.open("w") as f:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, env=env)
     results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or len(results) != len(args.concurrency):
         raise SystemExit(f"{method} run failed (exit {proc.returncode}); see {log}")
@@ -185,7 +199,7 @@ def render(results: list[dict], meta: dict[str, Any]) -> str:
         "| method | " + " | ".join(f"concurrency {c}" for c in levels) + " |",
         "|---|" + "---:|" * len(levels),
     ]
-    for m in METHODS:
+    for m in [m for m in METHODS if any(r["method"] == m for r in results)]:
         cells = []
         for c in levels:
             r, base = by.get((m, c)), by.get(("none", c))
@@ -207,7 +221,7 @@ def plot(results: list[dict], path: Path) -> bool:
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for m in METHODS:
+    for m in [m for m in METHODS if any(r["method"] == m for r in results)]:
         rs = sorted((r for r in results if r["method"] == m), key=lambda r: r["concurrency"])
         ax.plot([r["concurrency"] for r in rs], [r["tokens_per_s"] for r in rs], marker="o", label=m)
     ax.set_xscale("log", base=2)
@@ -227,7 +241,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--num-prompts", type=int, default=8,
                    help="requests per concurrency level (at least the concurrency)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
+    p.add_argument("--speculator", help="speculator directory for the arctic methods "
+                   "(bench/speculator_acceptance.py trains one)")
     p.add_argument("--k", type=int, default=32, help="num_speculative_tokens")
     p.add_argument("--depth", type=int, default=64, help="suffix_decoding_max_tree_depth")
     p.add_argument("--max-tokens", type=int, default=128)
@@ -249,6 +265,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.worker:
         run_worker(args)
         return 0
+    if any(m.startswith("arctic") for m in args.methods) and not args.speculator:
+        p.error("the arctic methods need --speculator DIR")
 
     from tqdm import tqdm
     import vllm

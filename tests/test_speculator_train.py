@@ -123,3 +123,18 @@ def test_agentic_trace_format_and_response(tiny, tmp_path):
                           "--num-eval", "1", "--max-new-tokens", "16", "--threads", "1", "--no-progress"]),
               log=lambda *_: None)
     assert doc["step"] == 3 and doc["eval_prompts"] == 1
+
+
+def test_batched_generation_matches_one_prompt_at_a_time(tiny):
+    from arctic_inference_core.speculator.train import _generate, _load_base, _tokenize
+
+    tok, model = _load_base(str(tiny["model"]), torch.float32, "cpu")
+    # prompts of different lengths, so batches need left padding
+    prompt_ids = [_tokenize(tok, p * (1 + i % 3)) for i, p in enumerate(_PROMPTS[:7])]
+    one = _generate(model, prompt_ids, _args(tiny, tiny["root"] / "g1", "--gen-batch-size", "1"),
+                    tok.pad_token_id, tok.eos_token_id)
+    many = _generate(model, prompt_ids, _args(tiny, tiny["root"] / "g4", "--gen-batch-size", "4"),
+                     tok.pad_token_id, tok.eos_token_id)
+    assert len({len(p) for p in prompt_ids}) > 1
+    assert all(len(c) > 0 for c in one)
+    assert many == one

@@ -6,7 +6,7 @@ Usage::
         --prompts FILE.jsonl --out DIR [--method lstm|mlp] [--n-predict 3] \\
         [--inner-dim 512] [--steps N] [--batch-size B] [--lr LR] \\
         [--max-new-tokens 64] [--max-prompt-tokens 512] [--eval-every K] \\
-        [--num-eval P] [--use-response] [--resume] \\
+        [--num-eval P] [--use-response] [--gen-batch-size B] [--resume] \\
         [--dtype float32|bfloat16] [--device cpu|cuda]
 
 Pipeline:
@@ -16,8 +16,8 @@ Pipeline:
    left-truncated to their last ``--max-prompt-tokens`` tokens. A held-out
    split of ``--num-eval`` prompts is used only for evaluation.
 2. Distillation data: for each prompt the base model's own greedy
-   continuation (``model.generate``, ``--max-new-tokens``) is generated
-   (or, with ``--use-response``, the ``"response"`` text is used instead),
+   continuation (``model.generate``, ``--max-new-tokens``, batches of
+   ``--gen-batch-size`` prompts of similar length) is generated (or, with ``--use-response``, the ``"response"`` text is used instead),
    then one forward pass over prompt+continuation records the last-layer
    hidden states (``outputs.hidden_states[-1]``, which in Hugging Face
    Llama-style models is *after* the final norm, the state the LM head reads;
@@ -111,6 +111,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-prompt-tokens", type=int, default=512, help="keep the last N prompt tokens")
     p.add_argument("--max-prompts", type=int, default=None, help="use only the first N prompts of the file")
     p.add_argument("--use-response", action="store_true", help="use the 'response' field instead of generating")
+    p.add_argument("--gen-batch-size", type=int, default=32,
+                   help="prompts generated together (left-padded greedy decoding)")
     p.add_argument("--num-eval", type=int, default=None, help="held-out prompts (default: 20%%, at least 1)")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
@@ -127,7 +129,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _check_args(a: argparse.Namespace) -> None:
     for name in ("n_predict", "inner_dim", "steps", "batch_size", "max_new_tokens", "max_prompt_tokens",
-                 "eval_every"):
+                 "eval_every", "gen_batch_size"):
         if getattr(a, name) < 1:
             raise TrainingError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     if a.lr <= 0:
@@ -214,12 +216,45 @@ def _cache_key(a: argparse.Namespace, prompts: list[dict[str, Any]]) -> dict[str
         "max_new_tokens": a.max_new_tokens,
         "max_prompt_tokens": a.max_prompt_tokens,
         "use_response": bool(a.use_response),
+        "gen_batch_size": None if a.use_response else a.gen_batch_size,
         "dtype": a.dtype,
     }
 
 
 def _tokenize(tok, text: str) -> list[int]:
     return list(tok(text, add_special_tokens=True)["input_ids"])
+
+
+@torch.no_grad()
+def _generate(model, prompt_ids: list[list[int]], a: argparse.Namespace, pad_id: int,
+              eos_id: int | None) -> list[list[int]]:
+    """Greedy continuations, ``--gen-batch-size`` prompts at a time.
+
+    Prompts of similar length are batched together (left padding), which
+    keeps padding small; each continuation ends at its first EOS (kept).
+    """
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    conts: list[list[int]] = [[] for _ in prompt_ids]
+    bs = a.gen_batch_size
+    batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+    for batch in _progress(batches, a, desc="generate"):
+        width = max(len(prompt_ids[i]) for i in batch)
+        inp = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            p = prompt_ids[i]
+            inp[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
+        out = model.generate(
+            inp.to(a.device), attention_mask=mask.to(a.device), max_new_tokens=a.max_new_tokens,
+            do_sample=False, num_beams=1, pad_token_id=pad_id, temperature=None, top_p=None, top_k=None,
+        )
+        for row, i in enumerate(batch):
+            new = out[row, width:].tolist()
+            if eos_id is not None and eos_id in new:
+                new = new[: new.index(eos_id) + 1]
+            conts[i] = new
+    return conts
 
 
 @torch.no_grad()
@@ -251,22 +286,22 @@ def build_distillation_data(a: argparse.Namespace, prompts: list[dict[str, Any]]
     hidden_size = int(getattr(cfg, "hidden_size"))
     vocab_size = int(model.get_output_embeddings().weight.shape[0])
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    records = []
-    checked = False
-    t0 = time.time()
-    for n, r in enumerate(_progress(prompts, a, desc="generate")):
+    prompt_ids = []
+    for r in prompts:
         pids = _tokenize(tok, r["prompt"])[-a.max_prompt_tokens :]
         if not pids:
             raise TrainingError(f"--prompts: prompt {r['id']!r} tokenizes to nothing")
-        inp = torch.tensor([pids], dtype=torch.long, device=a.device)
-        if a.use_response:
-            rids = list(tok(r["response"], add_special_tokens=False)["input_ids"])[: a.max_new_tokens]
-            full = torch.tensor([pids + rids], dtype=torch.long, device=a.device)
-        else:
-            full = model.generate(
-                inp, attention_mask=torch.ones_like(inp), max_new_tokens=a.max_new_tokens, do_sample=False,
-                num_beams=1, pad_token_id=pad_id, temperature=None, top_p=None, top_k=None,
-            )
+        prompt_ids.append(pids)
+    t0 = time.time()
+    if a.use_response:
+        conts = [list(tok(r["response"], add_special_tokens=False)["input_ids"])[: a.max_new_tokens]
+                 for r in prompts]
+    else:
+        conts = _generate(model, prompt_ids, a, pad_id, tok.eos_token_id)
+    records = []
+    checked = False
+    for r, pids, rids in zip(prompts, prompt_ids, _progress(conts, a, desc="hidden states")):
+        full = torch.tensor([pids + rids], dtype=torch.long, device=a.device)
         out = model(full, output_hidden_states=True)
         h = out.hidden_states[-1][0]
         if not checked:

@@ -1,0 +1,181 @@
+"""Where an engine step's time goes, with and without speculation.
+
+Runs vLLM in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) and wraps the
+engine-core phases with wall-clock timers: scheduling, input preparation and
+the model's launch (``execute_model``), sampling plus the wait for the GPU
+and the drafter (``sample_tokens``; the drafter alone is
+``propose_draft_token_ids``), and output bookkeeping
+(``update_from_output``). Each method runs in its own process on the same
+prompts, one request at a time by default (concurrency 1 is where per-step
+overhead decides the speed-up).
+
+    python bench/step_profile.py --model ../shared/bench-lm --methods none ngram suffix \\
+        --cudagraph-mode FULL
+
+Results: ``<out-dir>/step_profile.{md,json}``: mean milliseconds per engine
+step for each phase, tokens per step and output tokens per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vllm_compare import METHODS, REPO, load_prompts, resolve_model, spec_config  # noqa: E402
+
+PHASES = (
+    ("step", "vllm.v1.engine.core", "EngineCore", "step"),
+    ("step", "vllm.v1.engine.core", "EngineCore", "step_with_batch_queue"),  # async scheduling
+    ("schedule", "vllm.v1.core.sched.scheduler", "Scheduler", "schedule"),
+    ("execute_model", "vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "execute_model"),
+    ("sample_tokens", "vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "sample_tokens"),
+    ("propose", "vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "propose_draft_token_ids"),
+    ("update_from_output", "vllm.v1.core.sched.scheduler", "Scheduler", "update_from_output"),
+)
+
+
+def install_timers(totals: dict[str, float], counts: dict[str, int]) -> None:
+    import importlib
+
+    for name, module, cls_name, attr in PHASES:
+        cls = getattr(importlib.import_module(module), cls_name)
+        orig = getattr(cls, attr)
+
+        def timed(*a: Any, _orig=orig, _name=name, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return _orig(*a, **kw)
+            finally:
+                totals[_name] += time.perf_counter() - t0
+                counts[_name] += 1
+
+        setattr(cls, attr, timed)
+
+
+def run_worker(a: argparse.Namespace) -> None:
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine core in this process
+    totals: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    install_timers(totals, counts)
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams, TokensPrompt
+
+    prompts = json.loads(Path(a.prompts_file).read_text())
+    tok = AutoTokenizer.from_pretrained(a.model)
+    room = a.max_model_len - a.max_tokens - 1
+    reqs = [TokensPrompt(prompt_token_ids=([tok.bos_token_id or 0] + tok.encode(p, add_special_tokens=False))[-room:])
+            for p in prompts]
+    extra: dict[str, Any] = {}
+    if a.cudagraph_mode != "default":
+        extra["compilation_config"] = {"cudagraph_mode": a.cudagraph_mode}
+    llm = LLM(model=a.model, speculative_config=spec_config(a.worker, a.k, a.depth, a.speculator),
+              max_model_len=a.max_model_len, gpu_memory_utilization=a.gpu_memory_utilization,
+              enforce_eager=bool(a.enforce_eager), disable_log_stats=False, seed=0, **extra)
+    params = SamplingParams(temperature=0.0, max_tokens=a.max_tokens)
+    llm.generate(reqs[:1], SamplingParams(temperature=0.0, max_tokens=16), use_tqdm=False)  # warm-up
+    totals.clear()
+    counts.clear()
+    t0, generated = time.perf_counter(), 0
+    for i in range(0, len(reqs), a.concurrency):
+        outs = llm.generate(reqs[i:i + a.concurrency], params, use_tqdm=False)
+        generated += sum(len(o.outputs[0].token_ids) for o in outs)
+    wall = time.perf_counter() - t0
+    steps = max(counts["step"], 1)
+    print("RESULT " + json.dumps({
+        "method": a.worker, "steps": counts["step"], "generated_tokens": generated, "seconds": wall,
+        "tokens_per_s": generated / wall, "tokens_per_step": generated / steps,
+        "ms_per_step": {k: 1e3 * v / steps for k, v in totals.items()},
+        "wall_ms_per_step": 1e3 * wall / steps,
+    }), flush=True)
+
+
+def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    names = list(dict.fromkeys(p[0] for p in PHASES))
+    out = [f"# Engine step profile ({meta['machine']}, vLLM {meta['vllm']})", "",
+           f"Model {meta['model']}, {meta['requests']} requests at concurrency {meta['concurrency']}, "
+           f"up to {meta['max_tokens']} new tokens, k={meta['k']}, cudagraph mode {meta['cudagraph_mode']}. "
+           "Milliseconds per engine step (wall clock, engine-core process); `sample_tokens` includes "
+           "waiting for the GPU and the drafter (`propose`).", "",
+           "| method | tok/s | tokens/step | wall/step | " + " | ".join(names) + " |",
+           "|---|" + "---:|" * (3 + len(names))]
+    for r in rows:
+        ms = r["ms_per_step"]
+        out.append(f"| {r['method']} | {r['tokens_per_s']:.0f} | {r['tokens_per_step']:.2f} | "
+                   f"{r['wall_ms_per_step']:.3f} | " + " | ".join(f"{ms.get(n, 0.0):.3f}" for n in names) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model")
+    p.add_argument("--traces")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=["none", "ngram", "suffix"])
+    p.add_argument("--speculator", help="speculator directory for the arctic methods")
+    p.add_argument("--num-prompts", type=int, default=8)
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--k", type=int, default=32)
+    p.add_argument("--depth", type=int, default=64)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--max-model-len", type=int, default=8192)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.5)
+    p.add_argument("--enforce-eager", action="store_true", default=None)
+    p.add_argument("--cudagraph-mode", default="default")
+    p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--prompts-file", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        run_worker(a)
+        return 0
+    import platform
+
+    import vllm
+
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    a.model, model_desc = resolve_model(a.model, a.out_dir)
+    if a.enforce_eager is None:
+        import torch
+
+        a.enforce_eager = not torch.cuda.is_available()
+    prompts, _ = load_prompts(a.traces, a.num_prompts)
+    pf = a.out_dir / "step_profile_prompts.json"
+    pf.write_text(json.dumps(prompts))
+    rows = []
+    for m in a.methods:
+        cmd = [sys.executable, __file__, "--worker", m, "--prompts-file", str(pf), "--model", a.model,
+               "--concurrency", str(a.concurrency), "--k", str(a.k), "--depth", str(a.depth),
+               "--max-tokens", str(a.max_tokens), "--max-model-len", str(a.max_model_len),
+               "--gpu-memory-utilization", str(a.gpu_memory_utilization), "--cudagraph-mode", a.cudagraph_mode]
+        if a.enforce_eager:
+            cmd.append("--enforce-eager")
+        if a.speculator:
+            cmd += ["--speculator", a.speculator]
+        env = dict(os.environ, **({"ARCTIC_INFERENCE_VLLM_EXTRAS": "1"} if m.startswith("arctic") else {}))
+        log = a.out_dir / f"step_profile_{m}.log"
+        with log.open("w") as f:
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, env=env)
+        got = [json.loads(x[7:]) for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        if proc.returncode != 0 or not got:
+            raise SystemExit(f"{m} failed (exit {proc.returncode}); see {log}")
+        rows += got
+    meta = {"model": model_desc, "requests": len(prompts), "concurrency": a.concurrency,
+            "max_tokens": a.max_tokens, "k": a.k, "cudagraph_mode": a.cudagraph_mode,
+            "vllm": vllm.__version__, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"
+            + ("" if a.enforce_eager else ", GPU")}
+    md = render(rows, meta)
+    (a.out_dir / "step_profile.md").write_text(md)
+    (a.out_dir / "step_profile.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
