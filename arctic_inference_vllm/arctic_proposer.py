@@ -11,7 +11,8 @@ hidden states just before. Per step:
    draft's score (expected accepted tokens) is at least the speculator's
    draft length (Arctic Inference's rule).
 3. Every other request with a sampled token gets the speculator's greedy
-   draft from its last hidden state and last token, all in one batched call.
+   draft from its last hidden state and last token, all in one batched call
+   (replayed from a CUDA graph on GPU: ``GraphDrafter``).
 
 Drafts are lists of different lengths, which vLLM's custom_class path takes
 as is (like suffix and n-gram drafts).
@@ -28,7 +29,7 @@ from arctic_inference_vllm.arctic_method import ArcticSettings, check_switch
 if TYPE_CHECKING:
     import torch
 
-    from arctic_inference_core.speculator import SpeculatorBase
+    from arctic_inference_core.speculator import GraphDrafter, SpeculatorBase
     from arctic_inference_vllm.arctic_suffix import ScoredSuffixProposer
 
 
@@ -82,12 +83,14 @@ class ArcticProposer:
         self.model_config = vllm_config.model_config
         self.device_config = vllm_config.device_config
         self.max_model_len: int = vllm_config.model_config.max_model_len
+        self.max_num_seqs: int = vllm_config.scheduler_config.max_num_seqs
         self.suffix: ScoredSuffixProposer | None = None
         if self.settings.enable_suffix_decoding:
             from arctic_inference_vllm import arctic_suffix  # imports vLLM's suffix proposer
 
             self.suffix = arctic_suffix.ScoredSuffixProposer(vllm_config)
         self.speculator: SpeculatorBase | None = None
+        self.drafter: GraphDrafter | None = None
         self._step: StepInputs | None = None
 
     @property
@@ -97,7 +100,7 @@ class ArcticProposer:
 
     def load_model(self, target_model: Any) -> None:
         """Called by vLLM's runner right after it loads the target model."""
-        from arctic_inference_core.speculator import load_speculator
+        from arctic_inference_core.speculator import GraphDrafter, load_speculator
 
         try:
             device = next(target_model.parameters()).device
@@ -106,6 +109,8 @@ class ArcticProposer:
         spec = load_speculator(self.settings.model, dtype=self.model_config.dtype, device=device)
         spec.check_compatible(self.model_config.get_hidden_size(), self.model_config.get_vocab_size())
         self.speculator = spec
+        # CUDA graphs on GPU (eager launches cost more than the heads' math)
+        self.drafter = GraphDrafter(spec, max_batch_size=self.max_num_seqs)
 
     def set_step(self, step: StepInputs) -> None:
         self._step = step
@@ -113,7 +118,7 @@ class ArcticProposer:
     def propose(self, sampled_token_ids: list[list[int]], num_tokens_no_spec: Any,
                 token_ids_cpu: Any, slot_mappings: Any = None) -> list[list[int]]:
         step, self._step = self._step, None
-        if step is None or self.speculator is None:
+        if step is None or self.drafter is None:
             raise RuntimeError(
                 "arctic proposer: no step inputs or no speculator; vLLM did not run the "
                 "arctic runner hook (patches/arctic_runner.py) or load_model"
@@ -145,9 +150,7 @@ class ArcticProposer:
                ) -> list[list[int]]:
         import torch
 
-        from arctic_inference_core.speculator import draft
-
-        assert self.speculator is not None
+        assert self.drafter is not None
         hidden = step.sample_hidden_states
         expected = len(sampled) + sum(step.num_draft_tokens or ())
         if hidden.shape[0] != expected:
@@ -158,4 +161,4 @@ class ArcticProposer:
         at = last_sampled_rows([len(s) for s in sampled], step.num_draft_tokens)
         index = torch.tensor([at[i] for i in rows], dtype=torch.long, device=hidden.device)
         last = torch.tensor([sampled[i][-1] for i in rows], dtype=torch.long, device=hidden.device)
-        return draft(self.speculator, hidden.index_select(0, index), last, num_tokens=k).tolist()
+        return self.drafter(hidden.index_select(0, index), last, k).tolist()

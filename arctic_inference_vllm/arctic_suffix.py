@@ -33,6 +33,7 @@ class _RecordingCache(SuffixDecodingCache):
 
 class ScoredSuffixProposer(ArcticSuffixDecodingProposer):
     cache_cls = _RecordingCache
+    pad_to_full_graphs = False  # speculator drafts share the step: it is not uniform anyway
 
     def scores(self, req_ids: Sequence[Hashable], drafts: Sequence[Sequence[int]]) -> np.ndarray:
         """Score (sum of token probabilities) of each row's draft from the

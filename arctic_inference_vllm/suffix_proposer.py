@@ -10,7 +10,8 @@ Settings: vLLM's ``suffix_decoding_*`` fields and ``num_speculative_tokens``;
 optional ``additional_config={"arctic_inference": {"suffix_step_token_budget":
 N, "suffix_num_threads": T}}``. Without a budget, a step may verify as many
 tokens as the largest captured CUDA graph (so verification never falls back
-to eager execution), or 512 when CUDA graphs are off.
+to eager execution), or 512 when CUDA graphs are off. Small decode steps
+are padded to full CUDA graphs (graph_padding.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from vllm.v1.spec_decode.suffix_decoding import SuffixDecodingProposer
 
 from arctic_inference_core.suffix import SuffixDecodingCache
 from arctic_inference_vllm.draft_budget import DraftBudget
+from arctic_inference_vllm.graph_padding import full_graph_tokens, pad_drafts, should_pad
 
 DEFAULT_STEP_TOKEN_BUDGET = 512  # without CUDA graphs (CPU, enforce_eager)
 DEFAULT_NUM_THREADS = 1
@@ -49,6 +51,7 @@ def adapter_settings(vllm_config: Any) -> dict[str, Any]:
 
 class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
     cache_cls: type[SuffixDecodingCache] = SuffixDecodingCache  # subclasses may record calls
+    pad_to_full_graphs = True  # graph_padding.py; off where drafts are mixed with others
 
     def __init__(self, vllm_config: Any) -> None:  # no super(): it imports arctic_inference
         config = vllm_config.speculative_config
@@ -111,6 +114,10 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
             )
             lists, probs, offsets = _cap(batch.token_id_lists(), batch.probs, batch.offsets, caps)
             trimmed = self.budget.trim(req_ids, lists, probs, offsets, len(sampled_token_ids))
+            k = num_speculative_tokens
+            graph = full_graph_tokens(self.compilation_config)
+            if self.pad_to_full_graphs and should_pad(len(sampled_token_ids), len(rows), caps, k, graph):
+                trimmed = pad_drafts(req_ids, trimmed, [t[-1] for t in new_tokens], k, self._longer_draft(k))
             for i, d in zip(rows, trimmed):
                 drafts[i] = d
 
@@ -119,6 +126,14 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
             cache.stop_request(req_id)
             self.budget.forget(req_id)
         return drafts
+
+    def _longer_draft(self, k: int):  # type: ignore[no-untyped-def]
+        """Padding source: the tree's continuation without the length and
+        probability limits (see graph_padding.py)."""
+        cache = self.suffix_cache
+        return lambda req_id: cache.speculate(
+            req_id, None, max_spec_tokens=k, max_spec_factor=float(k), min_token_prob=0.0
+        ).token_ids
 
     def _step_token_budget(self) -> int:
         """The configured budget, else the largest CUDA graph size: a bigger

@@ -19,6 +19,7 @@ step for each phase, tokens per step and output tokens per second.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -49,6 +50,7 @@ def install_timers(totals: dict[str, float], counts: dict[str, int]) -> None:
         cls = getattr(importlib.import_module(module), cls_name)
         orig = getattr(cls, attr)
 
+        @functools.wraps(orig)  # keeps the signature that patches check
         def timed(*a: Any, _orig=orig, _name=name, **kw: Any) -> Any:
             t0 = time.perf_counter()
             try:

@@ -103,8 +103,26 @@ def test_speculator_draft_replays_in_a_cuda_graph() -> None:
         assert int(out.max()) < 512
 
 
+@NEED_1
+def test_graph_drafter_matches_eager_draft_at_every_batch_size() -> None:
+    from arctic_inference_core.speculator import GraphDrafter, SpeculatorConfig, build_speculator, draft
+
+    for method in ("mlp", "sum_lstm"):
+        cfg = SpeculatorConfig(n_predict=3, input_hidden_dim=64, inner_dim=64, vocab_size=512, method=method)
+        torch.manual_seed(0)
+        model = build_speculator(cfg).cuda().to(torch.bfloat16).eval()
+        drafter = GraphDrafter(model, max_batch_size=16)
+        for b in (1, 3, 8, 13, 16, 3, 20):  # 20: above the largest graph, eager
+            hidden = torch.randn(b, 64, device="cuda", dtype=torch.bfloat16)
+            tokens = torch.randint(0, 512, (b,), device="cuda")
+            for n in (3, 2):
+                assert torch.equal(drafter(hidden, tokens, n), draft(model, hidden, tokens, n)), (method, b, n)
+        assert drafter.num_graphs == 2 * 4  # buckets 1, 4, 8, 16 for n = 3 and 2
+
+
 if __name__ == "__main__":  # GPU hosts without pytest
     for name, fn in [("ulysses_nccl", test_ulysses_nccl_matches_single_process_attention),
-                     ("speculator_cuda_graph", test_speculator_draft_replays_in_a_cuda_graph)]:
+                     ("speculator_cuda_graph", test_speculator_draft_replays_in_a_cuda_graph),
+                     ("graph_drafter", test_graph_drafter_matches_eager_draft_at_every_batch_size)]:
         fn()
         print(f"{name}: ok")

@@ -400,6 +400,22 @@ def test_draft_argument_errors() -> None:
         draft(model, h, last, out=torch.empty(3, 4, dtype=torch.int32))
 
 
+
+def test_graph_drafter_off_cuda_is_draft() -> None:
+    from arctic_inference_core.speculator import GraphDrafter
+
+    model = make_model(method="sum_lstm")
+    h, last = inputs(batch=5)
+    drafter = GraphDrafter(model, max_batch_size=4)
+    assert not drafter.enabled and drafter.max_batch_size == 4
+    assert torch.equal(drafter(h, last, 2), draft(model, h, last, 2))
+    assert drafter.num_graphs == 0
+    with pytest.raises(ValueError, match=r"last_tokens must be \[batch=5\]"):
+        drafter(h, last[:2])
+    with pytest.raises(ValueError, match="max_batch_size must be an int >= 1"):
+        GraphDrafter(model, max_batch_size=0)
+
+
 # ------------------------------------------------------- CUDA-graph friendly
 @pytest.mark.parametrize("kw", [CONFIGS[1], CONFIGS[2]])
 def test_draft_compiles_as_one_graph(kw: dict) -> None:

@@ -50,6 +50,23 @@ def test_budget_rejects_negative() -> None:
         DraftBudget(-1)
 
 
+def test_pad_drafts_extends_consistently_or_repeats() -> None:
+    from arctic_inference_vllm.graph_padding import pad_drafts, should_pad
+
+    longer = {"a": [1, 2, 3, 4, 5, 6], "b": [9, 9], "c": [7, 8]}
+    out = pad_drafts(["a", "b", "c", "d"], [[1, 2], [3], [], [4, 5, 6, 7, 8]], [0, 3, 2, 1], 4,
+                     lambda r: longer.get(r, []))
+    # a: the tree's longer path; b: it disagrees, so repeat; c: empty draft takes
+    # the longer path; d: already long, cut to k
+    assert out == [[1, 2, 3, 4], [3, 3, 3, 3], [7, 8, 8, 8], [4, 5, 6, 7]]
+    assert pad_drafts(["x"], [[]], [5], 2, lambda r: []) == [[5, 5]]
+    assert should_pad(2, 2, [4, 4], 4, 10)
+    assert not should_pad(2, 2, [4, 4], 4, 9)  # 2 * 5 tokens do not fit a 9-token graph
+    assert not should_pad(3, 2, [4, 4], 4, 100)  # a request without a draft (prefill)
+    assert not should_pad(2, 2, [4, 3], 4, 100)  # near max_model_len
+    assert not should_pad(2, 2, [4, 4], 0, 100)
+
+
 def test_version_gate() -> None:
     assert versions.is_supported("0.26.0") and versions.is_supported("0.32.0")
     assert versions.is_supported("0.33.1+cu130")

@@ -7,7 +7,8 @@ Requires PyTorch (the ``torch`` extra) and ``safetensors``; importing
 
 Public API: :class:`SpeculatorConfig`, :class:`MLPSpeculator`,
 :class:`LSTMSpeculator`, :func:`load_speculator`, :func:`save_speculator`,
-:func:`build_speculator`, :func:`draft`. See docs/speculator.md.
+:func:`build_speculator`, :func:`draft`, :class:`GraphDrafter` (``draft``
+replayed from CUDA graphs). See docs/speculator.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ require_torch("speculator")
 from arctic_inference_core.speculator.checkpoint import build_speculator, load_speculator, save_speculator
 from arctic_inference_core.speculator.config import SpeculatorConfig
 from arctic_inference_core.speculator.draft import draft
+from arctic_inference_core.speculator.graphs import GraphDrafter
 from arctic_inference_core.speculator.modules import LSTMSpeculator, MLPSpeculator, SpeculatorBase
 
 __all__ = [
@@ -30,4 +32,5 @@ __all__ = [
     "load_speculator",
     "save_speculator",
     "draft",
+    "GraphDrafter",
 ]

@@ -21,17 +21,17 @@ class ArcticProbe(SuffixCacheInspector):
         model = self.model_runner.model  # type: ignore[attr-defined]
         stats = {"calls": 0, "rows": 0, "mismatches": 0}
         self._arctic_probe = stats
-        original = speculator_api.draft
+        original = speculator_api.GraphDrafter.__call__
 
-        def checked_draft(spec: Any, hidden: Any, last: Any, **kwargs: Any) -> Any:
+        def checked_call(drafter: Any, hidden: Any, last: Any, num_tokens: Any = None) -> Any:
             predicted = model.compute_logits(hidden).argmax(dim=-1)
             stats["calls"] += 1
             stats["rows"] += int(hidden.shape[0])
             stats["mismatches"] += int((predicted != last).sum())
-            return original(spec, hidden, last, **kwargs)
+            return original(drafter, hidden, last, num_tokens)
 
-        # ArcticProposer imports `draft` from this module at each call.
-        speculator_api.draft = checked_draft
+        # ArcticProposer drafts through its GraphDrafter.
+        speculator_api.GraphDrafter.__call__ = checked_call  # type: ignore[method-assign]
 
     def arctic_probe_stats(self) -> dict[str, int]:
         return dict(self._arctic_probe)
