@@ -5,8 +5,11 @@ Each method runs in its own process (one engine each; engines in one process
 share vLLM's metrics registry). Every method serves the same agentic coding
 prompts with greedy decoding at each concurrency level. Reported, per method
 and concurrency: output tokens per second (generated tokens / wall time) and
-mean tokens per step of the requests' decoding (1 + accepted draft tokens
-per draft, from vLLM's spec-decode counters; 1.0 without speculation).
+mean tokens per drafted step (1 + accepted draft tokens per draft, from
+vLLM's spec-decode counters; steps without a draft are not counted, so a
+drafter that often proposes nothing, like n-gram, looks better here than per
+real step; 1.0 without speculation). The arctic methods (speculator, or
+speculator + suffix) need ``--speculator DIR``.
 
 Defaults suit a small CPU machine and the README's main job:
     python bench/vllm_compare.py
@@ -195,7 +198,8 @@ def render(results: list[dict], meta: dict[str, Any]) -> str:
         f"requests in all, max(num_prompts, concurrency) per level, "
         f"greedy, up to {meta['max_tokens']} new tokens). k={meta['k']}, suffix depth "
         f"{meta['depth']}, n-gram n=2..5. vLLM {meta['vllm']}, {meta['machine']}.", "",
-        "Output tokens/s (mean tokens per step in brackets; speed-up vs none):", "",
+        "Output tokens/s (in brackets: mean tokens per drafted step, 1 + accepted / drafts from "
+        "vLLM's counters, where steps without a draft do not count; speed-up vs none):", "",
         "| method | " + " | ".join(f"concurrency {c}" for c in levels) + " |",
         "|---|" + "---:|" * len(levels),
     ]
