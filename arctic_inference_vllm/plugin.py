@@ -3,9 +3,10 @@
 vLLM calls :func:`register` once in every process (front end, engine core,
 workers), so it must be idempotent and fast. It installs the suffix decoding
 backend, checks the vLLM version, and logs one start-up line (in the first
-process with vLLM logging set up; its children inherit a marker). With the
-opt-in switch on, it also installs the extras (the ``arctic`` speculative
-method); calling it again after the switch was turned on installs them then.
+process with vLLM logging set up; its children inherit a marker). It also
+installs the front-end hook of the ``arctic`` speculative method, which
+changes nothing for other configs; the method itself, like every extra, is
+refused unless the opt-in switch is on where it is used.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from arctic_inference_vllm import envs, versions
 
 _LOGGED_MARKER = "_ARCTIC_INFERENCE_VLLM_LOGGED"
 _registered = False
-_extras_installed = False
 
 
 def _logger() -> logging.Logger:
@@ -39,19 +39,20 @@ def _extras_wanted(log: logging.Logger) -> bool:
         return False
 
 
-def _install_extras(log: logging.Logger, vllm_version: str) -> None:
-    """Extras beyond native suffix decoding; only with the switch on."""
-    global _extras_installed
-    if _extras_installed:
-        return
-    _extras_installed = True
+def _install_front_end(log: logging.Logger, vllm_version: str) -> str:
+    """The ``arctic`` method's front-end hook. Installed with the switch off
+    too: it passes every other config through untouched, and an arctic one
+    then fails with an error naming the switch (vLLM alone would only say
+    that 'arctic' is not a method)."""
     from arctic_inference_vllm.patches import arctic_config
 
     try:
         arctic_config.apply()
+        return "on"
     except (ImportError, AttributeError) as e:
         log.warning("arctic_inference_vllm: speculative method 'arctic' is unavailable on vLLM "
                     "%s (%s).", vllm_version, e)
+        return "off"
 
 
 def _vllm_version() -> tuple[str, bool]:
@@ -63,10 +64,7 @@ def _vllm_version() -> tuple[str, bool]:
 
 def register() -> None:
     global _registered
-    if _registered:  # again: only the extras may be new (switch turned on since)
-        version, supported = _vllm_version()
-        if supported and not _extras_installed and _extras_wanted(_logger()):
-            _install_extras(_logger(), version)
+    if _registered:
         return
     _registered = True
     log = _logger()
@@ -90,8 +88,8 @@ def register() -> None:
             "(%s); vLLM's own suffix path is unchanged.", vllm_version, e
         )
 
-    if extras:
-        _install_extras(log, vllm_version)
+    if supported:
+        _install_front_end(log, vllm_version)
 
     # One line per deployment: in the first process where vLLM's logging is
     # configured (the engine core; the front end loads plugins before that),

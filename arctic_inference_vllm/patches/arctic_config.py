@@ -7,8 +7,10 @@ any hook of ours could see them. Both ``LLM(...)`` and ``vllm serve`` build it
 in one place: ``EngineArgs.create_speculative_config`` (the front end, before
 the engine starts).
 
-What: that method is wrapped (only with ``ARCTIC_INFERENCE_VLLM_EXTRAS=1``).
-An arctic config is checked against the target model (switch, speculator
+What: that method is wrapped at plugin registration, switch on or off, so
+that an arctic config with the switch off fails naming the switch (vLLM
+alone would only say 'arctic' is not a method). An arctic config is checked
+against the target model (switch, speculator
 directory, hidden and vocab sizes, n_predict) and rewritten to vLLM's
 ``method: "custom_class"`` with our proposer class; the arctic settings go to
 ``additional_config["arctic_speculator"]``, which reaches every process. Any

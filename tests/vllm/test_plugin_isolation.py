@@ -1,7 +1,8 @@
-"""With the opt-in switch off, registering the plugin changes exactly the
-suffix-decoding hooks of vLLM and nothing else; registering is idempotent.
-With it on, the extras add exactly their front-end hook (worker-side hooks
-are installed only by the components that need them)."""
+"""Registering the plugin changes exactly the suffix-decoding hooks of vLLM
+and the arctic method's front-end hook (a pass-through for every other
+config: tests/vllm/test_arctic_method.py), with the opt-in switch off or on;
+registering is idempotent. Worker-side hooks are installed only by the
+components that need them."""
 
 from __future__ import annotations
 
@@ -48,9 +49,10 @@ SNAPSHOT = textwrap.dedent(
 )
 
 
-SUFFIX_HOOKS = [
+HOOKS = [
     "vllm.config.speculative.SpeculativeConfig._validate_suffix_decoding",
     "vllm.config.speculative.has_arctic_inference",
+    "vllm.engine.arg_utils.EngineArgs.create_speculative_config",
     "vllm.v1.spec_decode.suffix_decoding.SuffixDecodingProposer",
 ]
 
@@ -64,12 +66,10 @@ def changed_attributes(switch: str) -> list[str]:
     return eval(lines["CHANGED"])  # a printed list of str
 
 
-def test_only_the_suffix_hooks_change() -> None:
+def test_only_the_suffix_and_front_end_hooks_change() -> None:
     changed = changed_attributes("off")
-    assert changed == SUFFIX_HOOKS, changed
+    assert changed == HOOKS, changed
 
 
-def test_extras_add_only_the_arctic_config_hook() -> None:
-    changed = changed_attributes("on")
-    assert changed == sorted([*SUFFIX_HOOKS, "vllm.engine.arg_utils.EngineArgs.create_speculative_config"]
-                             ), changed
+def test_the_switch_installs_nothing_more_at_start_up() -> None:
+    assert changed_attributes("on") == HOOKS
