@@ -48,6 +48,8 @@ from arctic_inference_core.speculator.train import run as train_run
 from arctic_inference_core.suffix import SuffixDecodingCache
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from suffix_sim import accepted_prefix as prefix_len  # noqa: E402
 
 
 def train_heads(a: argparse.Namespace) -> list[dict[str, Any]]:
@@ -72,15 +74,6 @@ def train_heads(a: argparse.Namespace) -> list[dict[str, Any]]:
         runs.append({"name": f"{method}:{inner}", "dir": out, "eval": doc, "seconds": time.time() - t0})
         first = first or out
     return runs
-
-
-def prefix_len(d: Sequence[int], truth: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(d, truth):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class Held:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vllm_compare import METHODS, REPO, load_prompts, resolve_model, spec_config  # noqa: E402
+from vllm_compare import METHODS, REPO, build_engine, load_prompts, resolve_model  # noqa: E402
 
 PHASES = (
     ("step", "vllm.v1.engine.core", "EngineCore", "step"),
@@ -67,20 +67,9 @@ def run_worker(a: argparse.Namespace) -> None:
     totals: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     install_timers(totals, counts)
-    from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams, TokensPrompt
+    from vllm import SamplingParams
 
-    prompts = json.loads(Path(a.prompts_file).read_text())
-    tok = AutoTokenizer.from_pretrained(a.model)
-    room = a.max_model_len - a.max_tokens - 1
-    reqs = [TokensPrompt(prompt_token_ids=([tok.bos_token_id or 0] + tok.encode(p, add_special_tokens=False))[-room:])
-            for p in prompts]
-    extra: dict[str, Any] = {}
-    if a.cudagraph_mode != "default":
-        extra["compilation_config"] = {"cudagraph_mode": a.cudagraph_mode}
-    llm = LLM(model=a.model, speculative_config=spec_config(a.worker, a.k, a.depth, a.speculator),
-              max_model_len=a.max_model_len, gpu_memory_utilization=a.gpu_memory_utilization,
-              enforce_eager=bool(a.enforce_eager), disable_log_stats=False, seed=0, **extra)
+    llm, _, reqs = build_engine(a)
     params = SamplingParams(temperature=0.0, max_tokens=a.max_tokens)
     llm.generate(reqs[:1], SamplingParams(temperature=0.0, max_tokens=16), use_tqdm=False)  # warm-up
     totals.clear()

@@ -111,10 +111,12 @@ def spec_counters(llm: Any) -> dict[str, float]:
     return out
 
 
-def run_worker(args: argparse.Namespace) -> None:
-    """One method, all concurrency levels; prints one JSON line per level."""
+def build_engine(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
+    """The engine for ``args.worker`` (a method), its tokenizer, and the
+    prompts of ``args.prompts_file`` as token prompts that leave room for
+    ``max_tokens``."""
     from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams, TokensPrompt
+    from vllm import LLM, TokensPrompt
 
     prompts = json.loads(Path(args.prompts_file).read_text())
     tok = AutoTokenizer.from_pretrained(args.model)
@@ -124,15 +126,23 @@ def run_worker(args: argparse.Namespace) -> None:
         for p in prompts
     ]
     extra: dict[str, Any] = {}
-    if args.suffix_budget is not None:
+    if getattr(args, "suffix_budget", None) is not None:
         extra["additional_config"] = {"arctic_inference": {"suffix_step_token_budget": args.suffix_budget}}
-    if args.async_scheduling != "default":
+    if getattr(args, "async_scheduling", "default") != "default":
         extra["async_scheduling"] = args.async_scheduling == "on"
     if args.cudagraph_mode != "default":
         extra["compilation_config"] = {"cudagraph_mode": args.cudagraph_mode}
     llm = LLM(model=args.model, speculative_config=spec_config(args.worker, args.k, args.depth, args.speculator),
               max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
               enforce_eager=bool(args.enforce_eager), disable_log_stats=False, seed=0, **extra)
+    return llm, tok, token_prompts
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """One method, all concurrency levels; prints one JSON line per level."""
+    from vllm import SamplingParams, TokensPrompt
+
+    llm, tok, token_prompts = build_engine(args)
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
     warm = TokensPrompt(prompt_token_ids=tok.encode("def warm_up():\n    return 0\n", add_special_tokens=False))
     llm.generate([warm], SamplingParams(temperature=0.0, max_tokens=8), use_tqdm=False)
