@@ -55,6 +55,22 @@ def _install_front_end(log: logging.Logger, vllm_version: str) -> str:
         return "off"
 
 
+def _register_models(log: logging.Logger) -> None:
+    """Extras: model architectures, through vLLM's public ModelRegistry (lazy:
+    the model module is imported only when a checkpoint asks for it)."""
+    try:
+        import arctic_inference_core.swiftkv.hf_llama  # noqa: F401  registers the HF config
+        from vllm import ModelRegistry
+
+        from arctic_inference_vllm.models import MODELS
+
+        for arch, target in MODELS.items():
+            if arch not in ModelRegistry.get_supported_archs():
+                ModelRegistry.register_model(arch, target)
+    except ImportError as e:
+        log.warning("arctic_inference_vllm: SwiftKV models are unavailable (%s).", e)
+
+
 def _vllm_version() -> tuple[str, bool]:
     import vllm
 
@@ -90,6 +106,8 @@ def register() -> None:
 
     if supported:
         _install_front_end(log, vllm_version)
+    if extras:
+        _register_models(log)
 
     # One line per deployment: in the first process where vLLM's logging is
     # configured (the engine core; the front end loads plugins before that),

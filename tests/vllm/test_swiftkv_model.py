@@ -1,0 +1,95 @@
+"""SwiftKV Llama in vLLM (extras switch on): a tiny random SwiftKV checkpoint
+made from a tiny Llama serves in vLLM with greedy tokens equal to the
+reference transformers model, one request or a mixed batch, with prefix
+caching on and off."""
+
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.vllm
+
+SWITCH = "ARCTIC_INFERENCE_VLLM_EXTRAS"
+PROMPTS = ["def add(a, b):\n    return", "abcabcabcabc", "The quick brown fox", "x = [1, 2, 3]\nfor i in x:\n"]
+NEW_TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def swiftkv_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from arctic_inference_core.swiftkv.hf_llama import SwiftKVLlamaForCausalLM
+    from arctic_inference_vllm.testing import save_byte_tokenizer
+
+    path = tmp_path_factory.mktemp("swiftkv")
+    vocab = save_byte_tokenizer(path)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=128, intermediate_size=256, num_hidden_layers=5,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=512,
+                      bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False)
+    llama = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        llama.lm_head.weight.mul_(8.0)  # fewer near-ties
+    # 2 full layers, 3 later layers in AcrossKV groups of 2 (slots: {2, 3}, {4})
+    model = SwiftKVLlamaForCausalLM.from_llama(llama, num_key_value_layers=2, key_value_group_size=2,
+                                               reduce="mean")
+    model.to(torch.float32).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def reference_greedy(path: Path, prompt_ids: list[int]) -> list[int]:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    ids = list(prompt_ids)
+    with torch.no_grad():
+        for _ in range(NEW_TOKENS):
+            logits = model(torch.tensor([ids])).logits[0, -1]
+            ids.append(int(logits.argmax()))
+    return ids[len(prompt_ids):]
+
+
+def vllm_greedy(path: Path, prompts: list[list[int]], **kwargs) -> list[list[int]]:
+    from vllm import LLM, SamplingParams, TokensPrompt
+
+    llm = LLM(model=str(path), dtype="float32", max_model_len=512, enforce_eager=True,
+              gpu_memory_utilization=0.1, seed=0, **kwargs)
+    try:
+        outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts],
+                            SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True), use_tqdm=False)
+        return [list(o.outputs[0].token_ids) for o in outs]
+    finally:
+        del llm
+        gc.collect()
+
+
+@pytest.fixture(scope="module")
+def switch_on():
+    old = os.environ.get(SWITCH)
+    os.environ[SWITCH] = "1"
+    import arctic_inference_vllm.plugin as plugin
+
+    plugin._register_models(plugin._logger())  # this process registered before the switch was on
+    yield
+    if old is None:
+        os.environ.pop(SWITCH, None)
+    else:
+        os.environ[SWITCH] = old
+
+
+@pytest.mark.parametrize("prefix_caching", [False, True])
+def test_vllm_matches_the_reference(swiftkv_model: Path, switch_on, prefix_caching: bool) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(swiftkv_model)
+    prompts = [tok.encode(p) for p in PROMPTS]
+    # the last prompt repeats the first one's prefix: a prefix-cache hit when caching is on
+    prompts.append(prompts[0] + tok.encode(" a + b", add_special_tokens=False))
+    want = [reference_greedy(swiftkv_model, p) for p in prompts]
+    got = vllm_greedy(swiftkv_model, prompts, enable_prefix_caching=prefix_caching)
+    assert got == want
