@@ -17,7 +17,10 @@ thrown away (attention FLOPs are not saved yet: that needs attention metadata
 for the subset of queries). Outputs equal the reference model's, whose
 ``num_query_tokens`` shortcut does the same.
 
-AcrossKV groups share K/V values but each layer keeps its own cache copy.
+Known limit: ``prompt_logprobs`` need outputs for every prompt token, which
+skipped rows do not produce (the model cannot see which requests ask for
+them). AcrossKV groups share K/V values but each layer keeps its own cache
+copy.
 Tensor parallelism 1 and pipeline parallelism 1 only (checked at
 construction).
 
