@@ -6,7 +6,7 @@ the full graph only when it is uniform: every request verifies exactly
 padding nearly every step runs piecewise graphs with eager attention in
 between (on an H100 with bench-lm that made concurrency 1 about 1.5x slower
 than with full graphs). When the padded step still fits the largest captured
-graph, its cost does not depend on how many of those slots carry real
+graph (and the step token budget), its cost does not depend on how many of those slots carry real
 drafts, so each draft is padded to exactly ``num_speculative_tokens``:
 first with the suffix tree's own continuation beyond the configured
 limits (``max_spec_factor``, ``min_token_prob``), which vLLM accepts when

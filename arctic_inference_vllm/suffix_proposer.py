@@ -115,7 +115,8 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
             lists, probs, offsets = _cap(batch.token_id_lists(), batch.probs, batch.offsets, caps)
             trimmed = self.budget.trim(req_ids, lists, probs, offsets, len(sampled_token_ids))
             k = num_speculative_tokens
-            graph = full_graph_tokens(self.compilation_config)
+            # never past the step budget (a user-set one can be smaller than the graph)
+            graph = min(full_graph_tokens(self.compilation_config), self.budget.step_token_budget)
             if self.pad_to_full_graphs and should_pad(len(sampled_token_ids), len(rows), caps, k, graph):
                 trimmed = pad_drafts(req_ids, trimmed, [t[-1] for t in new_tokens], k, self._longer_draft(k))
             for i, d in zip(rows, trimmed):

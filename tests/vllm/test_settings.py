@@ -125,6 +125,10 @@ def test_small_decode_steps_are_padded_to_full_cuda_graphs(tiny_model: str) -> N
 
     cfg.compilation_config.max_cudagraph_capture_size = 3 * (k + 1) - 1  # one token short
     assert _drive(ArcticSuffixDecodingProposer(cfg), prompts, steps) == plain
+    cfg.compilation_config.max_cudagraph_capture_size = 512
+    cfg.additional_config = {"arctic_inference": {"suffix_step_token_budget": 3 * (k + 1) - 1}}
+    assert _drive(ArcticSuffixDecodingProposer(cfg), prompts, steps) == plain  # a smaller budget wins
+    cfg.additional_config = {}
     cfg.compilation_config.cudagraph_mode = CUDAGraphMode.PIECEWISE  # no full graphs
     cfg.compilation_config.max_cudagraph_capture_size = 512
     assert _drive(ArcticSuffixDecodingProposer(cfg), prompts, steps) == plain
