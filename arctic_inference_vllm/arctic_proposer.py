@@ -29,7 +29,7 @@ from arctic_inference_vllm.arctic_method import ArcticSettings, check_switch
 if TYPE_CHECKING:
     import torch
 
-    from arctic_inference_core.speculator import GraphDrafter, SpeculatorBase
+    from arctic_inference_core.speculator import GraphDrafter
     from arctic_inference_vllm.arctic_suffix import ScoredSuffixProposer
 
 
@@ -89,7 +89,6 @@ class ArcticProposer:
             from arctic_inference_vllm import arctic_suffix  # imports vLLM's suffix proposer
 
             self.suffix = arctic_suffix.ScoredSuffixProposer(vllm_config)
-        self.speculator: SpeculatorBase | None = None
         self.drafter: GraphDrafter | None = None
         self._step: StepInputs | None = None
 
@@ -108,7 +107,6 @@ class ArcticProposer:
             device = self.device_config.device
         spec = load_speculator(self.settings.model, dtype=self.model_config.dtype, device=device)
         spec.check_compatible(self.model_config.get_hidden_size(), self.model_config.get_vocab_size())
-        self.speculator = spec
         # CUDA graphs on GPU (eager launches cost more than the heads' math)
         self.drafter = GraphDrafter(spec, max_batch_size=self.max_num_seqs)
 

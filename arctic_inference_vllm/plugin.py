@@ -39,7 +39,7 @@ def _extras_wanted(log: logging.Logger) -> bool:
         return False
 
 
-def _install_front_end(log: logging.Logger, vllm_version: str) -> str:
+def _install_front_end(log: logging.Logger, vllm_version: str) -> None:
     """The ``arctic`` method's front-end hook. Installed with the switch off
     too: it passes every other config through untouched, and an arctic one
     then fails with an error naming the switch (vLLM alone would only say
@@ -48,11 +48,9 @@ def _install_front_end(log: logging.Logger, vllm_version: str) -> str:
 
     try:
         arctic_config.apply()
-        return "on"
     except (ImportError, AttributeError) as e:
         log.warning("arctic_inference_vllm: speculative method 'arctic' is unavailable on vLLM "
                     "%s (%s).", vllm_version, e)
-        return "off"
 
 
 def _register_models(log: logging.Logger) -> None:

@@ -22,7 +22,6 @@ import argparse
 import functools
 import json
 import os
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vllm_compare import METHODS, REPO, build_engine, load_prompts, resolve_model  # noqa: E402
+from vllm_compare import METHODS, REPO, build_engine, load_prompts, resolve_model, run_worker_process  # noqa: E402
 
 PHASES = (
     ("step", "vllm.v1.engine.core", "EngineCore", "step"),
@@ -150,13 +149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.speculator:
             cmd += ["--speculator", a.speculator]
         env = dict(os.environ, **({"ARCTIC_INFERENCE_VLLM_EXTRAS": "1"} if m.startswith("arctic") else {}))
-        log = a.out_dir / f"step_profile_{m}.log"
-        with log.open("w") as f:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, env=env)
-        got = [json.loads(x[7:]) for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode != 0 or not got:
-            raise SystemExit(f"{m} failed (exit {proc.returncode}); see {log}")
-        rows += got
+        rows += run_worker_process(m, cmd, a.out_dir / f"step_profile_{m}.log", env, 1)
     meta = {"model": model_desc, "requests": len(prompts), "concurrency": a.concurrency,
             "max_tokens": a.max_tokens, "k": a.k, "cudagraph_mode": a.cudagraph_mode,
             "vllm": vllm.__version__, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from vllm_compare import run_worker_process  # noqa: E402
 
 
 def linear_flops_per_token(cfg: dict[str, Any], k: Optional[int]) -> tuple[float, float]:
@@ -95,14 +97,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                "--gpu-memory-utilization", str(a.gpu_memory_utilization)]
         if a.enforce_eager:
             cmd.append("--enforce-eager")
-        log = a.out_dir / f"swiftkv_prefill_{name}.log"
         env = dict(os.environ, ARCTIC_INFERENCE_VLLM_EXTRAS="1")
-        with log.open("w") as f:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, env=env)
-        got = [json.loads(x[7:]) for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode != 0 or not got:
-            raise SystemExit(f"{name} failed (exit {proc.returncode}); see {log}")
-        rows += got
+        rows += run_worker_process(name, cmd, a.out_dir / f"swiftkv_prefill_{name}.log", env, 1)
     cfg = json.loads((Path(a.llama) / "config.json").read_text())
     f_llama, f_swiftkv = linear_flops_per_token(cfg, a.num_key_value_layers)
     base, skv = rows

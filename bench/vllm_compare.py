@@ -174,6 +174,17 @@ def run_worker(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- parent
 
 
+def run_worker_process(name: str, cmd: list[str], log: Path, env: dict[str, str], expect: int) -> list[dict]:
+    """Run a benchmark worker (stderr to ``log``); its ``RESULT {json}`` lines,
+    which must number ``expect``."""
+    with log.open("w") as f:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, env=env)
+    results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or len(results) != expect:
+        raise SystemExit(f"{name} run failed (exit {proc.returncode}); see {log}")
+    return results
+
+
 def run_method(method: str, args: argparse.Namespace, prompts_file: Path, log: Path) -> list[dict]:
     cmd = [sys.executable, __file__, "--worker", method, "--prompts-file", str(prompts_file),
            "--model", args.model, "--num-prompts", str(args.num_prompts),
@@ -191,12 +202,7 @@ def run_method(method: str, args: argparse.Namespace, prompts_file: Path, log: P
     env = dict(os.environ)
     if method.startswith("arctic"):
         env["ARCTIC_INFERENCE_VLLM_EXTRAS"] = "1"  # the arctic method is an opt-in extra
-    with log.open("w") as f:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, env=env)
-    results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or len(results) != len(args.concurrency):
-        raise SystemExit(f"{method} run failed (exit {proc.returncode}); see {log}")
-    return results
+    return run_worker_process(method, cmd, log, env, len(args.concurrency))
 
 
 def render(results: list[dict], meta: dict[str, Any]) -> str:

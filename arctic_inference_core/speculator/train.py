@@ -17,7 +17,8 @@ Pipeline:
    split of ``--num-eval`` prompts is used only for evaluation.
 2. Distillation data: for each prompt the base model's own greedy
    continuation (``model.generate``, ``--max-new-tokens``, batches of
-   ``--gen-batch-size`` prompts of similar length) is generated (or, with ``--use-response``, the ``"response"`` text is used instead),
+   ``--gen-batch-size`` prompts of similar length) is generated (or, with
+   ``--use-response``, the ``"response"`` text is used instead),
    then one forward pass over prompt+continuation records the last-layer
    hidden states (``outputs.hidden_states[-1]``, which in Hugging Face
    Llama-style models is *after* the final norm, the state the LM head reads;

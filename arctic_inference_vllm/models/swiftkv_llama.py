@@ -47,24 +47,9 @@ from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, 
 from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 from vllm.model_executor.models.llama import LlamaDecoderLayer, LlamaMLP
 
-from arctic_inference_core.swiftkv.layout import SwiftKVLayout
-
-ARCHITECTURE = "SwiftKVLlamaForCausalLM"
-
 # HF name fragment -> (vLLM stacked parameter, shard id), as in vLLM's Llama.
 _STACKED = ((".qkv_proj", ".q_proj", "q"), (".qkv_proj", ".k_proj", "k"), (".qkv_proj", ".v_proj", "v"),
             (".gate_up_proj", ".gate_proj", 0), (".gate_up_proj", ".up_proj", 1))
-
-
-def _layout(config) -> SwiftKVLayout:  # type: ignore[no-untyped-def]
-    return SwiftKVLayout(
-        num_hidden_layers=config.num_hidden_layers,
-        num_key_value_layers=config.num_key_value_layers,
-        num_kv_heads=config.num_key_value_heads,
-        head_dim=getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
-        hidden_size=config.hidden_size,
-        key_value_group_size=getattr(config, "key_value_group_size", 1),
-    )
 
 
 class SwiftKVAttention(nn.Module):
@@ -123,7 +108,7 @@ class SwiftKVLlamaModel(nn.Module):
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         super().__init__()
         config = vllm_config.model_config.hf_config
-        self.layout = lay = _layout(config)
+        self.layout = lay = config.swiftkv_layout()  # a SwiftKVLlamaConfig (AutoConfig-registered)
         n = lay.num_key_value_layers
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
