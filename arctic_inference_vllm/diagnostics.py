@@ -1,7 +1,7 @@
 """Introspection for tests and debugging, through vLLM's public worker
 extension hook: start vLLM with
 ``worker_extension_cls="arctic_inference_vllm.diagnostics.SuffixCacheInspector"``
-and call ``llm.collective_rpc("suffix_cache_state")``."""
+(or ``SwiftKVInspector``) and call ``llm.collective_rpc("suffix_cache_state")``."""
 
 from __future__ import annotations
 
@@ -26,3 +26,53 @@ class SuffixCacheInspector:
             "cached": len(cache.cached_requests),
             "tokens": cache.num_cached_tokens(),
         }
+
+
+class SwiftKVInspector:
+    """Mixed into vLLM's worker class by ``worker_extension_cls``
+    (``arctic_inference_vllm.diagnostics.SwiftKVInspector``): what a served
+    SwiftKV model runs, per forward pass."""
+
+    def _swiftkv_model(self) -> Any:
+        return self.model_runner.get_model().model  # type: ignore[attr-defined]
+
+    def swiftkv_record_rows(self) -> None:
+        """Start recording, per forward pass, the rows the last full layer and
+        the first later layer ran."""
+        model = self._swiftkv_model()
+        n = model.layout.num_key_value_layers
+        self._swiftkv_rows: list[list[int]] = []
+        if getattr(self, "_swiftkv_hooks", None):
+            return
+
+        def full(_module: Any, args: tuple) -> None:
+            self._swiftkv_rows.append([args[1].shape[0], 0])
+
+        def later(_module: Any, args: tuple) -> None:
+            if self._swiftkv_rows:
+                self._swiftkv_rows[-1][1] = args[1].shape[0]
+
+        self._swiftkv_hooks = [model.layers[n - 1].register_forward_pre_hook(full),
+                               model.layers[n].register_forward_pre_hook(later)]
+
+    def swiftkv_rows(self) -> list[list[int]]:
+        """[rows of the last full layer, rows of the first later layer] per pass."""
+        return list(self._swiftkv_rows)
+
+    def swiftkv_cache_owners(self) -> list[int]:
+        """For each later layer, which writer's KV cache tensor it reads
+        (index into the writers; -1: none of them)."""
+        model = self._swiftkv_model()
+        writers = [w.attn.kv_cache for w in model.kv_writers]
+        owners = []
+        for layer in model.layers[model.layout.num_key_value_layers:]:
+            cache = layer.self_attn.attn.kv_cache
+            owners.append(next((i for i, w in enumerate(writers) if _same_cache(w, cache)), -1))
+        return owners
+
+
+def _same_cache(a: Any, b: Any) -> bool:
+    """vLLM keeps a layer's cache as a tensor or a one-per-engine list."""
+    a = a[0] if isinstance(a, (list, tuple)) else a
+    b = b[0] if isinstance(b, (list, tuple)) else b
+    return a.numel() > 0 and a.data_ptr() == b.data_ptr()

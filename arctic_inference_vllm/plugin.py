@@ -61,10 +61,12 @@ def _register_models(log: logging.Logger) -> None:
         from vllm import ModelRegistry
 
         from arctic_inference_vllm.models import MODELS
+        from arctic_inference_vllm.patches import swiftkv_config
 
         for arch, target in MODELS.items():
             if arch not in ModelRegistry.get_supported_archs():
                 ModelRegistry.register_model(arch, target)
+        swiftkv_config.apply()  # the architecture's config hook: fast prefill on
     except ImportError as e:
         log.warning("arctic_inference_vllm: SwiftKV models are unavailable (%s).", e)
 

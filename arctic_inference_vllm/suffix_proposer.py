@@ -24,29 +24,9 @@ from vllm.v1.spec_decode.suffix_decoding import SuffixDecodingProposer
 from arctic_inference_core.suffix import SuffixDecodingCache
 from arctic_inference_vllm.draft_budget import DraftBudget
 from arctic_inference_vllm.graph_padding import full_graph_tokens, pad_drafts, should_pad
+from arctic_inference_vllm.settings import adapter_settings
 
 DEFAULT_STEP_TOKEN_BUDGET = 512  # without CUDA graphs (CPU, enforce_eager)
-DEFAULT_NUM_THREADS = 1
-
-
-def adapter_settings(vllm_config: Any) -> dict[str, Any]:
-    extra = getattr(vllm_config, "additional_config", None) or {}
-    ours = extra.get("arctic_inference", {}) if isinstance(extra, dict) else {}
-    if not isinstance(ours, dict):
-        raise ValueError('additional_config["arctic_inference"] must be a JSON object')
-    unknown = set(ours) - {"suffix_step_token_budget", "suffix_num_threads"}
-    if unknown:
-        raise ValueError(
-            f'additional_config["arctic_inference"] has unknown keys {sorted(unknown)}; '
-            "known: suffix_step_token_budget, suffix_num_threads"
-        )
-    budget = ours.get("suffix_step_token_budget")  # None: automatic
-    threads = ours.get("suffix_num_threads", DEFAULT_NUM_THREADS)
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
-        raise ValueError(f"suffix_step_token_budget must be an integer >= 0, got {budget!r}")
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
-        raise ValueError(f"suffix_num_threads must be an integer in [1, 256], got {threads!r}")
-    return {"step_token_budget": budget, "num_threads": threads}
 
 
 class ArcticSuffixDecodingProposer(SuffixDecodingProposer):

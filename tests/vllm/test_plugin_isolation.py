@@ -1,7 +1,8 @@
 """Registering the plugin changes exactly the suffix-decoding hooks of vLLM
 and the arctic method's front-end hook (a pass-through for every other
 config: tests/vllm/test_arctic_method.py), with the opt-in switch off or on;
-registering is idempotent. Worker-side hooks are installed only by the
+the switch adds only the SwiftKV architecture's config hook; registering is
+idempotent. Worker-side hooks are installed only by the
 components that need them."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ SNAPSHOT = textwrap.dedent(
         os.environ["ARCTIC_INFERENCE_VLLM_EXTRAS"] = "1"
     import vllm, vllm.config, vllm.engine.arg_utils, vllm.v1.spec_decode.suffix_decoding
     import vllm.model_executor.models.registry
+    from vllm.model_executor.models.config import MODELS_CONFIG_MAP
 
     def snapshot():
         seen = {}
@@ -36,6 +38,7 @@ SNAPSHOT = textwrap.dedent(
         return seen
 
     before = snapshot()
+    config_hooks_before = set(MODELS_CONFIG_MAP)
     modules_before = set(sys.modules)
     import arctic_inference_vllm
     arctic_inference_vllm.register()
@@ -45,6 +48,7 @@ SNAPSHOT = textwrap.dedent(
     new_vllm_modules = sorted(m for m in set(sys.modules) - modules_before if m.startswith("vllm"))
     print("CHANGED", changed)
     print("NEWMODS", new_vllm_modules)
+    print("CONFIGHOOKS", sorted(set(MODELS_CONFIG_MAP) - config_hooks_before))
     """
 )
 
@@ -57,13 +61,13 @@ HOOKS = [
 ]
 
 
-def changed_attributes(switch: str) -> list[str]:
+def changed_attributes(switch: str, what: str = "CHANGED") -> list[str]:
     out = subprocess.run([sys.executable, "-c", SNAPSHOT, switch], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in out.stdout.splitlines()
-             if line.startswith(("CHANGED", "NEWMODS"))}
-    return eval(lines["CHANGED"])  # a printed list of str
+             if line.startswith(("CHANGED", "NEWMODS", "CONFIGHOOKS"))}
+    return eval(lines[what])  # a printed list of str
 
 
 def test_only_the_suffix_and_front_end_hooks_change() -> None:
@@ -73,3 +77,9 @@ def test_only_the_suffix_and_front_end_hooks_change() -> None:
 
 def test_the_switch_installs_nothing_more_at_start_up() -> None:
     assert changed_attributes("on") == HOOKS
+
+
+def test_only_the_switch_adds_the_swiftkv_config_hook() -> None:
+    """patches/swiftkv_config.py: one entry in vLLM's per-architecture map."""
+    assert changed_attributes("off", "CONFIGHOOKS") == []
+    assert changed_attributes("on", "CONFIGHOOKS") == ["SwiftKVLlamaForCausalLM"]

@@ -1,7 +1,9 @@
 """SwiftKV Llama in vLLM (extras switch on): a tiny random SwiftKV checkpoint
 made from a tiny Llama serves in vLLM with greedy tokens equal to the
 reference transformers model, one request or a mixed batch, with prefix
-caching on and off."""
+caching on and off, chunked prefill mixed with decodes, and fast prefill
+off. With fast prefill on, prompt tokens skip the later layers; each AcrossKV
+group reads one KV cache."""
 
 from __future__ import annotations
 
@@ -54,15 +56,24 @@ def reference_greedy(path: Path, prompt_ids: list[int]) -> list[int]:
     return ids[len(prompt_ids):]
 
 
-def vllm_greedy(path: Path, prompts: list[list[int]], **kwargs) -> list[list[int]]:
+def vllm_greedy(path: Path, prompts: list[list[int]], **kwargs) -> tuple[list[list[int]], dict]:
+    """Greedy tokens, plus what the workers saw: rows per forward pass of the
+    last full and first later layer, and which writer's cache each later
+    layer reads."""
     from vllm import LLM, SamplingParams, TokensPrompt
 
     llm = LLM(model=str(path), dtype="float32", max_model_len=512, enforce_eager=True,
-              gpu_memory_utilization=0.1, seed=0, **kwargs)
+              gpu_memory_utilization=0.1, seed=0,
+              worker_extension_cls="arctic_inference_vllm.diagnostics.SwiftKVInspector", **kwargs)
     try:
+        llm.collective_rpc("swiftkv_record_rows")
         outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts],
                             SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True), use_tqdm=False)
-        return [list(o.outputs[0].token_ids) for o in outs]
+        (rows,) = llm.collective_rpc("swiftkv_rows")
+        (owners,) = llm.collective_rpc("swiftkv_cache_owners")
+        fast_prefill = llm.llm_engine.vllm_config.cache_config.kv_sharing_fast_prefill
+        return [list(o.outputs[0].token_ids) for o in outs], {"rows": rows, "owners": owners,
+                                                               "fast_prefill": fast_prefill}
     finally:
         del llm
         gc.collect()
@@ -82,8 +93,17 @@ def switch_on():
         os.environ[SWITCH] = old
 
 
-@pytest.mark.parametrize("prefix_caching", [False, True])
-def test_vllm_matches_the_reference(swiftkv_model: Path, switch_on, prefix_caching: bool) -> None:
+CASES = {
+    "fast prefill": {},
+    "prefix caching": {"enable_prefix_caching": True},
+    # 16-token chunks: prompts prefill over several steps, mixed with decodes
+    "chunked prefill": {"max_num_batched_tokens": 16, "max_num_seqs": 3, "enable_prefix_caching": False},
+    "fast prefill off": {"additional_config": {"arctic_inference": {"swiftkv_fast_prefill": False}}},
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_vllm_matches_the_reference(swiftkv_model: Path, switch_on, case: str) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(swiftkv_model)
@@ -91,5 +111,19 @@ def test_vllm_matches_the_reference(swiftkv_model: Path, switch_on, prefix_cachi
     # the last prompt repeats the first one's prefix: a prefix-cache hit when caching is on
     prompts.append(prompts[0] + tok.encode(" a + b", add_special_tokens=False))
     want = [reference_greedy(swiftkv_model, p) for p in prompts]
-    got = vllm_greedy(swiftkv_model, prompts, enable_prefix_caching=prefix_caching)
+    got, seen = vllm_greedy(swiftkv_model, prompts, **CASES[case])
     assert got == want
+    # later layers 2, 3 read slot 0's cache, layer 4 slot 1's (AcrossKV groups of 2)
+    assert seen["owners"] == [0, 0, 1]
+    rows = seen["rows"]
+    assert len(rows) >= NEW_TOKENS
+    if case == "fast prefill off":
+        assert seen["fast_prefill"] is False
+        assert all(later == full for full, later in rows), rows
+        return
+    assert seen["fast_prefill"] is True
+    # one row per scheduled request (its sampled position); prompt tokens stop early
+    assert all(later <= min(full, len(prompts)) for full, later in rows), rows
+    sampled = len(prompts) * NEW_TOKENS
+    partial_chunks = len(rows) if case == "chunked prefill" else 0  # at most one a pass
+    assert sampled <= sum(later for _, later in rows) <= sampled + partial_chunks, rows
