@@ -2,14 +2,21 @@
 both served by vLLM (extras switch on for SwiftKV).
 
     python bench/swiftkv_prefill.py --llama ../shared/bench-lm --num-key-value-layers 4
+    python bench/swiftkv_prefill.py --shape llama-8b --num-key-value-layers 16   # GPU
 
-Converts the Llama (``arctic_inference_core.swiftkv.convert``; weights are not
-distilled, so only speed is meaningful), then for each model, in its own
-process: prefill throughput (prompt tokens / second with one output token)
-and a prompt:output workload per ``--ratios`` (output tokens per second of
-the whole run, prefill included). Reports the ratio SwiftKV / Llama next to
-the linear-layer FLOPs a prompt token saves. Results:
-``<out-dir>/swiftkv_prefill.{md,json}``.
+``--llama DIR`` converts a real checkpoint
+(``arctic_inference_core.swiftkv.convert``; weights are not distilled, so
+only speed is meaningful). ``--shape llama-8b`` writes configs only and
+serves random weights (vLLM's ``load_format="dummy"``): timing only.
+
+For each configuration, in its own process: prefill throughput (prompt
+tokens / second with one output token), time to first token of one prompt
+alone (median of ``--ttft-repeats``), and one run per prompt:output
+``--ratios`` (output tokens per second of the whole run, prefill included).
+``--methods`` picks the configurations: ``llama``, ``swiftkv`` (fast prefill
+on: prompt tokens skip the later layers), ``swiftkv-full`` (fast prefill
+off: every token runs every layer). Reports each against the Llama, next to
+the FLOPs a prompt token costs. Results: ``<out-dir>/swiftkv_prefill.{md,json}``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -27,18 +35,42 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from vllm_compare import run_worker_process  # noqa: E402
 
+# Llama-3.1-8B's shape (random weights: timing only)
+SHAPES = {
+    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=128, vocab_size=128256, max_position_embeddings=131072,
+                     rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False, bos_token_id=0,
+                     eos_token_id=1, torch_dtype="bfloat16"),
+}
+METHODS = ("llama", "swiftkv", "swiftkv-full")
 
-def linear_flops_per_token(cfg: dict[str, Any], k: Optional[int]) -> tuple[float, float]:
-    """(Llama, SwiftKV) multiply-adds per prompt token in the decoder's linear
-    layers (the LM head runs for the last token only in both)."""
+
+def flops_per_prompt_token(cfg: dict[str, Any], k: Optional[int], prompt_len: int) -> tuple[float, float]:
+    """Multiply-adds per prompt token of the decoder, linear layers plus
+    causal attention (QK^T and PV over ``prompt_len / 2`` keys on average),
+    for all layers (``k`` None) or SwiftKV's first ``k`` layers plus the
+    stacked K/V projection. The LM head runs for the last token only in both."""
     h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     d = cfg.get("head_dim") or h // cfg["num_attention_heads"]
     q = h * cfg["num_attention_heads"] * d
     kv = 2 * h * cfg["num_key_value_heads"] * d
-    layer = 2 * q + kv + 3 * h * inter  # q, o, k+v, gate/up/down
+    attention = 2 * (prompt_len / 2) * cfg["num_attention_heads"] * d
+    layer = 2 * q + kv + 3 * h * inter + attention  # q, o, k+v, gate/up/down, attention
     if k is None:
-        return layers * layer, layers * layer
+        return layers * layer, 0.0
     return layers * layer, k * layer + (layers - k) * kv
+
+
+def write_shape(name: str, out: Path, k: int) -> tuple[Path, Path]:
+    """Config-only Llama and SwiftKV directories of a named shape."""
+    base = dict(SHAPES[name], architectures=["LlamaForCausalLM"], model_type="llama")
+    llama, swiftkv = out / f"{name}-llama", out / f"{name}-swiftkv-k{k}"
+    for path, cfg in ((llama, base), (swiftkv, dict(base, architectures=["SwiftKVLlamaForCausalLM"],
+                                                     model_type="swiftkv_llama", num_key_value_layers=k,
+                                                     key_value_group_size=1))):
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(cfg, indent=1))
+    return llama, swiftkv
 
 
 def run_worker(a: argparse.Namespace) -> None:
@@ -47,35 +79,78 @@ def run_worker(a: argparse.Namespace) -> None:
     rng = __import__("random").Random(0)
     vocab = json.loads((Path(a.model) / "config.json").read_text())["vocab_size"]
     prompts = [TokensPrompt(prompt_token_ids=[rng.randrange(3, vocab) for _ in range(a.prompt_len)])
-               for _ in range(a.num_prompts)]
-    llm = LLM(model=a.model, max_model_len=a.prompt_len + a.prompt_len + 16, enforce_eager=a.enforce_eager,
-              gpu_memory_utilization=a.gpu_memory_utilization, enable_prefix_caching=False, seed=0)
-    llm.generate(prompts[:2], SamplingParams(max_tokens=2), use_tqdm=False)  # warm-up
-    out: dict[str, Any] = {"model": a.worker}
+               for _ in range(a.num_prompts + a.ttft_repeats + 2)]
+    warm, alone, prompts = prompts[:2], prompts[2:2 + a.ttft_repeats], prompts[2 + a.ttft_repeats:]
+    extra: dict[str, Any] = {}
+    if a.dummy:
+        extra.update(load_format="dummy", skip_tokenizer_init=True)
+    if a.worker == "swiftkv-full":
+        extra["additional_config"] = {"arctic_inference": {"swiftkv_fast_prefill": False}}
+    llm = LLM(model=a.model, max_model_len=2 * a.prompt_len + 16, enforce_eager=a.enforce_eager,
+              gpu_memory_utilization=a.gpu_memory_utilization, enable_prefix_caching=False, seed=0, **extra)
+    params = dict(ignore_eos=True, detokenize=not a.dummy)
+    llm.generate(warm, SamplingParams(max_tokens=2, **params), use_tqdm=False)
+    out: dict[str, Any] = {"model": a.worker,
+                           "fast_prefill": llm.llm_engine.vllm_config.cache_config.kv_sharing_fast_prefill}
     t0 = time.perf_counter()
-    llm.generate(prompts, SamplingParams(max_tokens=1, ignore_eos=True), use_tqdm=False)
+    llm.generate(prompts, SamplingParams(max_tokens=1, **params), use_tqdm=False)
     out["prefill_tokens_per_s"] = a.num_prompts * a.prompt_len / (time.perf_counter() - t0)
+    ttft = []
+    for p in alone:
+        t0 = time.perf_counter()
+        llm.generate([p], SamplingParams(max_tokens=1, **params), use_tqdm=False)
+        ttft.append(time.perf_counter() - t0)
+    out["ttft_ms"] = 1000 * statistics.median(ttft)
     for ratio in a.ratios:
         n_out = max(1, a.prompt_len // ratio)
         t0 = time.perf_counter()
-        llm.generate(prompts, SamplingParams(max_tokens=n_out, ignore_eos=True), use_tqdm=False)
+        llm.generate(prompts, SamplingParams(max_tokens=n_out, **params), use_tqdm=False)
         wall = time.perf_counter() - t0
         out[f"{ratio}:1"] = {"seconds": wall, "output_tokens_per_s": a.num_prompts * n_out / wall}
     print("RESULT " + json.dumps(out), flush=True)
 
 
+def report(a: argparse.Namespace, cfg: dict[str, Any], rows: list[dict], source: str) -> str:
+    f_llama, f_swiftkv = flops_per_prompt_token(cfg, a.num_key_value_layers, a.prompt_len)
+    base = next((r for r in rows if r["model"] == "llama"), rows[0])
+    device = a.device_name or "CPU"
+    lines = [f"# SwiftKV prefill in vLLM ({device})", "",
+             f"{source} ({cfg['num_hidden_layers']} layers) against its SwiftKV form with "
+             f"num_key_value_layers={a.num_key_value_layers}; {a.num_prompts} random prompts of {a.prompt_len} "
+             f"tokens{', enforce_eager' if a.enforce_eager else ''}. A prompt token costs "
+             f"{f_swiftkv / f_llama:.2f}x of the Llama's FLOPs (linear layers and attention; "
+             f"{1 - f_swiftkv / f_llama:.0%} saved) when it skips the later layers (`swiftkv`); "
+             "`swiftkv-full` runs every token through every layer (fast prefill off).", "",
+             "| model | prefill tokens/s | vs Llama | TTFT one prompt (ms) | "
+             + " | ".join(f"{r}:1 output tok/s | vs Llama" for r in a.ratios) + " |",
+             "|---|---:|---:|---:|" + "---:|---:|" * len(a.ratios)]
+    for r in rows:
+        cells = [r["model"], f"{r['prefill_tokens_per_s']:.0f}",
+                 f"{r['prefill_tokens_per_s'] / base['prefill_tokens_per_s']:.2f}x", f"{r['ttft_ms']:.1f}"]
+        for ratio in a.ratios:
+            got, ref = r[f"{ratio}:1"]["output_tokens_per_s"], base[f"{ratio}:1"]["output_tokens_per_s"]
+            cells += [f"{got:.1f}", f"{got / ref:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--llama", required=True, help="Hugging Face Llama directory")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--llama", help="Hugging Face Llama directory")
+    src.add_argument("--shape", choices=sorted(SHAPES), help="random weights of this shape (timing only)")
     p.add_argument("--num-key-value-layers", type=int, required=True)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--prompt-len", type=int, default=1024)
     p.add_argument("--num-prompts", type=int, default=16)
+    p.add_argument("--ttft-repeats", type=int, default=5)
     p.add_argument("--ratios", type=int, nargs="+", default=[10, 1], help="prompt:output ratios")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     p.add_argument("--enforce-eager", action="store_true", help="(default on CPU)")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--dummy", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         run_worker(a)
@@ -83,42 +158,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
 
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    a.enforce_eager = a.enforce_eager or not torch.cuda.is_available()
-    swiftkv = a.out_dir / f"swiftkv-k{a.num_key_value_layers}"
-    if not (swiftkv / "config.json").exists():
-        subprocess.run([sys.executable, "-m", "arctic_inference_core.swiftkv.convert", "--llama", a.llama,
-                        "--out", str(swiftkv), "--num-key-value-layers", str(a.num_key_value_layers), "--force"],
-                       check=True, stdout=subprocess.DEVNULL)
+    a.device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    a.enforce_eager = a.enforce_eager or a.device_name is None
+    if a.shape:
+        llama, swiftkv = write_shape(a.shape, a.out_dir, a.num_key_value_layers)
+        source = f"Llama of {a.shape} shape, random weights (timing only)"
+    else:
+        llama, swiftkv = Path(a.llama), a.out_dir / f"swiftkv-k{a.num_key_value_layers}"
+        source = f"Llama `{a.llama}`, converted, not distilled (speed only)"
+        if not (swiftkv / "config.json").exists():
+            subprocess.run([sys.executable, "-m", "arctic_inference_core.swiftkv.convert", "--llama", a.llama,
+                            "--out", str(swiftkv), "--num-key-value-layers", str(a.num_key_value_layers),
+                            "--force"], check=True, stdout=subprocess.DEVNULL)
     rows = []
-    for name, model in (("llama", a.llama), ("swiftkv", str(swiftkv))):
-        cmd = [sys.executable, __file__, "--worker", name, "--model", model, "--llama", a.llama,
+    for name in a.methods:
+        cmd = [sys.executable, __file__, "--worker", name, "--model", str(llama if name == "llama" else swiftkv),
                "--num-key-value-layers", str(a.num_key_value_layers), "--prompt-len", str(a.prompt_len),
-               "--num-prompts", str(a.num_prompts), "--ratios", *map(str, a.ratios),
-               "--gpu-memory-utilization", str(a.gpu_memory_utilization)]
-        if a.enforce_eager:
-            cmd.append("--enforce-eager")
+               "--num-prompts", str(a.num_prompts), "--ttft-repeats", str(a.ttft_repeats),
+               "--ratios", *map(str, a.ratios), "--gpu-memory-utilization", str(a.gpu_memory_utilization),
+               "--shape" if a.shape else "--llama", a.shape or a.llama]
+        cmd += ["--enforce-eager"] * a.enforce_eager + ["--dummy"] * bool(a.shape)
         env = dict(os.environ, ARCTIC_INFERENCE_VLLM_EXTRAS="1")
         rows += run_worker_process(name, cmd, a.out_dir / f"swiftkv_prefill_{name}.log", env, 1)
-    cfg = json.loads((Path(a.llama) / "config.json").read_text())
-    f_llama, f_swiftkv = linear_flops_per_token(cfg, a.num_key_value_layers)
-    base, skv = rows
-    lines = [f"# SwiftKV prefill in vLLM ({'GPU' if not a.enforce_eager else 'CPU'})", "",
-             f"Llama `{a.llama}` ({cfg['num_hidden_layers']} layers) vs its SwiftKV conversion with "
-             f"num_key_value_layers={a.num_key_value_layers} (random weights' speed only: not distilled); "
-             f"{a.num_prompts} random prompts of {a.prompt_len} tokens. Linear-layer FLOPs per prompt token: "
-             f"{f_swiftkv / f_llama:.2f}x of the Llama ({1 - f_swiftkv / f_llama:.0%} saved; attention "
-             "still runs for every prompt token).", "",
-             "| measure | Llama | SwiftKV | SwiftKV / Llama |", "|---|---:|---:|---:|",
-             f"| prefill tokens/s | {base['prefill_tokens_per_s']:.0f} | {skv['prefill_tokens_per_s']:.0f} | "
-             f"{skv['prefill_tokens_per_s'] / base['prefill_tokens_per_s']:.2f}x |"]
-    for ratio in a.ratios:
-        b, s = base[f"{ratio}:1"], skv[f"{ratio}:1"]
-        lines.append(f"| {ratio}:1 output tokens/s | {b['output_tokens_per_s']:.1f} | "
-                     f"{s['output_tokens_per_s']:.1f} | {s['output_tokens_per_s'] / b['output_tokens_per_s']:.2f}x |")
-    md = "\n".join(lines) + "\n"
-    (a.out_dir / "swiftkv_prefill.md").write_text(md)
-    (a.out_dir / "swiftkv_prefill.json").write_text(json.dumps({"rows": rows, "flops": [f_llama, f_swiftkv]},
-                                                               indent=1))
+        # written after each configuration: a run cut short keeps what it measured
+        cfg = json.loads((llama / "config.json").read_text())
+        md = report(a, cfg, rows, source)
+        (a.out_dir / "swiftkv_prefill.md").write_text(md)
+        flops = flops_per_prompt_token(cfg, a.num_key_value_layers, a.prompt_len)
+        (a.out_dir / "swiftkv_prefill.json").write_text(json.dumps({"rows": rows, "flops": flops}, indent=1))
     print(md)
     return 0
 

@@ -61,20 +61,32 @@ def _traces(tmp_path: Path) -> Path:
 def test_swiftkv_prefill_compares_a_conversion_with_its_llama(tiny_model: str, tmp_path: Path) -> None:
     mod = _load("swiftkv_prefill")
     assert mod.main(["--llama", tiny_model, "--num-key-value-layers", "1", "--prompt-len", "64",
-                     "--num-prompts", "2", "--ratios", "4", "--gpu-memory-utilization", "0.1",
-                     "--out-dir", str(tmp_path / "skv")]) == 0
+                     "--num-prompts", "2", "--ttft-repeats", "1", "--ratios", "4",
+                     "--gpu-memory-utilization", "0.1", "--out-dir", str(tmp_path / "skv")]) == 0
     doc = json.loads((tmp_path / "skv" / "swiftkv_prefill.json").read_text())
-    assert [r["model"] for r in doc["rows"]] == ["llama", "swiftkv"]
-    assert all(r["prefill_tokens_per_s"] > 0 and r["4:1"]["output_tokens_per_s"] > 0 for r in doc["rows"])
+    assert [(r["model"], r["fast_prefill"]) for r in doc["rows"]] == [
+        ("llama", False), ("swiftkv", True), ("swiftkv-full", False)]
+    assert all(r["prefill_tokens_per_s"] > 0 and r["ttft_ms"] > 0 and r["4:1"]["output_tokens_per_s"] > 0
+               for r in doc["rows"])
     llama_flops, swiftkv_flops = doc["flops"]
     assert 0 < swiftkv_flops < llama_flops
     assert (tmp_path / "skv" / "swiftkv-k1" / "config.json").is_file()
+    assert "| swiftkv-full |" in (tmp_path / "skv" / "swiftkv_prefill.md").read_text()
 
 
-def test_linear_flops_per_token() -> None:
+def test_swiftkv_shapes_are_config_only(tmp_path: Path) -> None:
+    mod = _load("swiftkv_prefill")
+    llama, swiftkv = mod.write_shape("llama-8b", tmp_path, 16)
+    assert sorted(p.name for p in llama.iterdir()) == ["config.json"]
+    cfg = json.loads((swiftkv / "config.json").read_text())
+    assert (cfg["model_type"], cfg["num_key_value_layers"], cfg["hidden_size"]) == ("swiftkv_llama", 16, 4096)
+
+
+def test_flops_per_prompt_token() -> None:
     mod = _load("swiftkv_prefill")
     cfg = {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 4, "num_attention_heads": 2,
            "num_key_value_heads": 1, "head_dim": 4}
-    # per layer: q 8*8, o 8*8, k+v 2*8*4, mlp 3*8*16 = 64 + 64 + 64 + 384 = 576
-    assert mod.linear_flops_per_token(cfg, None) == (4 * 576, 4 * 576)
-    assert mod.linear_flops_per_token(cfg, 1) == (4 * 576, 576 + 3 * 64)
+    # per layer: q 8*8, o 8*8, k+v 2*8*4, mlp 3*8*16 = 64 + 64 + 64 + 384 = 576;
+    # attention over 10 / 2 keys: 2 * 5 * 2 heads * 4 = 80
+    assert mod.flops_per_prompt_token(cfg, None, 10) == (4 * 656, 0.0)
+    assert mod.flops_per_prompt_token(cfg, 1, 10) == (4 * 656, 656 + 3 * 64)
