@@ -127,3 +127,22 @@ def test_vllm_matches_the_reference(swiftkv_model: Path, switch_on, case: str) -
     sampled = len(prompts) * NEW_TOKENS
     partial_chunks = len(rows) if case == "chunked prefill" else 0  # at most one a pass
     assert sampled <= sum(later for _, later in rows) <= sampled + partial_chunks, rows
+
+
+def test_the_config_hook_sets_fast_prefill_and_no_compilation(swiftkv_model: Path, switch_on) -> None:
+    """patches/swiftkv_config.py, on the engine config vLLM builds (no engine)."""
+    from vllm.config.compilation import CompilationMode
+    from vllm.engine.arg_utils import EngineArgs
+
+    def config(**kwargs):
+        return EngineArgs(model=str(swiftkv_model), max_model_len=512, **kwargs).create_engine_config()
+
+    cfg = config()
+    assert cfg.cache_config.kv_sharing_fast_prefill is True
+    assert cfg.compilation_config.mode == CompilationMode.NONE
+    off = config(additional_config={"arctic_inference": {"swiftkv_fast_prefill": False}})
+    assert off.cache_config.kv_sharing_fast_prefill is False
+    # the user's own compilation choice stands
+    assert config(compilation_config={"mode": 3}).compilation_config.mode != CompilationMode.NONE  # CPU: mode 2
+    with pytest.raises(ValueError, match="swiftkv_fast_prefill"):
+        config(additional_config={"arctic_inference": {"swiftkv_fast_prefill": "yes"}})
