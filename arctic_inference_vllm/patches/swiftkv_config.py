@@ -1,6 +1,6 @@
 """Patch: a config hook for SwiftKV checkpoints that turns on vLLM's
 ``kv_sharing_fast_prefill`` and, unless the user configured compilation,
-serves the model uncompiled with full CUDA graphs for decode.
+serves the model uncompiled with full CUDA graphs for decode steps.
 
 Why: SwiftKV's prefill saving comes from vLLM's fast-prefill path (attention
 metadata of the trailing KV-sharing layers restricted to the tokens whose
@@ -16,7 +16,9 @@ The model is not torch.compile'd (its row selection is data-dependent). In
 vLLM's default compile mode its norms and activations would then run as
 plain PyTorch ops, which the compiler was meant to fuse (0.79x the eager
 speed on an H200); without compilation they are vLLM's CUDA kernels. vLLM's
-own hook for LongCat-Flash makes the same choice (mode NONE, cudagraph FULL).
+own hook for LongCat-Flash makes the same choice (mode NONE, full graphs;
+here for decode-only steps: vLLM 0.26 cannot capture fast-prefill metadata
+for mixed batches).
 
 Opt out of fast prefill (every token runs every layer; prompt logprobs are right):
 ``additional_config={"arctic_inference": {"swiftkv_fast_prefill": false}}``.
@@ -48,7 +50,7 @@ def _make_hook() -> type:
             if compilation.mode is None:  # None: not set by the user
                 compilation.mode = CompilationMode.NONE
             if compilation.cudagraph_mode is None:
-                compilation.cudagraph_mode = CUDAGraphMode.FULL
+                compilation.cudagraph_mode = CUDAGraphMode.FULL_DECODE_ONLY
 
     return SwiftKVConfig
 
