@@ -110,8 +110,9 @@ def run_worker(a: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def report(a: argparse.Namespace, cfg: dict[str, Any], rows: list[dict], source: str) -> str:
-    f_llama, f_swiftkv = flops_per_prompt_token(cfg, a.num_key_value_layers, a.prompt_len)
+def report(a: argparse.Namespace, cfg: dict[str, Any], flops: tuple[float, float], rows: list[dict],
+           source: str) -> str:
+    f_llama, f_swiftkv = flops
     base = next((r for r in rows if r["model"] == "llama"), rows[0])
     device = a.device_name or "CPU"
     lines = [f"# SwiftKV prefill in vLLM ({device})", "",
@@ -170,6 +171,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             subprocess.run([sys.executable, "-m", "arctic_inference_core.swiftkv.convert", "--llama", a.llama,
                             "--out", str(swiftkv), "--num-key-value-layers", str(a.num_key_value_layers),
                             "--force"], check=True, stdout=subprocess.DEVNULL)
+    cfg = json.loads((llama / "config.json").read_text())
+    flops = flops_per_prompt_token(cfg, a.num_key_value_layers, a.prompt_len)
     rows = []
     for name in a.methods:
         cmd = [sys.executable, __file__, "--worker", name, "--model", str(llama if name == "llama" else swiftkv),
@@ -181,10 +184,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         env = dict(os.environ, ARCTIC_INFERENCE_VLLM_EXTRAS="1")
         rows += run_worker_process(name, cmd, a.out_dir / f"swiftkv_prefill_{name}.log", env, 1)
         # written after each configuration: a run cut short keeps what it measured
-        cfg = json.loads((llama / "config.json").read_text())
-        md = report(a, cfg, rows, source)
+        md = report(a, cfg, flops, rows, source)
         (a.out_dir / "swiftkv_prefill.md").write_text(md)
-        flops = flops_per_prompt_token(cfg, a.num_key_value_layers, a.prompt_len)
         (a.out_dir / "swiftkv_prefill.json").write_text(json.dumps({"rows": rows, "flops": flops}, indent=1))
     print(md)
     return 0
