@@ -1,7 +1,7 @@
 """Introspection for tests and debugging, through vLLM's public worker
 extension hook: start vLLM with
 ``worker_extension_cls="arctic_inference_vllm.diagnostics.SuffixCacheInspector"``
-(or ``SwiftKVInspector``) and call ``llm.collective_rpc("suffix_cache_state")``."""
+(or ``SwiftKVInspector``, ``UlyssesInspector``) and call ``llm.collective_rpc("suffix_cache_state")``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,57 @@ class SwiftKVInspector:
             cache = layer.self_attn.attn.kv_cache
             owners.append(next((i for i, w in enumerate(writers) if _same_cache(w, cache)), -1))
         return owners
+
+
+class UlyssesInspector:
+    """Mixed into vLLM's worker class by ``worker_extension_cls``
+    (``arctic_inference_vllm.diagnostics.UlyssesInspector``): what one rank of
+    a Ulysses deployment holds and runs."""
+
+    def _ulysses_layers(self) -> tuple[Any, Any]:
+        from vllm.model_executor.layers.attention.attention import Attention
+        from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
+
+        model = self.model_runner.get_model()  # type: ignore[attr-defined]
+        modules = list(model.modules())
+        embed = next(m for m in modules if isinstance(m, VocabParallelEmbedding))
+        return embed, next(m for m in modules if isinstance(m, Attention))
+
+    def ulysses_layout(self) -> dict[str, Any]:
+        """Worker class, SP size and rank, TP size, and the first attention
+        layer's heads and KV cache shape on this rank."""
+        from vllm.distributed import parallel_state as ps
+
+        from arctic_inference_vllm import ulysses
+
+        _, attn = self._ulysses_layers()
+        cache = attn.kv_cache[0] if isinstance(attn.kv_cache, (list, tuple)) else attn.kv_cache
+        return {"worker": type(self).__name__, "sp": ulysses.size(), "sp_rank": ulysses._state.rank,
+                "tp": ps.get_tensor_model_parallel_world_size(), "heads": attn.num_heads,
+                "kv_heads": attn.num_kv_heads, "kv_cache_shape": list(cache.shape)}
+
+    def ulysses_record_rows(self) -> None:
+        """Start recording, per forward pass, the tokens this rank embedded and
+        the query rows its first attention layer's backend attended over."""
+        self._ulysses_rows: list[list[int]] = []
+        if getattr(self, "_ulysses_hooked", False):
+            return
+        embed, attn = self._ulysses_layers()
+        embed.register_forward_pre_hook(
+            lambda _m, args: self._ulysses_rows.append([args[0].shape[0], 0]))
+        impl_forward = attn.impl.forward
+
+        def forward(layer: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            if self._ulysses_rows:
+                self._ulysses_rows[-1][1] = query.shape[0]
+            return impl_forward(layer, query, *args, **kwargs)
+
+        attn.impl.forward = forward
+        self._ulysses_hooked = True
+
+    def ulysses_rows(self) -> list[list[int]]:
+        """[tokens embedded, query rows attended] per forward pass."""
+        return [list(r) for r in self._ulysses_rows]
 
 
 def _same_cache(a: Any, b: Any) -> bool:

@@ -71,6 +71,17 @@ def _register_models(log: logging.Logger) -> None:
         log.warning("arctic_inference_vllm: SwiftKV models are unavailable (%s).", e)
 
 
+def _install_ulysses(log: logging.Logger) -> None:
+    """Extras: the Ulysses flag and start-up checks (front end; the workers'
+    side is selected per deployment through worker_cls)."""
+    from arctic_inference_vllm.patches import ulysses_args
+
+    try:
+        ulysses_args.apply()
+    except (ImportError, AttributeError) as e:
+        log.warning("arctic_inference_vllm: Ulysses sequence parallelism is unavailable (%s).", e)
+
+
 def _vllm_version() -> tuple[str, bool]:
     import vllm
 
@@ -108,6 +119,7 @@ def register() -> None:
         _install_front_end(log, vllm_version)
     if extras:
         _register_models(log)
+        _install_ulysses(log)
 
     # One line per deployment: in the first process where vLLM's logging is
     # configured (the engine core; the front end loads plugins before that),

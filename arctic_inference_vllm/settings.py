@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-# suffix_*: suffix_proposer.py; swiftkv_fast_prefill: patches/swiftkv_config.py
-KNOWN_SETTINGS = ("suffix_step_token_budget", "suffix_num_threads", "swiftkv_fast_prefill")
+# suffix_*: suffix_proposer.py; swiftkv_fast_prefill: patches/swiftkv_config.py;
+# ulysses_*: ulysses.py (set by --ulysses-sequence-parallel-size)
+KNOWN_SETTINGS = ("suffix_step_token_budget", "suffix_num_threads", "swiftkv_fast_prefill",
+                  "ulysses_sequence_parallel_size")
 DEFAULT_NUM_THREADS = 1
 
 
@@ -31,4 +33,8 @@ def adapter_settings(vllm_config: Any) -> dict[str, Any]:
     fast_prefill = ours.get("swiftkv_fast_prefill", True)
     if not isinstance(fast_prefill, bool):
         raise ValueError(f"swiftkv_fast_prefill must be true or false, got {fast_prefill!r}")
-    return {"step_token_budget": budget, "num_threads": threads, "swiftkv_fast_prefill": fast_prefill}
+    sp = ours.get("ulysses_sequence_parallel_size", 1)
+    if isinstance(sp, bool) or not isinstance(sp, int) or sp < 1:
+        raise ValueError(f"ulysses_sequence_parallel_size must be an integer >= 1, got {sp!r}")
+    return {"step_token_budget": budget, "num_threads": threads, "swiftkv_fast_prefill": fast_prefill,
+            "ulysses_sequence_parallel_size": sp}

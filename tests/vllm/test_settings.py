@@ -47,12 +47,15 @@ def test_bad_adapter_settings_are_rejected() -> None:
     from arctic_inference_vllm.settings import adapter_settings
 
     ok = adapter_settings(SimpleNamespace(additional_config={}))
-    assert ok == {"step_token_budget": None, "num_threads": 1, "swiftkv_fast_prefill": True}  # None: automatic
+    assert ok == {"step_token_budget": None, "num_threads": 1, "swiftkv_fast_prefill": True,
+                  "ulysses_sequence_parallel_size": 1}  # None: automatic
     for bad, match in [
         ({"arctic_inference": {"nope": 1}}, "unknown keys"),
         ({"arctic_inference": {"suffix_step_token_budget": -1}}, "suffix_step_token_budget"),
         ({"arctic_inference": {"suffix_num_threads": 0}}, "suffix_num_threads"),
         ({"arctic_inference": {"swiftkv_fast_prefill": 1}}, "swiftkv_fast_prefill"),
+        ({"arctic_inference": {"ulysses_sequence_parallel_size": 0}}, "ulysses_sequence_parallel"),
+        ({"arctic_inference": {"ulysses_sequence_parallel_size": "2"}}, "ulysses_sequence_parallel"),
         ({"arctic_inference": 3}, "JSON object"),
     ]:
         with pytest.raises(ValueError, match=match):
