@@ -1,7 +1,8 @@
 """Introspection for tests and debugging, through vLLM's public worker
 extension hook: start vLLM with
 ``worker_extension_cls="arctic_inference_vllm.diagnostics.SuffixCacheInspector"``
-(or ``SwiftKVInspector``, ``UlyssesInspector``) and call ``llm.collective_rpc("suffix_cache_state")``."""
+(or ``SwiftKVInspector``, ``UlyssesInspector``) and call
+``llm.collective_rpc("suffix_cache_state")``."""
 
 from __future__ import annotations
 

@@ -40,7 +40,8 @@ def build_tiny_llama(path: Path, seed: int = 0, num_attention_heads: int = 2,
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=num_attention_heads, num_key_value_heads=num_key_value_heads, head_dim=64, max_position_embeddings=2048,
+        num_attention_heads=num_attention_heads, num_key_value_heads=num_key_value_heads,
+        head_dim=64, max_position_embeddings=2048,
         bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(cfg)

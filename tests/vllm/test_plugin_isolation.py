@@ -1,9 +1,11 @@
 """Registering the plugin changes exactly the suffix-decoding hooks of vLLM
 and the arctic method's front-end hook (a pass-through for every other
 config: tests/vllm/test_arctic_method.py), with the opt-in switch off or on;
-the switch adds only the SwiftKV architecture's config hook; registering is
-idempotent. Worker-side hooks are installed only by the
-components that need them."""
+the switch adds the SwiftKV architecture's config hook and the Ulysses
+flag's EngineArgs wrappers (a pass-through without the flag:
+tests/vllm/test_ulysses_vllm.py); registering is idempotent. Worker-side
+hooks are installed only by the components that need them (Ulysses: only in
+the workers of a Ulysses deployment, selected through worker_cls)."""
 
 from __future__ import annotations
 
@@ -75,8 +77,18 @@ def test_only_the_suffix_and_front_end_hooks_change() -> None:
     assert changed == HOOKS, changed
 
 
-def test_the_switch_installs_nothing_more_at_start_up() -> None:
-    assert changed_attributes("on") == HOOKS
+# patches/ulysses_args.py: the flag, its checks, and the TP x SP config
+ULYSSES_HOOKS = [
+    "vllm.engine.arg_utils.AsyncEngineArgs.__init__",
+    "vllm.engine.arg_utils.EngineArgs.__init__",
+    "vllm.engine.arg_utils.EngineArgs.add_cli_args",
+    "vllm.engine.arg_utils.EngineArgs.create_engine_config",
+    "vllm.engine.arg_utils.EngineArgs.from_cli_args",
+]
+
+
+def test_the_switch_adds_only_the_ulysses_flag_at_start_up() -> None:
+    assert changed_attributes("on") == sorted(HOOKS + ULYSSES_HOOKS)
 
 
 def test_only_the_switch_adds_the_swiftkv_config_hook() -> None:

@@ -23,6 +23,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(proc: subprocess.Popen, base: str, log: Path, timeout: float = 240) -> str:
+    """Wait for a `vllm serve` process to answer /health; fail with its log."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                if r.status == 200:
+                    return base
+        except OSError:
+            time.sleep(1)
+    pytest.fail(f"vllm serve did not become healthy:\n{log.read_text()[-4000:]}")
+
+
 @pytest.fixture(scope="module")
 def server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
@@ -35,20 +50,8 @@ def server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
     ]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
-        base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.time() + 240
-            while time.time() < deadline:
-                if proc.poll() is not None:
-                    pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-                try:
-                    with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    time.sleep(1)
-            else:
-                pytest.fail(f"vllm serve did not become healthy:\n{log.read_text()[-4000:]}")
+            base = wait_healthy(proc, f"http://127.0.0.1:{port}", log)
             yield base, log
         finally:
             proc.terminate()
