@@ -3,6 +3,7 @@ the README's main job (bench/vllm_compare.py) and bench/step_profile.py."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -90,3 +91,26 @@ def test_flops_per_prompt_token() -> None:
     # attention over 10 / 2 keys: 2 * 5 * 2 heads * 4 = 80
     assert mod.flops_per_prompt_token(cfg, None, 10) == (4 * 656, 0.0)
     assert mod.flops_per_prompt_token(cfg, 1, 10) == (4 * 656, 656 + 3 * 64)
+
+
+def test_ulysses_ttft_compares_sp_with_one_rank(tiny_model: str, tmp_path: Path) -> None:
+    mod = _load("ulysses_ttft")
+    assert mod.main(["--model", tiny_model, "--configs", "tp1", "sp2", "--prompt-lens", "48",
+                     "--repeats", "1", "--check-tokens", "4", "--gpu-memory-utilization", "0.1",
+                     "--out-dir", str(tmp_path / "u")]) == 0
+    doc = json.loads((tmp_path / "u" / "ulysses_ttft.json").read_text())
+    assert [(r["config"], r["tp"], r["sp"]) for r in doc["rows"]] == [("tp1", 1, 1), ("sp2", 1, 2)]
+    assert all(r["ttft_ms"]["48"] > 0 and len(r["tokens"]["48"]) == 4 for r in doc["rows"])
+    assert "| sp2 | 2 |" in (tmp_path / "u" / "ulysses_ttft.md").read_text()
+    assert "identical" in (tmp_path / "u" / "ulysses_ttft.md").read_text()
+
+
+def test_ulysses_ttft_configs() -> None:
+    mod = _load("ulysses_ttft")
+    assert [mod.parse_config(c) for c in ("tp1", "sp2", "tp2sp4")] == [(1, 1), (1, 2), (2, 4)]
+    for bad in ("", "tp", "sp2tp2", "x2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="is not tp<T>"):
+            mod.parse_config(bad)
+    assert mod.first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert mod.first_difference([1, 2, 3], [1, 5, 3]) == 1
+    assert mod.first_difference([1, 2], [1, 2, 3]) == 2
