@@ -18,7 +18,8 @@ What:
   into ``additional_config["arctic_inference"]``, which reaches every process.
 * ``EngineArgs.create_engine_config``: with SP > 1, refuses what it does not
   support (pipeline, data, context or expert parallelism, speculative
-  decoding, a custom worker class, more ranks than GPUs, head counts that do
+  methods with a draft model (suffix and n-gram decoding work), a custom
+  worker class, more ranks than GPUs, head counts that do
   not split), builds vLLM's config for ``tensor_parallel_size = TP * SP``
   ranks, eager (the all-to-alls are not inside vLLM's compiled graphs), and
   selects our workers (``ulysses_worker.py``) through ``worker_cls``.
@@ -94,6 +95,22 @@ def _gpu_count() -> int | None:
     return torch.cuda.device_count()
 
 
+# Speculative methods whose drafts need no forward pass of a draft model (a
+# draft model's attention layers would be split too, but its forward is not).
+DRAFTERS_WITHOUT_A_MODEL = (None, "suffix", "ngram")
+
+
+def _spec_method(args: Any) -> Any:
+    """The speculative method if it is one Ulysses supports, else a description."""
+    spec = getattr(args, "speculative_config", None)
+    method = getattr(args, "spec_method", None)  # vLLM 0.32's --spec-method flag
+    if spec is not None:
+        method = spec.get("method", method) if isinstance(spec, dict) else getattr(spec, "method", "?")
+    elif method is None and getattr(args, "spec_model", None) is None:
+        return None
+    return method if method in DRAFTERS_WITHOUT_A_MODEL[1:] else f"method {method!r}"
+
+
 def check_combination(args: Any, sp: int, gpus: int | None) -> None:
     """Refuse at start-up what Ulysses does not support, naming the setting."""
     unsupported = [
@@ -102,7 +119,7 @@ def check_combination(args: Any, sp: int, gpus: int | None) -> None:
         ("prefill_context_parallel_size", getattr(args, "prefill_context_parallel_size", 1) != 1),
         ("decode_context_parallel_size", getattr(args, "decode_context_parallel_size", 1) != 1),
         ("enable_expert_parallel", bool(getattr(args, "enable_expert_parallel", False))),
-        ("speculative_config", getattr(args, "speculative_config", None) is not None),
+        ("speculative_config", _spec_method(args) not in DRAFTERS_WITHOUT_A_MODEL),
         ("worker_cls", getattr(args, "worker_cls", "auto") != "auto"),
     ]
     for name, bad in unsupported:

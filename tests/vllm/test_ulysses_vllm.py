@@ -59,7 +59,7 @@ def cpu_binding(workers: int) -> str:
     return "|".join(str(cores[i % len(cores)]) for i in range(workers))
 
 
-def run(model: str, sp: int, tp: int = 1) -> dict:
+def run(model: str, sp: int, tp: int = 1, spec: dict | None = None) -> dict:
     """Greedy tokens and top-3 logprobs of PROMPTS, and what each rank saw."""
     from vllm import LLM, SamplingParams
 
@@ -69,7 +69,7 @@ def run(model: str, sp: int, tp: int = 1) -> dict:
     llm = LLM(model=model, dtype="float32", max_model_len=512, enforce_eager=True, seed=0,
               gpu_memory_utilization=0.1, tensor_parallel_size=tp, max_num_batched_tokens=24,
               max_num_seqs=4, enable_prefix_caching=False, worker_extension_cls=INSPECTOR,
-              **kwargs)
+              speculative_config=spec, disable_log_stats=False, **kwargs)
     try:
         layout = llm.collective_rpc("ulysses_layout")
         llm.collective_rpc("ulysses_record_rows")
@@ -82,6 +82,8 @@ def run(model: str, sp: int, tp: int = 1) -> dict:
                           for step in o.outputs[0].logprobs] for o in outs],
             "layout": layout,
             "rows": llm.collective_rpc("ulysses_rows"),
+            "accepted": sum(m.value for m in llm.get_metrics()
+                            if m.name == "vllm:spec_decode_num_accepted_tokens"),
         }
     finally:
         os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
@@ -140,6 +142,15 @@ def test_tp2_sp2_matches_sp1(tiny4: str, switch_on) -> None:
     assert_rows_split(got["rows"], tp=2, sp=2)
 
 
+def test_sp2_with_suffix_decoding_matches_sp1(tiny_model: str, sp1_tiny: dict) -> None:
+    """Suffix decoding drafts on every rank alike; verifying its drafts runs
+    through the same split forward and keeps SP=1's greedy tokens."""
+    got = run(tiny_model, sp=2, spec={"method": "suffix", "num_speculative_tokens": 8})
+    assert got["tokens"] == sp1_tiny["tokens"]
+    assert got["accepted"] > 0
+    assert_rows_split(got["rows"], tp=1, sp=2)
+
+
 # ------------------------------------------------------------ start-up checks
 
 
@@ -169,7 +180,8 @@ def test_heads_that_do_not_split_are_refused(tmp_path: Path, switch_on, heads: i
 
 @pytest.mark.parametrize("extra, match", [
     ({"pipeline_parallel_size": 2}, "pipeline_parallel_size"),
-    ({"speculative_config": {"method": "suffix"}}, "speculative_config"),
+    ({"speculative_config": {"method": "eagle", "model": "x"}}, "speculative_config"),
+    ({"speculative_config": {"model": "draft-model"}}, "speculative_config"),
     ({"worker_cls": "my.Worker"}, "worker_cls"),
 ])
 def test_unsupported_combinations_are_refused(tiny_model: str, switch_on, extra: dict,
