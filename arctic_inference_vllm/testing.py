@@ -6,6 +6,7 @@ nothing about real models' acceptance."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -49,3 +50,22 @@ def build_tiny_llama(path: Path, seed: int = 0, num_attention_heads: int = 2,
         model.lm_head.weight.mul_(8.0)
     model.to(torch.float32).save_pretrained(path, safe_serialization=True)
     return path
+
+
+def cpu_binding(workers: int) -> str:
+    """A ``VLLM_CPU_OMP_THREADS_BIND`` value that shares this process's cores
+    among ``workers`` CPU workers: contiguous groups, one per worker (round
+    robin, one core each, when there are more workers than cores). vLLM's
+    automatic binding refuses several workers on one NUMA node, and with one
+    worker it may keep a core for the engine process; this gives every
+    configuration of a comparison the same cores."""
+    cores = sorted(os.sched_getaffinity(0))
+    if workers > len(cores):
+        return "|".join(str(cores[i % len(cores)]) for i in range(workers))
+    size, extra = divmod(len(cores), workers)
+    groups, start = [], 0
+    for i in range(workers):
+        end = start + size + (i < extra)
+        groups.append(",".join(map(str, cores[start:end])))
+        start = end
+    return "|".join(groups)

@@ -53,13 +53,6 @@ def write_shape(name: str, out: Path) -> Path:
     return path
 
 
-def cpu_binding(workers: int) -> str:
-    """One core per CPU worker (vLLM's automatic binding refuses several
-    workers on one NUMA node)."""
-    cores = sorted(os.sched_getaffinity(0))
-    return "|".join(str(cores[i % len(cores)]) for i in range(workers))
-
-
 def run_worker(a: argparse.Namespace) -> None:
     from vllm import LLM, SamplingParams, TokensPrompt
     from vllm.plugins import load_general_plugins
@@ -170,7 +163,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.max_num_batched_tokens:
             cmd += ["--max-num-batched-tokens", str(a.max_num_batched_tokens)]
         env = dict(os.environ, ARCTIC_INFERENCE_VLLM_EXTRAS="1")
-        if a.device_name is None:
+        if a.device_name is None:  # every configuration on the same cores
+            from arctic_inference_vllm.testing import cpu_binding
+
             env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_binding(tp * sp))
         rows += run_worker_process(name, cmd, a.out_dir / f"ulysses_ttft_{name}.log", env, 1)
         md = report(a, rows, source)  # after each configuration: a cut-short run keeps its rows

@@ -3,7 +3,10 @@ and engines shared per module (each start costs ~15 s on 2 cores)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,24 @@ ENGINE_KWARGS = dict(
     max_model_len=512, gpu_memory_utilization=0.1, enforce_eager=True, seed=0,
     worker_extension_cls="arctic_inference_vllm.diagnostics.SuffixCacheInspector",
 )
+
+
+SWITCH = "ARCTIC_INFERENCE_VLLM_EXTRAS"
+
+
+@contextlib.contextmanager
+def extras_switch() -> Iterator[None]:
+    """The opt-in switch on for this process and the engine processes it
+    starts; restored afterwards."""
+    old = os.environ.get(SWITCH)
+    os.environ[SWITCH] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(SWITCH, None)
+        else:
+            os.environ[SWITCH] = old
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import make_llm
+from conftest import SWITCH, extras_switch, make_llm
 
 pytestmark = pytest.mark.vllm
 
-SWITCH = "ARCTIC_INFERENCE_VLLM_EXTRAS"
 PROBE = "arctic_probe.ArcticProbe"
 N_PREDICT = 3
 PROMPTS = [
@@ -61,16 +60,11 @@ def switch_on():
     """The switch for this process (the front end) and the engine processes
     it starts; it is read where the method is used, so turning it on after
     the plugin registered is enough."""
-    old = os.environ.get(SWITCH)
-    os.environ[SWITCH] = "1"
     import arctic_inference_vllm
 
-    arctic_inference_vllm.register()
-    yield
-    if old is None:
-        os.environ.pop(SWITCH, None)
-    else:
-        os.environ[SWITCH] = old
+    with extras_switch():
+        arctic_inference_vllm.register()
+        yield
 
 
 @pytest.fixture(scope="module")

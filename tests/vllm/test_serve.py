@@ -3,6 +3,7 @@ completions and chat succeed, and /metrics shows the spec-decode counters."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,21 @@ def wait_healthy(proc: subprocess.Popen, base: str, log: Path, timeout: float = 
     pytest.fail(f"vllm serve did not become healthy:\n{log.read_text()[-4000:]}")
 
 
+@contextlib.contextmanager
+def serving(cmd: list[str], base: str, log: Path, env: dict[str, str]) -> Iterator[str]:
+    """Run `vllm serve` (output to ``log``) until it is healthy; stop it after."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            yield wait_healthy(proc, base, log)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 @pytest.fixture(scope="module")
 def server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
@@ -48,17 +65,8 @@ def server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
         "--gpu-memory-utilization", "0.1", "--enforce-eager", "--served-model-name", "tiny",
         "--speculative-config", json.dumps({"method": "suffix", "num_speculative_tokens": 8}),
     ]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
-        try:
-            base = wait_healthy(proc, f"http://127.0.0.1:{port}", log)
-            yield base, log
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with serving(cmd, f"http://127.0.0.1:{port}", log, os.environ.copy()) as base:
+        yield base, log
 
 
 def test_completions_chat_and_metrics(server) -> None:

@@ -8,15 +8,14 @@ group reads one KV cache."""
 from __future__ import annotations
 
 import gc
-import os
 from pathlib import Path
 
 import pytest
+from conftest import extras_switch
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.vllm
 
-SWITCH = "ARCTIC_INFERENCE_VLLM_EXTRAS"
 PROMPTS = ["def add(a, b):\n    return", "abcabcabcabc", "The quick brown fox", "x = [1, 2, 3]\nfor i in x:\n"]
 NEW_TOKENS = 12
 
@@ -81,16 +80,11 @@ def vllm_greedy(path: Path, prompts: list[list[int]], **kwargs) -> tuple[list[li
 
 @pytest.fixture(scope="module")
 def switch_on():
-    old = os.environ.get(SWITCH)
-    os.environ[SWITCH] = "1"
     import arctic_inference_vllm.plugin as plugin
 
-    plugin._register_models(plugin._logger())  # this process registered before the switch was on
-    yield
-    if old is None:
-        os.environ.pop(SWITCH, None)
-    else:
-        os.environ[SWITCH] = old
+    with extras_switch():
+        plugin._register_models(plugin._logger())  # this process registered before the switch was on
+        yield
 
 
 CASES = {

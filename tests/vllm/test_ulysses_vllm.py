@@ -16,13 +16,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import SWITCH, extras_switch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.vllm
 
-SWITCH = "ARCTIC_INFERENCE_VLLM_EXTRAS"
 PROMPTS = ["def add(a, b):\n    return a + b\n" * 3, "abc", "x" * 37,
            "The quick brown fox jumps over the lazy dog. " * 2]
 NEW_TOKENS = 10
@@ -31,16 +31,11 @@ INSPECTOR = "arctic_inference_vllm.diagnostics.UlyssesInspector"
 
 @pytest.fixture(scope="module")
 def switch_on():
-    old = os.environ.get(SWITCH)
-    os.environ[SWITCH] = "1"
     import arctic_inference_vllm.plugin as plugin
 
-    plugin._install_ulysses(plugin._logger())  # this process registered before the switch was on
-    yield
-    if old is None:
-        os.environ.pop(SWITCH, None)
-    else:
-        os.environ[SWITCH] = old
+    with extras_switch():
+        plugin._install_ulysses(plugin._logger())  # this process registered before the switch was on
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +47,11 @@ def tiny4(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(build_tiny_llama(path, num_attention_heads=4, num_key_value_heads=2))
 
 
-def cpu_binding(workers: int) -> str:
-    """vLLM's CPU workers each bind OpenMP threads to cores; with one NUMA node
-    its automatic binding refuses several workers, so name a core per worker."""
-    cores = sorted(os.sched_getaffinity(0))
-    return "|".join(str(cores[i % len(cores)]) for i in range(workers))
-
-
 def run(model: str, sp: int, tp: int = 1, spec: dict | None = None) -> dict:
     """Greedy tokens and top-3 logprobs of PROMPTS, and what each rank saw."""
     from vllm import LLM, SamplingParams
+
+    from arctic_inference_vllm.testing import cpu_binding
 
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(sp * tp)
     kwargs = {"ulysses_sequence_parallel_size": sp} if sp > 1 else {}
@@ -265,7 +255,9 @@ def test_vllm_serve_with_sp2(tiny_model: str, sp1_tiny: dict, tmp_path: Path) ->
     import json
     import urllib.request
 
-    from test_serve import free_port, wait_healthy
+    from test_serve import free_port, serving
+
+    from arctic_inference_vllm.testing import cpu_binding
 
     port = free_port()
     log = tmp_path / "server.log"
@@ -274,22 +266,13 @@ def test_vllm_serve_with_sp2(tiny_model: str, sp1_tiny: dict, tmp_path: Path) ->
            "--dtype", "float32", "--gpu-memory-utilization", "0.1", "--served-model-name", "tiny",
            "--ulysses-sequence-parallel-size", "2"]
     env = {**os.environ, SWITCH: "1", "VLLM_CPU_OMP_THREADS_BIND": cpu_binding(2)}
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        try:
-            base = wait_healthy(proc, f"http://127.0.0.1:{port}", log)
-            body = {"model": "tiny", "prompt": PROMPTS[0], "max_tokens": NEW_TOKENS,
-                    "temperature": 0, "ignore_eos": True}
-            req = urllib.request.Request(f"{base}/v1/completions", json.dumps(body).encode(),
-                                         {"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=120) as r:
-                text = json.load(r)["choices"][0]["text"]
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with serving(cmd, f"http://127.0.0.1:{port}", log, env) as base:
+        body = {"model": "tiny", "prompt": PROMPTS[0], "max_tokens": NEW_TOKENS,
+                "temperature": 0, "ignore_eos": True}
+        req = urllib.request.Request(f"{base}/v1/completions", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            text = json.load(r)["choices"][0]["text"]
     assert text == sp1_tiny["texts"][0]
     assert "Ulysses sequence parallelism: SP=2 x TP=1 on 2 ranks" in log.read_text()
 
