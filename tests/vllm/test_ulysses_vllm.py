@@ -12,6 +12,7 @@ import gc
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -276,6 +277,30 @@ def test_vllm_serve_with_sp2(tiny_model: str, sp1_tiny: dict, tmp_path: Path) ->
             text = json.load(r)["choices"][0]["text"]
     assert text == sp1_tiny["texts"][0]
     assert "Ulysses sequence parallelism: SP=2 x TP=1 on 2 ranks" in log.read_text()
+
+
+def test_switch_off_in_a_fresh_process_names_the_switch(tiny_model: str) -> None:
+    """Without the switch, vLLM has no flag, and the additional_config form
+    is refused instead of silently running on one rank."""
+    script = textwrap.dedent(f"""
+        from vllm.engine.arg_utils import EngineArgs
+        try:
+            EngineArgs(model={tiny_model!r}, ulysses_sequence_parallel_size=2)
+        except TypeError as e:
+            print("NO FLAG", e)
+        args = EngineArgs(model={tiny_model!r}, additional_config={{
+            "arctic_inference": {{"ulysses_sequence_parallel_size": 2}}}})
+        try:
+            args.create_engine_config()
+        except ValueError as e:
+            print("REFUSED", e)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != SWITCH}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert "NO FLAG" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+    refused = next((x for x in out.stdout.splitlines() if x.startswith("REFUSED")), "")
+    assert SWITCH in refused and "ulysses_sequence_parallel_size=2" in refused, out.stdout[-2000:]
 
 
 # -------------------------------------------------------- the head-split rule
