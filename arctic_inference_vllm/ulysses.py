@@ -18,14 +18,11 @@ replicated over the ``SP`` ranks of a sequence-parallel group.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 SETTING = "ulysses_sequence_parallel_size"
 FLAG = "--ulysses-sequence-parallel-size"
-
-log = logging.getLogger("vllm.arctic_inference")
 
 
 def check_size(value: object) -> int:
@@ -36,15 +33,21 @@ def check_size(value: object) -> int:
     return value
 
 
+def requested_size(args: Any) -> Any:
+    """The SP value as given in ``args.additional_config["arctic_inference"]``
+    (unchecked; None when absent). ``args``: EngineArgs in the front end."""
+    extra = getattr(args, "additional_config", None)
+    ours = extra.get("arctic_inference") if isinstance(extra, dict) else None
+    return ours.get(SETTING) if isinstance(ours, dict) else None
+
+
 def require_switch(args: Any) -> None:
     """Refuse SP > 1 in ``additional_config`` with the extras switch off: vLLM
     would otherwise run on one rank without a word (called from the one
     front-end hook present with the switch off, patches/arctic_config.py)."""
     from arctic_inference_vllm import envs
 
-    extra = getattr(args, "additional_config", None)
-    ours = extra.get("arctic_inference") if isinstance(extra, dict) else None
-    sp = ours.get(SETTING) if isinstance(ours, dict) else None
+    sp = requested_size(args)
     if sp not in (None, 1) and not envs.extras_enabled():
         raise ValueError(f"{SETTING}={sp!r} needs the opt-in switch {envs.EXTRAS_ENV}=1 "
                          "(Ulysses sequence parallelism is an extra of arctic_inference_vllm)")

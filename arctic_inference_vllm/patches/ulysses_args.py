@@ -60,13 +60,6 @@ def _store(args: Any, value: Any) -> None:
     args.additional_config = extra
 
 
-def _requested(args: Any) -> int:
-    extra = args.additional_config or {}
-    ours = extra.get(_SETTINGS_KEY) if isinstance(extra, dict) else None
-    value = ours.get(ulysses.SETTING, 1) if isinstance(ours, dict) else 1
-    return ulysses.check_size(value)
-
-
 def _model_heads(args: Any) -> tuple[int, int] | None:
     """(attention heads, K/V heads) from the model's config; None if unreadable
     (then the workers check, with the same message)."""
@@ -139,7 +132,8 @@ def check_combination(args: Any, sp: int, gpus: int | None) -> None:
 
 
 def _create_engine_config(original: Any, args: Any, *a: Any, **kw: Any) -> Any:
-    sp = _requested(args)
+    requested = ulysses.requested_size(args)
+    sp = 1 if requested is None else ulysses.check_size(requested)
     if sp == 1:
         return original(args, *a, **kw)
     from arctic_inference_vllm import ulysses_worker
