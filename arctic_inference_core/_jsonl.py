@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 
 def read_prompt_records(
     path: str | Path,
     *,
-    limit: Optional[int] = None,
-    max_bytes: Optional[int] = None,
+    limit: int | None = None,
+    max_bytes: int | None = None,
     need_response: bool = False,
 ) -> list[dict[str, Any]]:
     """Records as ``{"id": str, "prompt": str, "response": str | None}``.
@@ -45,9 +45,13 @@ def read_prompt_records(
             if need_response and not isinstance(resp, str):
                 raise ValueError(f"{p}:{lineno}: needs a string 'response' field")
             resp = resp if isinstance(resp, str) else None
-            out.append({"id": str(rec.get("id", lineno)), "prompt": rec["prompt"], "response": resp})
+            out.append(
+                {"id": str(rec.get("id", lineno)), "prompt": rec["prompt"], "response": resp}
+            )
             total += len((rec["prompt"] + (resp or "")).encode())
-            if (limit is not None and len(out) >= limit) or (max_bytes is not None and total >= max_bytes):
+            if (limit is not None and len(out) >= limit) or (
+                max_bytes is not None and total >= max_bytes
+            ):
                 break
     if not out:
         raise ValueError(f"{p} holds no prompts (empty file)")

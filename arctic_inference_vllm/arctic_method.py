@@ -56,7 +56,9 @@ class ArcticSettings:
 
     @classmethod
     def from_additional_config(cls, additional_config: Any) -> ArcticSettings:
-        raw = additional_config.get(SETTINGS_KEY) if isinstance(additional_config, Mapping) else None
+        raw = (
+            additional_config.get(SETTINGS_KEY) if isinstance(additional_config, Mapping) else None
+        )
         if not isinstance(raw, Mapping):
             raise ArcticConfigError(
                 f"{PROPOSER_CLASS} is built by the adapter for method 'arctic'; use "
@@ -150,8 +152,11 @@ def translate(
     if suffix:
         _check_suffix_settings(spec)
     settings = ArcticSettings(
-        model=path, n_predict=n_predict, num_speculative_tokens=n,
-        enable_suffix_decoding=suffix, disable_by_batch_size=disable,
+        model=path,
+        n_predict=n_predict,
+        num_speculative_tokens=n,
+        enable_suffix_decoding=suffix,
+        disable_by_batch_size=disable,
     )
     rewritten = {k: v for k, v in spec.items() if k not in ARCTIC_ONLY_KEYS}
     rewritten.update(method="custom_class", model=PROPOSER_CLASS, num_speculative_tokens=n)

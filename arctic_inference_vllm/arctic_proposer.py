@@ -43,8 +43,9 @@ class StepInputs:
     num_spec_tokens: int  # most draft tokens per request for the next step
 
 
-def last_sampled_rows(sampled_lens: Sequence[int], num_draft_tokens: Sequence[int] | None
-                      ) -> list[int]:
+def last_sampled_rows(
+    sampled_lens: Sequence[int], num_draft_tokens: Sequence[int] | None
+) -> list[int]:
     """Row of ``sample_hidden_states`` that produced each request's last
     sampled token. Request ``i`` owns ``num_draft_tokens[i] + 1`` rows (one
     per verified draft token, plus the bonus position) in batch order; its
@@ -64,8 +65,9 @@ def last_sampled_rows(sampled_lens: Sequence[int], num_draft_tokens: Sequence[in
     return rows
 
 
-def choose_drafts(suffix_drafts: Sequence[list[int]], suffix_scores: Sequence[float],
-                  speculator_tokens: int) -> tuple[list[list[int]], list[bool]]:
+def choose_drafts(
+    suffix_drafts: Sequence[list[int]], suffix_scores: Sequence[float], speculator_tokens: int
+) -> tuple[list[list[int]], list[bool]]:
     """Keep suffix drafts scoring at least the speculator's draft length;
     returns the kept drafts (others empty) and which rows still need the
     speculator."""
@@ -106,15 +108,22 @@ class ArcticProposer:
         except (AttributeError, StopIteration):
             device = self.device_config.device
         spec = load_speculator(self.settings.model, dtype=self.model_config.dtype, device=device)
-        spec.check_compatible(self.model_config.get_hidden_size(), self.model_config.get_vocab_size())
+        spec.check_compatible(
+            self.model_config.get_hidden_size(), self.model_config.get_vocab_size()
+        )
         # CUDA graphs on GPU (eager launches cost more than the heads' math)
         self.drafter = GraphDrafter(spec, max_batch_size=self.max_num_seqs)
 
     def set_step(self, step: StepInputs) -> None:
         self._step = step
 
-    def propose(self, sampled_token_ids: list[list[int]], num_tokens_no_spec: Any,
-                token_ids_cpu: Any, slot_mappings: Any = None) -> list[list[int]]:
+    def propose(
+        self,
+        sampled_token_ids: list[list[int]],
+        num_tokens_no_spec: Any,
+        token_ids_cpu: Any,
+        slot_mappings: Any = None,
+    ) -> list[list[int]]:
         step, self._step = self._step, None
         if step is None or self.drafter is None:
             raise RuntimeError(
@@ -131,7 +140,9 @@ class ArcticProposer:
         k = min(self.settings.speculator_tokens, step.num_spec_tokens)
         if self.suffix is not None:
             # Always called: it feeds the step's tokens to the suffix cache.
-            suffix = self.suffix.propose(0 if off else step.num_spec_tokens, batch, sampled_token_ids)
+            suffix = self.suffix.propose(
+                0 if off else step.num_spec_tokens, batch, sampled_token_ids
+            )
             scores = self.suffix.scores(batch.req_ids[:n], suffix)
             drafts, need = choose_drafts(suffix, list(scores), k)
         if off:
@@ -144,8 +155,9 @@ class ArcticProposer:
                 drafts[i] = d[: room[i]]
         return drafts
 
-    def _draft(self, step: StepInputs, sampled: list[list[int]], rows: list[int], k: int
-               ) -> list[list[int]]:
+    def _draft(
+        self, step: StepInputs, sampled: list[list[int]], rows: list[int], k: int
+    ) -> list[list[int]]:
         import torch
 
         assert self.drafter is not None

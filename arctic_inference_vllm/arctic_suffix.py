@@ -24,8 +24,9 @@ class _RecordingCache(SuffixDecodingCache):
 
     last: tuple[list[Hashable], SuffixDecodingDraftBatch] | None = None
 
-    def speculate_batch(self, req_ids: Sequence[Hashable], *args: Any, **kwargs: Any
-                        ) -> SuffixDecodingDraftBatch:
+    def speculate_batch(
+        self, req_ids: Sequence[Hashable], *args: Any, **kwargs: Any
+    ) -> SuffixDecodingDraftBatch:
         batch = super().speculate_batch(req_ids, *args, **kwargs)
         self.last = (list(req_ids), batch)
         return batch
@@ -49,5 +50,5 @@ class ScoredSuffixProposer(ArcticSuffixDecodingProposer):
             j = where.get(r)
             if j is not None and d:
                 start = int(batch.offsets[j])
-                out[i] = float(batch.probs[start:start + len(d)].sum())
+                out[i] = float(batch.probs[start : start + len(d)].sum())
         return out

@@ -53,8 +53,10 @@ class SwiftKVInspector:
             if self._swiftkv_rows:
                 self._swiftkv_rows[-1][1] = args[1].shape[0]
 
-        self._swiftkv_hooks = [model.layers[n - 1].register_forward_pre_hook(full),
-                               model.layers[n].register_forward_pre_hook(later)]
+        self._swiftkv_hooks = [
+            model.layers[n - 1].register_forward_pre_hook(full),
+            model.layers[n].register_forward_pre_hook(later),
+        ]
 
     def swiftkv_rows(self) -> list[list[int]]:
         """[rows of the last full layer, rows of the first later layer] per pass."""
@@ -66,7 +68,7 @@ class SwiftKVInspector:
         model = self._swiftkv_model()
         writers = [w.attn.kv_cache for w in model.kv_writers]
         owners = []
-        for layer in model.layers[model.layout.num_key_value_layers:]:
+        for layer in model.layers[model.layout.num_key_value_layers :]:
             cache = layer.self_attn.attn.kv_cache
             owners.append(next((i for i, w in enumerate(writers) if _same_cache(w, cache)), -1))
         return owners
@@ -95,9 +97,15 @@ class UlyssesInspector:
 
         _, attn = self._ulysses_layers()
         cache = attn.kv_cache[0] if isinstance(attn.kv_cache, (list, tuple)) else attn.kv_cache
-        return {"worker": type(self).__name__, "sp": ulysses.size(), "sp_rank": ulysses._state.rank,
-                "tp": ps.get_tensor_model_parallel_world_size(), "heads": attn.num_heads,
-                "kv_heads": attn.num_kv_heads, "kv_cache_shape": list(cache.shape)}
+        return {
+            "worker": type(self).__name__,
+            "sp": ulysses.size(),
+            "sp_rank": ulysses._state.rank,
+            "tp": ps.get_tensor_model_parallel_world_size(),
+            "heads": attn.num_heads,
+            "kv_heads": attn.num_kv_heads,
+            "kv_cache_shape": list(cache.shape),
+        }
 
     def ulysses_record_rows(self) -> None:
         """Start recording, per forward pass, the tokens this rank embedded and
@@ -107,7 +115,8 @@ class UlyssesInspector:
             return
         embed, attn = self._ulysses_layers()
         embed.register_forward_pre_hook(
-            lambda _m, args: self._ulysses_rows.append([args[0].shape[0], 0]))
+            lambda _m, args: self._ulysses_rows.append([args[0].shape[0], 0])
+        )
         impl_forward = attn.impl.forward
 
         def forward(layer: Any, query: Any, *args: Any, **kwargs: Any) -> Any:

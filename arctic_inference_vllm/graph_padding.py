@@ -30,7 +30,9 @@ def full_graph_tokens(compilation_config: Any) -> int:
     return int(size) if str(getattr(mode, "name", mode)) in FULL_DECODE_MODES else 0
 
 
-def should_pad(num_requests: int, num_drafting: int, caps: Sequence[int], k: int, graph_tokens: int) -> bool:
+def should_pad(
+    num_requests: int, num_drafting: int, caps: Sequence[int], k: int, graph_tokens: int
+) -> bool:
     """Pad only when every request drafts, each has room for ``k`` tokens and
     the uniform step (``k + 1`` tokens per request) fits a full graph."""
     return (
@@ -41,8 +43,13 @@ def should_pad(num_requests: int, num_drafting: int, caps: Sequence[int], k: int
     )
 
 
-def pad_drafts(req_ids: Sequence[Hashable], drafts: list[list[int]], last_tokens: Sequence[int], k: int,
-               extend: Callable[[Hashable], Sequence[int]]) -> list[list[int]]:
+def pad_drafts(
+    req_ids: Sequence[Hashable],
+    drafts: list[list[int]],
+    last_tokens: Sequence[int],
+    k: int,
+    extend: Callable[[Hashable], Sequence[int]],
+) -> list[list[int]]:
     """Each draft padded to exactly ``k`` tokens. ``extend(req_id)`` returns a
     longer draft for the request; it is used when it starts with the draft."""
     out = []

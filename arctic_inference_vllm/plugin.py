@@ -49,17 +49,20 @@ def _install_front_end(log: logging.Logger, vllm_version: str) -> None:
     try:
         arctic_config.apply()
     except (ImportError, AttributeError) as e:
-        log.warning("arctic_inference_vllm: speculative method 'arctic' is unavailable on vLLM "
-                    "%s (%s).", vllm_version, e)
+        log.warning(
+            "arctic_inference_vllm: speculative method 'arctic' is unavailable on vLLM %s (%s).",
+            vllm_version,
+            e,
+        )
 
 
 def _register_models(log: logging.Logger) -> None:
     """Extras: model architectures, through vLLM's public ModelRegistry (lazy:
     the model module is imported only when a checkpoint asks for it)."""
     try:
-        import arctic_inference_core.swiftkv.hf_llama  # noqa: F401  registers the HF config
         from vllm import ModelRegistry
 
+        import arctic_inference_core.swiftkv.hf_llama  # noqa: F401  registers the HF config
         from arctic_inference_vllm.models import MODELS
         from arctic_inference_vllm.patches import swiftkv_config
 
@@ -99,7 +102,9 @@ def register() -> None:
     if not supported:
         log.warning(
             "arctic_inference_vllm supports vLLM %s; found %s. Trying the native suffix "
-            "backend anyway; other features stay off.", versions.SUPPORTED_RANGE, vllm_version
+            "backend anyway; other features stay off.",
+            versions.SUPPORTED_RANGE,
+            vllm_version,
         )
     extras = supported and _extras_wanted(log)
 
@@ -112,7 +117,9 @@ def register() -> None:
         suffix = "off"
         log.warning(
             "arctic_inference_vllm could not install its suffix decoding backend on vLLM %s "
-            "(%s); vLLM's own suffix path is unchanged.", vllm_version, e
+            "(%s); vLLM's own suffix path is unchanged.",
+            vllm_version,
+            e,
         )
 
     if supported:
@@ -128,9 +135,16 @@ def register() -> None:
         os.environ[_LOGGED_MARKER] = "1"
         log.info(
             "arctic_inference_vllm %s (arctic_inference_core %s) on vLLM %s: suffix "
-            "decoding backend %s; extras (%s) %s.", core_version, core_version, vllm_version,
-            suffix, envs.EXTRAS_ENV, "on" if extras else "off"
+            "decoding backend %s; extras (%s) %s.",
+            core_version,
+            core_version,
+            vllm_version,
+            suffix,
+            envs.EXTRAS_ENV,
+            "on" if extras else "off",
         )
         if importlib.util.find_spec("arctic_inference") is not None and suffix == "on":
-            log.info("Snowflake's arctic-inference is also installed; suffix decoding uses "
-                     "arctic_inference_core.")
+            log.info(
+                "Snowflake's arctic-inference is also installed; suffix decoding uses "
+                "arctic_inference_core."
+            )

@@ -8,8 +8,12 @@ from typing import Any
 
 # suffix_*: suffix_proposer.py; swiftkv_fast_prefill: patches/swiftkv_config.py;
 # ulysses_*: ulysses.py (set by --ulysses-sequence-parallel-size)
-KNOWN_SETTINGS = ("suffix_step_token_budget", "suffix_num_threads", "swiftkv_fast_prefill",
-                  "ulysses_sequence_parallel_size")
+KNOWN_SETTINGS = (
+    "suffix_step_token_budget",
+    "suffix_num_threads",
+    "swiftkv_fast_prefill",
+    "ulysses_sequence_parallel_size",
+)
 DEFAULT_NUM_THREADS = 1
 
 
@@ -26,7 +30,9 @@ def adapter_settings(vllm_config: Any) -> dict[str, Any]:
         )
     budget = ours.get("suffix_step_token_budget")  # None: automatic
     threads = ours.get("suffix_num_threads", DEFAULT_NUM_THREADS)
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int) or budget < 0
+    ):
         raise ValueError(f"suffix_step_token_budget must be an integer >= 0, got {budget!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
         raise ValueError(f"suffix_num_threads must be an integer in [1, 256], got {threads!r}")
@@ -36,5 +42,9 @@ def adapter_settings(vllm_config: Any) -> dict[str, Any]:
     sp = ours.get("ulysses_sequence_parallel_size", 1)
     if isinstance(sp, bool) or not isinstance(sp, int) or sp < 1:
         raise ValueError(f"ulysses_sequence_parallel_size must be an integer >= 1, got {sp!r}")
-    return {"step_token_budget": budget, "num_threads": threads, "swiftkv_fast_prefill": fast_prefill,
-            "ulysses_sequence_parallel_size": sp}
+    return {
+        "step_token_budget": budget,
+        "num_threads": threads,
+        "swiftkv_fast_prefill": fast_prefill,
+        "ulysses_sequence_parallel_size": sp,
+    }

@@ -97,8 +97,12 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
             k = num_speculative_tokens
             # never past the step budget (a user-set one can be smaller than the graph)
             graph = min(full_graph_tokens(self.compilation_config), self.budget.step_token_budget)
-            if self.pad_to_full_graphs and should_pad(len(sampled_token_ids), len(rows), caps, k, graph):
-                trimmed = pad_drafts(req_ids, trimmed, [t[-1] for t in new_tokens], k, self._longer_draft(k))
+            if self.pad_to_full_graphs and should_pad(
+                len(sampled_token_ids), len(rows), caps, k, graph
+            ):
+                trimmed = pad_drafts(
+                    req_ids, trimmed, [t[-1] for t in new_tokens], k, self._longer_draft(k)
+                )
             for i, d in zip(rows, trimmed):
                 drafts[i] = d
 
@@ -112,9 +116,11 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
         """Padding source: the tree's continuation without the length and
         probability limits (see graph_padding.py)."""
         cache = self.suffix_cache
-        return lambda req_id: cache.speculate(
-            req_id, None, max_spec_tokens=k, max_spec_factor=float(k), min_token_prob=0.0
-        ).token_ids
+        return lambda req_id: (
+            cache.speculate(
+                req_id, None, max_spec_tokens=k, max_spec_factor=float(k), min_token_prob=0.0
+            ).token_ids
+        )
 
     def _step_token_budget(self) -> int:
         """The configured budget, else the largest CUDA graph size: a bigger

@@ -23,8 +23,9 @@ def save_byte_tokenizer(path: Path) -> int:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
     fast.chat_template = (
         "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
     )
@@ -32,18 +33,27 @@ def save_byte_tokenizer(path: Path) -> int:
     return len(vocab)
 
 
-def build_tiny_llama(path: Path, seed: int = 0, num_attention_heads: int = 2,
-                     num_key_value_heads: int = 1) -> Path:
+def build_tiny_llama(
+    path: Path, seed: int = 0, num_attention_heads: int = 2, num_key_value_heads: int = 1
+) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     vocab_size = save_byte_tokenizer(path)
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=num_attention_heads, num_key_value_heads=num_key_value_heads,
-        head_dim=64, max_position_embeddings=2048,
-        bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False,
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=64,
+        max_position_embeddings=2048,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+        tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():  # larger logits: fewer near-ties between runs

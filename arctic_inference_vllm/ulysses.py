@@ -49,8 +49,10 @@ def require_switch(args: Any) -> None:
 
     sp = requested_size(args)
     if sp not in (None, 1) and not envs.extras_enabled():
-        raise ValueError(f"{SETTING}={sp!r} needs the opt-in switch {envs.EXTRAS_ENV}=1 "
-                         "(Ulysses sequence parallelism is an extra of arctic_inference_vllm)")
+        raise ValueError(
+            f"{SETTING}={sp!r} needs the opt-in switch {envs.EXTRAS_ENV}=1 "
+            "(Ulysses sequence parallelism is an extra of arctic_inference_vllm)"
+        )
 
 
 def configured_size(vllm_config: Any) -> int:
@@ -152,8 +154,13 @@ def wrap_model_forward(model: Any) -> None:
         return
     original = model.forward
 
-    def forward(input_ids: Any = None, positions: Any = None, intermediate_tensors: Any = None,
-                inputs_embeds: Any = None, **kwargs: Any) -> Any:
+    def forward(
+        input_ids: Any = None,
+        positions: Any = None,
+        intermediate_tensors: Any = None,
+        inputs_embeds: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         if intermediate_tensors is not None:
             raise RuntimeError("Ulysses sequence parallelism does not support pipeline parallelism")
         total = positions.shape[-1]
@@ -189,8 +196,9 @@ def attention_forward(layer: Any, original: Any, tp_heads: int, tp_kv_heads: int
     the whole step for its own ``1/SP`` of the heads."""
     from arctic_inference_core.ulysses import head_to_seq, seq_to_head, seq_to_head_qkv
 
-    def forward(query: Any, key: Any, value: Any, output_shape: Any = None,
-                output_dtype: Any = None) -> Any:
+    def forward(
+        query: Any, key: Any, value: Any, output_shape: Any = None, output_dtype: Any = None
+    ) -> Any:
         split = _state.split
         if split is None:
             raise RuntimeError(
@@ -205,11 +213,15 @@ def attention_forward(layer: Any, original: Any, tp_heads: int, tp_kv_heads: int
         if key is None:
             q = seq_to_head(q, group)
         else:
-            q, key, value = seq_to_head_qkv(q, key.reshape(local, tp_kv_heads, dim),
-                                            value.reshape(local, tp_kv_heads, dim), group)
-            key = key[:split.total].reshape(split.total, -1)
-            value = value[:split.total].reshape(split.total, -1)
-        q = q[:split.total].reshape(split.total, -1)
+            q, key, value = seq_to_head_qkv(
+                q,
+                key.reshape(local, tp_kv_heads, dim),
+                value.reshape(local, tp_kv_heads, dim),
+                group,
+            )
+            key = key[: split.total].reshape(split.total, -1)
+            value = value[: split.total].reshape(split.total, -1)
+        q = q[: split.total].reshape(split.total, -1)
         out = original(q, key, value, None, output_dtype)
         out = out.view(split.total, layer.num_heads, -1)
         if split.padded > split.total:

@@ -60,9 +60,9 @@ import random
 import sys
 import sysconfig
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 EDIT_FILE = "edit_file"
 EDIT_DIFF = "edit_diff"
@@ -82,8 +82,15 @@ NEW_MAX_CHARS = 5500
 WINDOW_MAX_CHARS = 12000
 WINDOW_MIN_LINES = 30
 SKIP_PACKAGES = {
-    "test", "idlelib", "lib2to3", "encodings", "pydoc_data", "turtledemo",
-    "site-packages", "ensurepip", "distutils",
+    "test",
+    "idlelib",
+    "lib2to3",
+    "encodings",
+    "pydoc_data",
+    "turtledemo",
+    "site-packages",
+    "ensurepip",
+    "distutils",
 }
 SKIP_DIRS = {"test", "tests", "idle_test", "__pycache__"}
 
@@ -123,8 +130,13 @@ def candidate_packages(root: Path) -> list[str]:
     """Top-level stdlib packages, sorted by name."""
     names = []
     for p in sorted(root.iterdir()):
-        if (p.is_dir() and (p / "__init__.py").is_file() and p.name.isidentifier()
-                and not p.name.startswith("_") and p.name not in SKIP_PACKAGES):
+        if (
+            p.is_dir()
+            and (p / "__init__.py").is_file()
+            and p.name.isidentifier()
+            and not p.name.startswith("_")
+            and p.name not in SKIP_PACKAGES
+        ):
             names.append(p.name)
     return names
 
@@ -158,13 +170,15 @@ def parses(text: str) -> bool:
     return True
 
 
-def load_repo(root: Path, name: str, rng: random.Random) -> Optional[tuple[Repo, list[str]]]:
+def load_repo(root: Path, name: str, rng: random.Random) -> tuple[Repo, list[str]] | None:
     """Load a package; returns the repo and its candidate new files (in order)."""
     sources = package_sources(root, name)
     edit = [p for p, t in sources.items() if EDIT_LINES[0] <= n_lines(t) <= EDIT_LINES[1]]
-    new = [p for p, t in sources.items()
-           if NEW_LINES[0] <= n_lines(t) <= NEW_LINES[1] and len(t) <= NEW_MAX_CHARS
-           and parses(t)]
+    new = [
+        p
+        for p, t in sources.items()
+        if NEW_LINES[0] <= n_lines(t) <= NEW_LINES[1] and len(t) <= NEW_MAX_CHARS and parses(t)
+    ]
     # Prefer new files that are not also edit candidates, then shorter ones.
     rng.shuffle(new)
     new.sort(key=lambda p: (p in edit, len(sources[p]) > 4000))
@@ -214,7 +228,7 @@ def tidy(lines: list[str]) -> str:
     return text + "\n" if text else ""
 
 
-def choose_window(text: str, rng: random.Random) -> Optional[str]:
+def choose_window(text: str, rng: random.Random) -> str | None:
     """A window of whole top-level statements of at most ~target lines."""
     lines = text.splitlines(keepends=True)
     target = int(rng.triangular(60, 300, 150))
@@ -230,8 +244,11 @@ def choose_window(text: str, rng: random.Random) -> Optional[str]:
         offs.append(offs[-1] + len(line))
     spans = []
     for i, s in enumerate(bounds):
-        ends = [e for e in bounds[i + 1:] if WINDOW_MIN_LINES <= e - s <= target
-                and offs[e] - offs[s] <= WINDOW_MAX_CHARS]
+        ends = [
+            e
+            for e in bounds[i + 1 :]
+            if WINDOW_MIN_LINES <= e - s <= target and offs[e] - offs[s] <= WINDOW_MAX_CHARS
+        ]
         if ends:
             spans.append((s, max(ends)))
     if not spans:
@@ -292,30 +309,77 @@ def unified_diff(old: str, new: str, context: int = 3) -> str:
 # Edits
 # --------------------------------------------------------------------------
 
-Edit = Callable[[str, ast.Module, random.Random], Optional[tuple[str, str]]]
+Edit = Callable[[str, ast.Module, random.Random], tuple[str, str] | None]
 
 FuncNode = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 RENAMES = {
-    "i": "idx", "j": "pos", "k": "key", "n": "count", "s": "text", "f": "fp",
-    "fp": "fileobj", "buf": "buffer", "buffer": "buf", "res": "result",
-    "result": "res", "val": "value", "value": "val", "data": "payload",
-    "line": "current_line", "lines": "line_list", "msg": "message",
-    "message": "msg", "obj": "target", "name": "name_str", "path": "filepath",
-    "args": "arguments", "kwargs": "options", "item": "element", "items": "entries",
-    "c": "ch", "ch": "char", "e": "exc", "exc": "error", "x": "item", "v": "value",
-    "d": "mapping", "l": "values", "t": "tok", "p": "part", "m": "match",
-    "key": "k", "size": "length", "length": "size", "text": "source",
-    "node": "current", "parts": "pieces", "index": "idx", "start": "begin",
-    "end": "stop", "host": "hostname", "port": "port_number", "sock": "conn",
-    "loop": "event_loop", "fut": "future", "future": "fut",
+    "i": "idx",
+    "j": "pos",
+    "k": "key",
+    "n": "count",
+    "s": "text",
+    "f": "fp",
+    "fp": "fileobj",
+    "buf": "buffer",
+    "buffer": "buf",
+    "res": "result",
+    "result": "res",
+    "val": "value",
+    "value": "val",
+    "data": "payload",
+    "line": "current_line",
+    "lines": "line_list",
+    "msg": "message",
+    "message": "msg",
+    "obj": "target",
+    "name": "name_str",
+    "path": "filepath",
+    "args": "arguments",
+    "kwargs": "options",
+    "item": "element",
+    "items": "entries",
+    "c": "ch",
+    "ch": "char",
+    "e": "exc",
+    "exc": "error",
+    "x": "item",
+    "v": "value",
+    "d": "mapping",
+    "l": "values",
+    "t": "tok",
+    "p": "part",
+    "m": "match",
+    "key": "k",
+    "size": "length",
+    "length": "size",
+    "text": "source",
+    "node": "current",
+    "parts": "pieces",
+    "index": "idx",
+    "start": "begin",
+    "end": "stop",
+    "host": "hostname",
+    "port": "port_number",
+    "sock": "conn",
+    "loop": "event_loop",
+    "fut": "future",
+    "future": "fut",
 }
 RENAME_SUFFIXES = ("_val", "_value", "_obj", "_arg")
 WORD_SWAPS = (
-    ("invalid", "unsupported"), ("Invalid", "Unsupported"), ("must be", "should be"),
-    ("unknown", "unrecognized"), ("Unknown", "Unrecognized"), ("expected", "expecting"),
-    ("error", "failure"), ("not supported", "unsupported"), ("missing", "no"),
-    ("cannot", "can not"), ("can not", "cannot"), ("got", "received"),
+    ("invalid", "unsupported"),
+    ("Invalid", "Unsupported"),
+    ("must be", "should be"),
+    ("unknown", "unrecognized"),
+    ("Unknown", "Unrecognized"),
+    ("expected", "expecting"),
+    ("error", "failure"),
+    ("not supported", "unsupported"),
+    ("missing", "no"),
+    ("cannot", "can not"),
+    ("can not", "cannot"),
+    ("got", "received"),
 )
 
 
@@ -328,7 +392,7 @@ def params(func: ast.FunctionDef) -> list[ast.arg]:
     return [p for p in a.posonlyargs + a.args + a.kwonlyargs if p.arg not in ("self", "cls")]
 
 
-def enclosing_function(tree: ast.Module, lineno: int) -> Optional[ast.FunctionDef]:
+def enclosing_function(tree: ast.Module, lineno: int) -> ast.FunctionDef | None:
     best = None
     for f in functions(tree):
         if f.lineno <= lineno <= (f.end_lineno or f.lineno):
@@ -346,7 +410,7 @@ def indent_of(line: str) -> str:
     return line[: len(line) - len(line.lstrip(" "))]
 
 
-def body_insert_point(func: ast.FunctionDef, lines: list[str]) -> Optional[tuple[int, str]]:
+def body_insert_point(func: ast.FunctionDef, lines: list[str]) -> tuple[int, str] | None:
     """0-based line index where statements go at the top of the body (after
     the docstring) and the body indentation."""
     first = func.body[0]
@@ -354,7 +418,7 @@ def body_insert_point(func: ast.FunctionDef, lines: list[str]) -> Optional[tuple
     if start == func.lineno or (len(func.body) == 1 and is_docstring(first)):
         return None
     indent = indent_of(lines[start - 1])
-    if not indent or lines[start - 1][len(indent):len(indent) + 1] == "#":
+    if not indent or lines[start - 1][len(indent) : len(indent) + 1] == "#":
         return None
     if is_docstring(first):
         return (first.end_lineno or first.lineno), indent
@@ -371,23 +435,26 @@ def header_end(func: ast.FunctionDef) -> int:
 
 
 def is_docstring(node: ast.stmt) -> bool:
-    return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str))
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
 
 
 def splice(lines: list[str], at: int, new: list[str], remove: int = 0) -> str:
-    return "".join(lines[:at] + new + lines[at + remove:])
+    return "".join(lines[:at] + new + lines[at + remove :])
 
 
-def replace_at(lines: list[str], spots: list[tuple[int, int, str, str]]) -> Optional[str]:
+def replace_at(lines: list[str], spots: list[tuple[int, int, str, str]]) -> str | None:
     """Replace ``old`` by ``new`` at (1-based line, utf-8 byte col) spots,
     checking that ``old`` is really there."""
     out = [line.encode("utf-8") for line in lines]
     for lineno, col, old, new in sorted(spots, reverse=True):
         raw = out[lineno - 1]
-        if raw[col:col + len(old.encode())] != old.encode():
+        if raw[col : col + len(old.encode())] != old.encode():
             return None
-        out[lineno - 1] = raw[:col] + new.encode() + raw[col + len(old.encode()):]
+        out[lineno - 1] = raw[:col] + new.encode() + raw[col + len(old.encode()) :]
     return b"".join(out).decode("utf-8")
 
 
@@ -403,32 +470,46 @@ def new_name(old: str, rng: random.Random) -> str:
     return base + rng.choice(RENAME_SUFFIXES[1:])
 
 
-def edit_rename(text: str, tree: ast.Module, rng: random.Random) -> Optional[tuple[str, str]]:
+def edit_rename(text: str, tree: ast.Module, rng: random.Random) -> tuple[str, str] | None:
     lines = text.splitlines(keepends=True)
     funcs = [f for f in functions(tree) if (f.end_lineno or 0) - f.lineno >= 4]
     rng.shuffle(funcs)
     for func in funcs[:6]:
-        declared = {n for s in ast.walk(func) if isinstance(s, (ast.Global, ast.Nonlocal))
-                    for n in s.names}
+        declared = {
+            n for s in ast.walk(func) if isinstance(s, (ast.Global, ast.Nonlocal)) for n in s.names
+        }
         arg_names = {p.arg for p in params(func)}
-        stores = {n.id for n in ast.walk(func)
-                  if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-        used = ({n.id for n in ast.walk(func) if isinstance(n, ast.Name)}
-                | {a.arg for a in ast.walk(func) if isinstance(a, ast.arg)}
-                | {n.attr for n in ast.walk(func) if isinstance(n, ast.Attribute)})
+        stores = {
+            n.id for n in ast.walk(func) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+        }
+        used = (
+            {n.id for n in ast.walk(func) if isinstance(n, ast.Name)}
+            | {a.arg for a in ast.walk(func) if isinstance(a, ast.arg)}
+            | {n.attr for n in ast.walk(func) if isinstance(n, ast.Attribute)}
+        )
         names = sorted((arg_names | stores) - declared - {"self", "cls", "_"})
         names = [n for n in names if not n.startswith("__")]
         if not names:
             continue
         old = rng.choice(names)
         new = new_name(old, rng)
-        if (new in used or keyword.iskeyword(new) or hasattr(builtins, new)
-                or not new.isidentifier()):
+        if (
+            new in used
+            or keyword.iskeyword(new)
+            or hasattr(builtins, new)
+            or not new.isidentifier()
+        ):
             continue
-        spots = [(n.lineno, n.col_offset, old, new) for n in ast.walk(func)
-                 if isinstance(n, ast.Name) and n.id == old]
-        spots += [(a.lineno, a.col_offset, old, new) for a in ast.walk(func)
-                  if isinstance(a, ast.arg) and a.arg == old]
+        spots = [
+            (n.lineno, n.col_offset, old, new)
+            for n in ast.walk(func)
+            if isinstance(n, ast.Name) and n.id == old
+        ]
+        spots += [
+            (a.lineno, a.col_offset, old, new)
+            for a in ast.walk(func)
+            if isinstance(a, ast.arg) and a.arg == old
+        ]
         result = replace_at(lines, spots)
         if result is None or not parses(result):
             continue
@@ -437,29 +518,35 @@ def edit_rename(text: str, tree: ast.Module, rng: random.Random) -> Optional[tup
     return None
 
 
-def edit_guard(text: str, tree: ast.Module, rng: random.Random) -> Optional[tuple[str, str]]:
+def edit_guard(text: str, tree: ast.Module, rng: random.Random) -> tuple[str, str] | None:
     lines = text.splitlines(keepends=True)
     funcs = functions(tree)
     rng.shuffle(funcs)
     for func in funcs[:8]:
-        required = [p.arg for p in func.args.posonlyargs + func.args.args
-                    if p.arg not in ("self", "cls")]
+        required = [
+            p.arg for p in func.args.posonlyargs + func.args.args if p.arg not in ("self", "cls")
+        ]
         required = required[: max(0, len(required) - len(func.args.defaults))]
         spot = body_insert_point(func, lines)
         if not required or spot is None:
             continue
         at, ind = spot
         p = rng.choice(required)
-        body = "".join(lines[func.lineno - 1:func.end_lineno])
+        body = "".join(lines[func.lineno - 1 : func.end_lineno])
         if f"if {p} is None:" in body or f"assert {p} is not None" in body:
             continue
         style = rng.randrange(3)
         if style == 0:
-            new = [f"{ind}if {p} is None:\n", f'{ind}    raise ValueError("{p} must not be None")\n']
+            new = [
+                f"{ind}if {p} is None:\n",
+                f'{ind}    raise ValueError("{p} must not be None")\n',
+            ]
             desc = f"raise ValueError in {func.name}() when {p} is None"
         elif style == 1:
-            new = [f"{ind}if {p} is None:\n",
-                   f"{ind}    raise TypeError(\"{func.name}() argument '{p}' must not be None\")\n"]
+            new = [
+                f"{ind}if {p} is None:\n",
+                f"{ind}    raise TypeError(\"{func.name}() argument '{p}' must not be None\")\n",
+            ]
             desc = f"reject a None {p} in {func.name}() with a TypeError"
         else:
             new = [f'{ind}assert {p} is not None, "{p} is required"\n']
@@ -469,22 +556,49 @@ def edit_guard(text: str, tree: ast.Module, rng: random.Random) -> Optional[tupl
 
 
 def humanize(name: str) -> str:
-    special = {"__init__": "Initialize the instance", "__repr__": "Return repr(self)",
-               "__str__": "Return str(self)", "__eq__": "Return self == other",
-               "__len__": "Return the number of items", "__iter__": "Iterate over the items"}
+    special = {
+        "__init__": "Initialize the instance",
+        "__repr__": "Return repr(self)",
+        "__str__": "Return str(self)",
+        "__eq__": "Return self == other",
+        "__len__": "Return the number of items",
+        "__iter__": "Iterate over the items",
+    }
     if name in special:
         return special[name]
     words = [w for w in name.strip("_").split("_") if w] or [name]
     verb = words[0].lower()
     rest = " ".join(words[1:])
-    if verb in ("get", "is", "has", "make", "read", "write", "parse", "set", "add",
-                "handle", "close", "open", "send", "check", "find", "run", "create",
-                "format", "update", "remove", "load", "start", "stop"):
+    if verb in (
+        "get",
+        "is",
+        "has",
+        "make",
+        "read",
+        "write",
+        "parse",
+        "set",
+        "add",
+        "handle",
+        "close",
+        "open",
+        "send",
+        "check",
+        "find",
+        "run",
+        "create",
+        "format",
+        "update",
+        "remove",
+        "load",
+        "start",
+        "stop",
+    ):
         return f"{verb.capitalize()} {rest}".strip() if rest else f"{verb.capitalize()} the value"
     return f"Helper for {' '.join(words)}"
 
 
-def edit_doc(text: str, tree: ast.Module, rng: random.Random) -> Optional[tuple[str, str]]:
+def edit_doc(text: str, tree: ast.Module, rng: random.Random) -> tuple[str, str] | None:
     lines = text.splitlines(keepends=True)
     funcs = [f for f in functions(tree) if not is_docstring(f.body[0])]
     rng.shuffle(funcs)
@@ -498,7 +612,7 @@ def edit_doc(text: str, tree: ast.Module, rng: random.Random) -> Optional[tuple[
                 at -= 1  # a docstring goes above the leading comments
             new = [f'{ind}"""{humanize(func.name)}."""\n']
             desc = f"add a docstring to {func.name}()"
-        elif "# TODO" in "".join(lines[func.lineno - 1:func.end_lineno]):
+        elif "# TODO" in "".join(lines[func.lineno - 1 : func.end_lineno]):
             continue
         else:
             ps = [p.arg for p in params(func)]
@@ -509,7 +623,7 @@ def edit_doc(text: str, tree: ast.Module, rng: random.Random) -> Optional[tuple[
     return None
 
 
-def edit_kwarg(text: str, tree: ast.Module, rng: random.Random) -> Optional[tuple[str, str]]:
+def edit_kwarg(text: str, tree: ast.Module, rng: random.Random) -> tuple[str, str] | None:
     lines = text.splitlines(keepends=True)
     funcs = functions(tree)
     rng.shuffle(funcs)
@@ -523,7 +637,9 @@ def edit_kwarg(text: str, tree: ast.Module, rng: random.Random) -> Optional[tupl
         at, ind = spot
         req = [p.arg for p in params(func)]
         kw = "strict" if req and rng.random() < 0.6 else "verbose"
-        if kw in {n.id for n in ast.walk(func) if isinstance(n, ast.Name)} | {p.arg for p in a.args}:
+        if kw in {n.id for n in ast.walk(func) if isinstance(n, ast.Name)} | {
+            p.arg for p in a.args
+        }:
             continue
         ends = [(a.args[-1].end_lineno, a.args[-1].end_col_offset)]
         if a.defaults:
@@ -536,8 +652,10 @@ def edit_kwarg(text: str, tree: ast.Module, rng: random.Random) -> Optional[tupl
         edited[line_no - 1] = (raw[:col] + f", {kw}=False".encode() + raw[col:]).decode("utf-8")
         if kw == "strict":
             p = rng.choice(req)
-            use = [f"{ind}if strict and {p} is None:\n",
-                   f'{ind}    raise ValueError("{p} is required in strict mode")\n']
+            use = [
+                f"{ind}if strict and {p} is None:\n",
+                f'{ind}    raise ValueError("{p} is required in strict mode")\n',
+            ]
         else:
             use = [f"{ind}if verbose:\n", f'{ind}    print("{func.name}: called")\n']
         result = splice(edited, at, use)
@@ -551,11 +669,13 @@ def reads_target(tree: ast.Module, st: ast.stmt) -> bool:
     targets = st.targets if isinstance(st, ast.Assign) else [st.target]
     names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
     scope: ast.AST = enclosing_function(tree, st.lineno) or tree
-    return any(isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in names
-               for n in ast.walk(scope))
+    return any(
+        isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in names
+        for n in ast.walk(scope)
+    )
 
 
-def edit_delete(text: str, tree: ast.Module, rng: random.Random) -> Optional[tuple[str, str]]:
+def edit_delete(text: str, tree: ast.Module, rng: random.Random) -> tuple[str, str] | None:
     lines = text.splitlines(keepends=True)
     options: list[tuple[int, int, str]] = []  # (start, count, description)
     for node in ast.walk(tree):
@@ -575,7 +695,9 @@ def edit_delete(text: str, tree: ast.Module, rng: random.Random) -> Optional[tup
                 elif isinstance(st, ast.Assert):
                     what = "an assertion"
                 elif isinstance(st, (ast.Assign, ast.AugAssign)) and not reads_target(tree, st):
-                    what = f"the {ast.unparse(st).split('=')[0].strip().rstrip(' +-*/|&')} assignment"
+                    what = (
+                        f"the {ast.unparse(st).split('=')[0].strip().rstrip(' +-*/|&')} assignment"
+                    )
                 else:
                     continue
                 options.append((st.lineno - 1, span, f"remove {what} {where(tree, st.lineno)}"))
@@ -598,20 +720,30 @@ def edit_delete(text: str, tree: ast.Module, rng: random.Random) -> Optional[tup
     return None
 
 
-def edit_constant(text: str, tree: ast.Module, rng: random.Random) -> Optional[tuple[str, str]]:
+def edit_constant(text: str, tree: ast.Module, rng: random.Random) -> tuple[str, str] | None:
     lines = text.splitlines(keepends=True)
-    in_fstring = {id(c) for j in ast.walk(tree) if isinstance(j, ast.JoinedStr)
-                  for c in ast.walk(j)}
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                  if isinstance(n, (ast.Module, ast.ClassDef) + FuncNode)
-                  and n.body and is_docstring(n.body[0])}
-    consts = [c for c in ast.walk(tree) if isinstance(c, ast.Constant)
-              and id(c) not in in_fstring and id(c) not in docstrings
-              and c.lineno == c.end_lineno]
+    in_fstring = {
+        id(c) for j in ast.walk(tree) if isinstance(j, ast.JoinedStr) for c in ast.walk(j)
+    }
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.ClassDef) + FuncNode)
+        and n.body
+        and is_docstring(n.body[0])
+    }
+    consts = [
+        c
+        for c in ast.walk(tree)
+        if isinstance(c, ast.Constant)
+        and id(c) not in in_fstring
+        and id(c) not in docstrings
+        and c.lineno == c.end_lineno
+    ]
     rng.shuffle(consts)
     for c in consts[:12]:
         raw = lines[c.lineno - 1].encode("utf-8")
-        seg = raw[c.col_offset:c.end_col_offset].decode("utf-8", "replace")
+        seg = raw[c.col_offset : c.end_col_offset].decode("utf-8", "replace")
         change = change_literal(c.value, seg, rng)
         if change is None:
             continue
@@ -623,7 +755,7 @@ def edit_constant(text: str, tree: ast.Module, rng: random.Random) -> Optional[t
     return None
 
 
-def change_literal(value: object, seg: str, rng: random.Random) -> Optional[tuple[str, str]]:
+def change_literal(value: object, seg: str, rng: random.Random) -> tuple[str, str] | None:
     """New source text for a literal, and a description of the change."""
     if isinstance(value, int) and not isinstance(value, bool):
         if not seg.isdigit() or not 2 <= value <= 10**7:
@@ -633,7 +765,7 @@ def change_literal(value: object, seg: str, rng: random.Random) -> Optional[tupl
     if not isinstance(value, str) or " " not in value or not 8 <= len(seg) <= 90:
         return None
     prefix = seg[: len(seg) - len(seg.lstrip("rRbBuU"))]
-    body = seg[len(prefix):]
+    body = seg[len(prefix) :]
     if prefix.lower() == "b" or body[:3] in ('"""', "'''") or body[0] not in "'\"":
         return None
     quote, inner = body[0], body[1:-1]
@@ -651,12 +783,16 @@ def change_literal(value: object, seg: str, rng: random.Random) -> Optional[tupl
 
 
 EDITS: tuple[tuple[Edit, float], ...] = (
-    (edit_rename, 0.26), (edit_guard, 0.14), (edit_doc, 0.12),
-    (edit_kwarg, 0.10), (edit_delete, 0.16), (edit_constant, 0.22),
+    (edit_rename, 0.26),
+    (edit_guard, 0.14),
+    (edit_doc, 0.12),
+    (edit_kwarg, 0.10),
+    (edit_delete, 0.16),
+    (edit_constant, 0.22),
 )
 
 
-def apply_edits(text: str, count: int, rng: random.Random) -> Optional[tuple[str, list[str]]]:
+def apply_edits(text: str, count: int, rng: random.Random) -> tuple[str, list[str]] | None:
     """Apply ``count`` random edits in sequence; the new text and descriptions."""
     descs: list[str] = []
     original = set(text.splitlines())
@@ -701,14 +837,14 @@ def file_block(path: str, text: str) -> str:
     return f"File: {path}\n```\n{text}```\n"
 
 
-def pick_file(repo: Repo, rng: random.Random) -> Optional[str]:
+def pick_file(repo: Repo, rng: random.Random) -> str | None:
     fresh = [p for p in repo.edit_pool if p not in repo.touched and p not in repo.bad]
     if repo.touched and (not fresh or rng.random() < 0.65):
         return rng.choice(repo.touched[-4:])
     return rng.choice(fresh) if fresh else None
 
 
-def current_text(repo: Repo, path: str, rng: random.Random) -> Optional[str]:
+def current_text(repo: Repo, path: str, rng: random.Random) -> str | None:
     if path not in repo.current:
         window = choose_window(repo.sources[path], rng)
         if window is None or not functions(ast.parse(window)):
@@ -740,10 +876,18 @@ def commit_requests(repo: Repo, rng: random.Random, seed: int, serial: int) -> l
             repo.touched.append(path)
         head = HEADER.format(repo=repo.name, task=task_line(descs, rng)) + file_block(path, old)
         return [
-            {"id": request_id(repo.name, seed, serial, path, "file"), "family": EDIT_FILE,
-             "prompt": head + EDIT_FILE_TAIL, "response": new},
-            {"id": request_id(repo.name, seed, serial, path, "diff"), "family": EDIT_DIFF,
-             "prompt": head + EDIT_DIFF_TAIL, "response": unified_diff(old, new)},
+            {
+                "id": request_id(repo.name, seed, serial, path, "file"),
+                "family": EDIT_FILE,
+                "prompt": head + EDIT_FILE_TAIL,
+                "response": new,
+            },
+            {
+                "id": request_id(repo.name, seed, serial, path, "diff"),
+                "family": EDIT_DIFF,
+                "prompt": head + EDIT_DIFF_TAIL,
+                "response": unified_diff(old, new),
+            },
         ]
     raise RuntimeError(f"no editable file left in {repo.name}")
 
@@ -765,11 +909,17 @@ def new_file_request(repo: Repo, rng: random.Random, seed: int, serial: int) -> 
     summary = module_summary(repo.sources[path])
     task = f"Add {path.rsplit('/', 1)[-1]}" + (f": {summary}" if summary else "")
     repo.written.add(path)
-    prompt = (HEADER.format(repo=repo.name, task=task)
-              + f"Files in {directory}: {listing}\nWrite the new file {path}.\n")
+    prompt = (
+        HEADER.format(repo=repo.name, task=task)
+        + f"Files in {directory}: {listing}\nWrite the new file {path}.\n"
+    )
     text = repo.sources[path]
-    return {"id": request_id(repo.name, seed, serial, path, "new"), "family": NEW_FILE,
-            "prompt": prompt, "response": text if text.endswith("\n") else text + "\n"}
+    return {
+        "id": request_id(repo.name, seed, serial, path, "new"),
+        "family": NEW_FILE,
+        "prompt": prompt,
+        "response": text if text.endswith("\n") else text + "\n",
+    }
 
 
 def plan(n: int, caps: list[int]) -> tuple[list[int], list[int]]:
@@ -779,7 +929,7 @@ def plan(n: int, caps: list[int]) -> tuple[list[int], list[int]]:
     fits = [c for c in range(min(n, sum(caps)) + 1) if (n - c) % 2 == 0]
     n_new = min(fits, key=lambda c: (abs(c - n * NEW_FILE_SHARE), c))
     new = [0] * k
-    for i in range(n_new):  # round robin within capacity
+    for _i in range(n_new):  # round robin within capacity
         order = sorted(range(k), key=lambda r: (new[r] >= caps[r], new[r], r))
         new[order[0]] += 1
     pairs_total = (n - n_new) // 2
@@ -836,7 +986,7 @@ def summary(rows: list[dict]) -> str:
     return f"{len(rows)} requests ({fams}), {chars} chars, repositories: {' '.join(repos)}"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="output JSON lines file")
     ap.add_argument("--n", type=int, default=120, help="number of requests (default 120)")

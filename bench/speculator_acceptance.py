@@ -36,8 +36,9 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -54,24 +55,54 @@ from suffix_sim import accepted_prefix as prefix_len  # noqa: E402
 
 def train_heads(a: argparse.Namespace) -> list[dict[str, Any]]:
     runs = []
-    first: Optional[Path] = None
+    first: Path | None = None
     for spec in a.heads:
         method, inner = spec.split(":")
         out = a.out_dir / f"{method}-{inner}"
         out.mkdir(parents=True, exist_ok=True)
         if first is not None and not (out / CACHE_NAME).exists():
             shutil.copy(first / CACHE_NAME, out / CACHE_NAME)
-        argv = ["--base-model", a.base_model, "--prompts", a.prompts, "--out", str(out),
-                "--method", method, "--inner-dim", inner, "--n-predict", str(a.n_predict),
-                "--steps", str(a.steps), "--batch-size", str(a.batch_size), "--lr", str(a.lr),
-                "--max-new-tokens", str(a.max_new_tokens), "--max-prompt-tokens", str(a.max_prompt_tokens),
-                "--num-eval", str(a.num_eval), "--eval-every", str(a.eval_every),
-                "--gen-batch-size", str(a.gen_batch_size), "--device", a.device, "--dtype", a.dtype]
+        argv = [
+            "--base-model",
+            a.base_model,
+            "--prompts",
+            a.prompts,
+            "--out",
+            str(out),
+            "--method",
+            method,
+            "--inner-dim",
+            inner,
+            "--n-predict",
+            str(a.n_predict),
+            "--steps",
+            str(a.steps),
+            "--batch-size",
+            str(a.batch_size),
+            "--lr",
+            str(a.lr),
+            "--max-new-tokens",
+            str(a.max_new_tokens),
+            "--max-prompt-tokens",
+            str(a.max_prompt_tokens),
+            "--num-eval",
+            str(a.num_eval),
+            "--eval-every",
+            str(a.eval_every),
+            "--gen-batch-size",
+            str(a.gen_batch_size),
+            "--device",
+            a.device,
+            "--dtype",
+            a.dtype,
+        ]
         if a.max_prompts:
             argv += ["--max-prompts", str(a.max_prompts)]
         t0 = time.time()
         doc = train_run(train_args(argv), log=lambda *x: print(*x, file=sys.stderr))
-        runs.append({"name": f"{method}:{inner}", "dir": out, "eval": doc, "seconds": time.time() - t0})
+        runs.append(
+            {"name": f"{method}:{inner}", "dir": out, "eval": doc, "seconds": time.time() - t0}
+        )
         first = first or out
     return runs
 
@@ -92,7 +123,9 @@ class Held:
             return draft(spec, h, last).tolist()
 
 
-def load_split(a: argparse.Namespace, run_dir: Path, doc: dict[str, Any]) -> tuple[list[Held], list[list[int]]]:
+def load_split(
+    a: argparse.Namespace, run_dir: Path, doc: dict[str, Any]
+) -> tuple[list[Held], list[list[int]]]:
     from transformers import AutoTokenizer
 
     data = torch.load(run_dir / CACHE_NAME, map_location="cpu", weights_only=True)
@@ -131,8 +164,13 @@ class SuffixDrafter:
         return list(d.token_ids), float(d.score)
 
 
-def per_position(held: list[Held], n: int, head_drafts: Optional[list[list[list[int]]]],
-                 suffix: Optional[SuffixDrafter], k: int) -> list[float]:
+def per_position(
+    held: list[Held],
+    n: int,
+    head_drafts: list[list[list[int]]] | None,
+    suffix: SuffixDrafter | None,
+    k: int,
+) -> list[float]:
     """Fraction of positions whose first j draft tokens match, j = 1..n."""
     hits = [0] * n
     total = 0
@@ -156,8 +194,13 @@ def per_position(held: list[Held], n: int, head_drafts: Optional[list[list[list[
     return [x / max(total, 1) for x in hits]
 
 
-def replay(held: list[Held], head_drafts: Optional[list[list[list[int]]]],
-           suffix: Optional[SuffixDrafter], k: int, n: int) -> float:
+def replay(
+    held: list[Held],
+    head_drafts: list[list[list[int]]] | None,
+    suffix: SuffixDrafter | None,
+    k: int,
+    n: int,
+) -> float:
     """Greedy decoding replay: tokens per verification step."""
     tokens = steps = 0
     for i, h in enumerate(held):
@@ -182,25 +225,39 @@ def replay(held: list[Held], head_drafts: Optional[list[list[list[int]]]],
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     n = meta["n_predict"]
-    head = "| drafter | " + " | ".join(f"acc@{j}" for j in range(1, n + 1)) + \
-        f" | mean accepted (<= {n}) | replay tokens/step | train s |"
-    out = [f"# Speculator acceptance on {meta['held_out']} held-out prompts", "",
-           f"Base model `{meta['base_model']}`, {meta['train_prompts']} training prompts, "
-           f"{meta['max_new_tokens']} new tokens, n_predict {n}, suffix k {meta['k']} "
-           f"(depth {meta['depth']}), {meta['device']} {meta['dtype']}, {meta['steps']} steps.", "",
-           head, "|---" * (n + 4) + "|"]
+    head = (
+        "| drafter | "
+        + " | ".join(f"acc@{j}" for j in range(1, n + 1))
+        + f" | mean accepted (<= {n}) | replay tokens/step | train s |"
+    )
+    out = [
+        f"# Speculator acceptance on {meta['held_out']} held-out prompts",
+        "",
+        f"Base model `{meta['base_model']}`, {meta['train_prompts']} training prompts, "
+        f"{meta['max_new_tokens']} new tokens, n_predict {n}, suffix k {meta['k']} "
+        f"(depth {meta['depth']}), {meta['device']} {meta['dtype']}, {meta['steps']} steps.",
+        "",
+        head,
+        "|---" * (n + 4) + "|",
+    ]
     for r in rows:
         acc = " | ".join(f"{x:.3f}" for x in r["acceptance"])
         secs = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else ""
-        out.append(f"| {r['name']} | {acc} | {sum(r['acceptance']):.3f} | {r['tokens_per_step']:.2f} | {secs} |")
+        out.append(
+            f"| {r['name']} | {acc} | {sum(r['acceptance']):.3f} | {r['tokens_per_step']:.2f} | {secs} |"
+        )
     return "\n".join(out) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--base-model", required=True)
     p.add_argument("--prompts", required=True, help="JSONL prompts (agentic traces work)")
-    p.add_argument("--heads", nargs="+", default=["lstm:512", "mlp:512"], help="METHOD:INNER_DIM per head")
+    p.add_argument(
+        "--heads", nargs="+", default=["lstm:512", "mlp:512"], help="METHOD:INNER_DIM per head"
+    )
     p.add_argument("--n-predict", type=int, default=3)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=256)
@@ -222,26 +279,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runs = train_heads(a)
     held, train_seqs = load_split(a, runs[0]["dir"], runs[0]["eval"])
     n = a.n_predict
-    rows = [{"name": "suffix", "acceptance": per_position(held, n, None, SuffixDrafter(train_seqs, a.depth), a.k),
-             "tokens_per_step": replay(held, None, SuffixDrafter(train_seqs, a.depth), a.k, n)}]
+    rows = [
+        {
+            "name": "suffix",
+            "acceptance": per_position(held, n, None, SuffixDrafter(train_seqs, a.depth), a.k),
+            "tokens_per_step": replay(held, None, SuffixDrafter(train_seqs, a.depth), a.k, n),
+        }
+    ]
     for r in runs:
         spec = load_speculator(r["dir"] / FINAL_DIR, device=a.device).eval()
         drafts = [h.drafts(spec, a.device) for h in held]
         for with_suffix in (False, True):
             sfx = (lambda: SuffixDrafter(train_seqs, a.depth)) if with_suffix else (lambda: None)
-            rows.append({
-                "name": r["name"] + (" + suffix" if with_suffix else ""),
-                "acceptance": per_position(held, n, drafts, sfx(), a.k),
-                "tokens_per_step": replay(held, drafts, sfx(), a.k, n),
-                "train_seconds": None if with_suffix else r["seconds"],
-                "train_history": None if with_suffix else r["eval"]["history"],
-            })
-    meta = {"base_model": a.base_model, "held_out": len(held), "train_prompts": len(train_seqs),
-            "max_new_tokens": a.max_new_tokens, "n_predict": n, "k": a.k, "depth": a.depth,
-            "device": a.device, "dtype": a.dtype, "steps": a.steps}
+            rows.append(
+                {
+                    "name": r["name"] + (" + suffix" if with_suffix else ""),
+                    "acceptance": per_position(held, n, drafts, sfx(), a.k),
+                    "tokens_per_step": replay(held, drafts, sfx(), a.k, n),
+                    "train_seconds": None if with_suffix else r["seconds"],
+                    "train_history": None if with_suffix else r["eval"]["history"],
+                }
+            )
+    meta = {
+        "base_model": a.base_model,
+        "held_out": len(held),
+        "train_prompts": len(train_seqs),
+        "max_new_tokens": a.max_new_tokens,
+        "n_predict": n,
+        "k": a.k,
+        "depth": a.depth,
+        "device": a.device,
+        "dtype": a.dtype,
+        "steps": a.steps,
+    }
     md = render(rows, meta)
     (a.out_dir / "speculator_acceptance.md").write_text(md)
-    (a.out_dir / "speculator_acceptance.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (a.out_dir / "speculator_acceptance.json").write_text(
+        json.dumps({"meta": meta, "rows": rows}, indent=1)
+    )
     print(md)
     return 0
 

@@ -25,11 +25,19 @@ import os
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vllm_compare import METHODS, REPO, build_engine, load_prompts, resolve_model, run_worker_process  # noqa: E402
+from vllm_compare import (
+    METHODS,
+    REPO,
+    build_engine,
+    load_prompts,
+    resolve_model,
+    run_worker_process,
+)  # noqa: E402
 
 PHASES = (
     ("step", "vllm.v1.engine.core", "EngineCore", "step"),
@@ -70,41 +78,63 @@ def run_worker(a: argparse.Namespace) -> None:
 
     llm, _, reqs = build_engine(a)
     params = SamplingParams(temperature=0.0, max_tokens=a.max_tokens)
-    llm.generate(reqs[:1], SamplingParams(temperature=0.0, max_tokens=16), use_tqdm=False)  # warm-up
+    llm.generate(
+        reqs[:1], SamplingParams(temperature=0.0, max_tokens=16), use_tqdm=False
+    )  # warm-up
     totals.clear()
     counts.clear()
     t0, generated = time.perf_counter(), 0
     for i in range(0, len(reqs), a.concurrency):
-        outs = llm.generate(reqs[i:i + a.concurrency], params, use_tqdm=False)
+        outs = llm.generate(reqs[i : i + a.concurrency], params, use_tqdm=False)
         generated += sum(len(o.outputs[0].token_ids) for o in outs)
     wall = time.perf_counter() - t0
     steps = max(counts["step"], 1)
-    print("RESULT " + json.dumps({
-        "method": a.worker, "steps": counts["step"], "generated_tokens": generated, "seconds": wall,
-        "tokens_per_s": generated / wall, "tokens_per_step": generated / steps,
-        "ms_per_step": {k: 1e3 * v / steps for k, v in totals.items()},
-        "wall_ms_per_step": 1e3 * wall / steps,
-    }), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "method": a.worker,
+                "steps": counts["step"],
+                "generated_tokens": generated,
+                "seconds": wall,
+                "tokens_per_s": generated / wall,
+                "tokens_per_step": generated / steps,
+                "ms_per_step": {k: 1e3 * v / steps for k, v in totals.items()},
+                "wall_ms_per_step": 1e3 * wall / steps,
+            }
+        ),
+        flush=True,
+    )
 
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     names = list(dict.fromkeys(p[0] for p in PHASES))
-    out = [f"# Engine step profile ({meta['machine']}, vLLM {meta['vllm']})", "",
-           f"Model {meta['model']}, {meta['requests']} requests at concurrency {meta['concurrency']}, "
-           f"up to {meta['max_tokens']} new tokens, k={meta['k']}, cudagraph mode {meta['cudagraph_mode']}. "
-           "Milliseconds per engine step (wall clock, engine-core process); `sample_tokens` includes "
-           "waiting for the GPU and the drafter (`propose`).", "",
-           "| method | tok/s | tokens/step | wall/step | " + " | ".join(names) + " |",
-           "|---|" + "---:|" * (3 + len(names))]
+    out = [
+        f"# Engine step profile ({meta['machine']}, vLLM {meta['vllm']})",
+        "",
+        f"Model {meta['model']}, {meta['requests']} requests at concurrency {meta['concurrency']}, "
+        f"up to {meta['max_tokens']} new tokens, k={meta['k']}, cudagraph mode {meta['cudagraph_mode']}. "
+        "Milliseconds per engine step (wall clock, engine-core process); `sample_tokens` includes "
+        "waiting for the GPU and the drafter (`propose`).",
+        "",
+        "| method | tok/s | tokens/step | wall/step | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * (3 + len(names)),
+    ]
     for r in rows:
         ms = r["ms_per_step"]
-        out.append(f"| {r['method']} | {r['tokens_per_s']:.0f} | {r['tokens_per_step']:.2f} | "
-                   f"{r['wall_ms_per_step']:.3f} | " + " | ".join(f"{ms.get(n, 0.0):.3f}" for n in names) + " |")
+        out.append(
+            f"| {r['method']} | {r['tokens_per_s']:.0f} | {r['tokens_per_step']:.2f} | "
+            f"{r['wall_ms_per_step']:.3f} | "
+            + " | ".join(f"{ms.get(n, 0.0):.3f}" for n in names)
+            + " |"
+        )
     return "\n".join(out) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model")
     p.add_argument("--traces")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=["none", "ngram", "suffix"])
@@ -140,20 +170,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pf.write_text(json.dumps(prompts))
     rows = []
     for m in a.methods:
-        cmd = [sys.executable, __file__, "--worker", m, "--prompts-file", str(pf), "--model", a.model,
-               "--concurrency", str(a.concurrency), "--k", str(a.k), "--depth", str(a.depth),
-               "--max-tokens", str(a.max_tokens), "--max-model-len", str(a.max_model_len),
-               "--gpu-memory-utilization", str(a.gpu_memory_utilization), "--cudagraph-mode", a.cudagraph_mode]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            m,
+            "--prompts-file",
+            str(pf),
+            "--model",
+            a.model,
+            "--concurrency",
+            str(a.concurrency),
+            "--k",
+            str(a.k),
+            "--depth",
+            str(a.depth),
+            "--max-tokens",
+            str(a.max_tokens),
+            "--max-model-len",
+            str(a.max_model_len),
+            "--gpu-memory-utilization",
+            str(a.gpu_memory_utilization),
+            "--cudagraph-mode",
+            a.cudagraph_mode,
+        ]
         if a.enforce_eager:
             cmd.append("--enforce-eager")
         if a.speculator:
             cmd += ["--speculator", a.speculator]
-        env = dict(os.environ, **({"ARCTIC_INFERENCE_VLLM_EXTRAS": "1"} if m.startswith("arctic") else {}))
+        env = dict(
+            os.environ, **({"ARCTIC_INFERENCE_VLLM_EXTRAS": "1"} if m.startswith("arctic") else {})
+        )
         rows += run_worker_process(m, cmd, a.out_dir / f"step_profile_{m}.log", env, 1)
-    meta = {"model": model_desc, "requests": len(prompts), "concurrency": a.concurrency,
-            "max_tokens": a.max_tokens, "k": a.k, "cudagraph_mode": a.cudagraph_mode,
-            "vllm": vllm.__version__, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"
-            + ("" if a.enforce_eager else ", GPU")}
+    meta = {
+        "model": model_desc,
+        "requests": len(prompts),
+        "concurrency": a.concurrency,
+        "max_tokens": a.max_tokens,
+        "k": a.k,
+        "cudagraph_mode": a.cudagraph_mode,
+        "vllm": vllm.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"
+        + ("" if a.enforce_eager else ", GPU"),
+    }
     md = render(rows, meta)
     (a.out_dir / "step_profile.md").write_text(md)
     (a.out_dir / "step_profile.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

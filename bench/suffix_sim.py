@@ -86,11 +86,11 @@ import platform
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Protocol
 
 # numpy's OpenBLAS pool otherwise spins on the second core between calls and
 # skews every timing on a 2-core machine; this benchmark does no linear algebra.
@@ -109,10 +109,16 @@ FAMILIES = ("edit_file", "edit_diff", "new_file")
 # Published mean tokens/step on these traces, measured the same way.
 REFERENCE: dict[str, dict[str, float]] = {
     "arctic-inference suffix, depth 64 (published)": {
-        "edit_file": 17.63, "edit_diff": 3.13, "new_file": 1.58, "all": 9.14,
+        "edit_file": 17.63,
+        "edit_diff": 3.13,
+        "new_file": 1.58,
+        "all": 9.14,
     },
     "vLLM ngram n=2..5 (published)": {
-        "edit_file": 18.01, "edit_diff": 2.30, "new_file": 1.23, "all": 7.73,
+        "edit_file": 18.01,
+        "edit_diff": 2.30,
+        "new_file": 1.23,
+        "all": 7.73,
     },
 }
 
@@ -251,7 +257,11 @@ def load_traces(traces: Path, tokenizer: Path, cache_dir: Path) -> list[Trace]:
 
 
 def percentile_us(samples_ns: Sequence[int], q: float) -> float:
-    return float(np.percentile(np.asarray(samples_ns, dtype=np.int64), q)) / 1e3 if samples_ns else float("nan")
+    return (
+        float(np.percentile(np.asarray(samples_ns, dtype=np.int64), q)) / 1e3
+        if samples_ns
+        else float("nan")
+    )
 
 
 @contextmanager
@@ -408,7 +418,7 @@ class ArcticRef:
     module_file: str
 
 
-def import_arctic_reference(path: Optional[Path]) -> Optional[ArcticRef]:
+def import_arctic_reference(path: Path | None) -> ArcticRef | None:
     """arctic-inference's SuffixDecodingCache, or None when it cannot be imported.
 
     Only ``arctic_inference.suffix_decoding`` is imported (the rest of the
@@ -424,17 +434,19 @@ def import_arctic_reference(path: Optional[Path]) -> Optional[ArcticRef]:
     if path is not None:
         sys.path.insert(0, str(path))
     try:
-        from arctic_inference.suffix_decoding import SuffixDecodingCache as RefCache
         from arctic_inference.suffix_decoding import _C as ref_native
+        from arctic_inference.suffix_decoding import SuffixDecodingCache as RefCache
     except Exception as e:  # the reference is optional; any import failure means "skip"
         print(f"[arctic] reference unavailable{where} ({type(e).__name__}: {e}); skipping")
         return None
     finally:
         sys.path[:] = saved
-    return ArcticRef(RefCache, distribution_version("arctic_inference", path), str(ref_native.__file__))
+    return ArcticRef(
+        RefCache, distribution_version("arctic_inference", path), str(ref_native.__file__)
+    )
 
 
-def distribution_version(name: str, path: Optional[Path]) -> str:
+def distribution_version(name: str, path: Path | None) -> str:
     """Version of the installed distribution ``name``, looked up in ``path``
     when given (else on sys.path)."""
     search = [str(path)] if path is not None else sys.path
@@ -495,7 +507,7 @@ class ArcticRefDrafter(SuffixDrafter):
 NgramFn = Callable[[Tokens, int, int, int, int], Tokens]
 
 
-def import_vllm_ngram() -> Optional[NgramFn]:
+def import_vllm_ngram() -> NgramFn | None:
     """vLLM's jitted prompt-lookup matcher, or None when vLLM is unavailable."""
     try:
         from vllm.v1.spec_decode.ngram_proposer import (
@@ -702,7 +714,9 @@ def start_batch(
 def advance_request(req: BatchRequest, draft: Sequence[int]) -> None:
     """Verify ``draft``: next step appends accepted tokens + 1 true token
     (only the 1 true token when ``req.accept`` is off; [] once done)."""
-    acc = accepted_prefix(draft, req.response[req.done : req.done + len(draft)]) if req.accept else 0
+    acc = (
+        accepted_prefix(draft, req.response[req.done : req.done + len(draft)]) if req.accept else 0
+    )
     req.pending = req.response[req.done : req.done + acc + 1]
     req.done += len(req.pending)
 
@@ -725,7 +739,9 @@ def step_loop(cache: SuffixDecodingCache, reqs: Sequence[BatchRequest], k: int) 
     for r in reqs:
         if r.pending:
             cache.add_active_response(r.req_id, r.pending)
-        d = cache.speculate(r.req_id, None, max_spec_tokens=k, max_spec_factor=1.0, min_token_prob=0.1)
+        d = cache.speculate(
+            r.req_id, None, max_spec_tokens=k, max_spec_factor=1.0, min_token_prob=0.1
+        )
         out.append(d.token_ids)
     return out
 
@@ -795,7 +811,9 @@ def bench_batch(
     draft earned (advance "accepted") or its next true token (advance "one").
     """
     rows = []
-    for advance, size, threads in ((a, b, t) for a in advances for b in sizes for t in thread_counts):
+    for advance, size, threads in (
+        (a, b, t) for a in advances for b in sizes for t in thread_counts
+    ):
         batch = make_engine(step_batch, traces, size, depth, advance == "accepted", threads)
         loop = make_engine(step_loop, traces, size, depth, advance == "accepted")
         with gc_paused():
@@ -811,7 +829,9 @@ def bench_batch(
                 "steps": steps,
                 "mean_new_tokens": batch.appended_tokens / (size * steps),
                 "warm_requests": max(0, len(traces) - size),
-                "bulk_add_us_per_token": warm_ns / 1e3 / warm_tokens if warm_tokens else float("nan"),
+                "bulk_add_us_per_token": warm_ns / 1e3 / warm_tokens
+                if warm_tokens
+                else float("nan"),
                 "idle_request_step_fraction": batch.idle_request_steps / (size * steps),
                 "drafts_identical": batch.drafts == loop.drafts,
                 "mean_draft_len": float(np.mean([len(d) for s in batch.drafts for d in s])),
@@ -829,7 +849,9 @@ def bench_batch(
 # --------------------------------------------------------------------------- comparison
 
 
-def head_to_head(ours: dict[str, Any], peer: dict[str, Any], traces: Sequence[Trace]) -> dict[str, Any]:
+def head_to_head(
+    ours: dict[str, Any], peer: dict[str, Any], traces: Sequence[Trace]
+) -> dict[str, Any]:
     """Per family: on how many requests each method needs fewer steps, and the
     requests where ``ours`` loses the most steps to ``peer``."""
     out: dict[str, Any] = {}
@@ -847,7 +869,11 @@ def head_to_head(ours: dict[str, Any], peer: dict[str, Any], traces: Sequence[Tr
             "steps_lost_where_worse": sum(d for d, _ in diffs if d > 0),
             "steps_won_where_better": -sum(d for d, _ in diffs if d < 0),
             "worst": [
-                {"id": i, "ours_steps": ours["request_steps"][i], "peer_steps": peer["request_steps"][i]}
+                {
+                    "id": i,
+                    "ours_steps": ours["request_steps"][i],
+                    "peer_steps": peer["request_steps"][i],
+                }
                 for d, i in sorted(diffs, reverse=True)[:3]
                 if d > 0
             ],
@@ -862,7 +888,9 @@ def fmt(x: float, digits: int = 2) -> str:
     return "n/a" if x != x else f"{x:.{digits}f}"  # x != x: NaN
 
 
-def tokens_table(replays: Sequence[dict[str, Any]], published: dict[str, dict[str, float]]) -> list[str]:
+def tokens_table(
+    replays: Sequence[dict[str, Any]], published: dict[str, dict[str, float]]
+) -> list[str]:
     lines = [
         "| method | " + " | ".join(FAMILIES) + " | all |",
         "|---|" + "---:|" * (len(FAMILIES) + 1),
@@ -870,7 +898,9 @@ def tokens_table(replays: Sequence[dict[str, Any]], published: dict[str, dict[st
     for r in replays:
         fams = r["families"]
         cells = [fmt(fams[f]["tokens_per_step"]) if f in fams else "n/a" for f in FAMILIES]
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {fmt(r['all']['tokens_per_step'])} |")
+        lines.append(
+            f"| {r['name']} | " + " | ".join(cells) + f" | {fmt(r['all']['tokens_per_step'])} |"
+        )
     for name, ref in published.items():
         cells = [fmt(ref[f]) for f in FAMILIES]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {fmt(ref['all'])} |")
@@ -949,12 +979,14 @@ def batch_table(rows: Sequence[dict[str, Any]]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
     ]
     for r in rows:
-        b, l = r["speculate_batch"], r["loop"]
-        speedup = l["p50_ms_per_step"] / b["p50_ms_per_step"] if b["p50_ms_per_step"] else float("nan")
+        b, loop = r["speculate_batch"], r["loop"]
+        speedup = (
+            loop["p50_ms_per_step"] / b["p50_ms_per_step"] if b["p50_ms_per_step"] else float("nan")
+        )
         lines.append(
             f"| {r['advance']} | {r['batch_size']} | {r.get('threads', 1)} | {fmt(r['mean_new_tokens'])} | {fmt(b['p50_ms_per_step'], 3)} | {fmt(b['p99_ms_per_step'], 3)} | "
             f"{fmt(b['p50_us_per_request'])} | {fmt(b['p99_us_per_request'])} | "
-            f"{fmt(l['p50_ms_per_step'], 3)} | {fmt(l['p99_ms_per_step'], 3)} | {fmt(l['p50_us_per_request'])} | "
+            f"{fmt(loop['p50_ms_per_step'], 3)} | {fmt(loop['p99_ms_per_step'], 3)} | {fmt(loop['p50_us_per_request'])} | "
             f"{fmt(speedup, 1)}x | {fmt(r['mean_draft_len'])} | {fmt(100 * r['idle_request_step_fraction'], 0)}% | "
             f"{'yes' if r['drafts_identical'] else 'NO'} | {fmt(r['bulk_add_us_per_token'], 3)} |"
         )
@@ -1026,7 +1058,7 @@ def head_to_head_table(h2h: dict[str, Any]) -> list[str]:
     return lines
 
 
-def reference_line(ref: Optional[dict[str, Any]]) -> str:
+def reference_line(ref: dict[str, Any] | None) -> str:
     if ref is None:
         return "not run (--no-arctic, or arctic-inference could not be imported; see --arctic-path)"
     return f"arctic-inference {ref['version']}, native module `{ref['module_file']}`"
@@ -1092,49 +1124,111 @@ def library_version() -> str:
     from arctic_inference_core import _C
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "cpp", "arctic_inference_core")
+    dirty = git(
+        "status", "--porcelain", "--untracked-files=no", "--", "cpp", "arctic_inference_core"
+    )
     native = hashlib.sha256(Path(_C.__file__).read_bytes()).hexdigest()[:12]
     return commit + (" + uncommitted changes" if dirty else "") + f", _C sha256 {native}"
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--traces", type=Path, default=DEFAULT_TRACES,
-                   help=f"JSON lines trace file (default: {DEFAULT_TRACES}, else synthetic traces)")
-    p.add_argument("--threads", type=int, nargs="*", default=[1, 2],
-                   help="num_threads of the cache in the batch section (default: 1 2)")
-    p.add_argument("--synthetic-n", type=int, default=300,
-                   help="number of synthetic traces when the default trace file is absent (default: 300)")
-    p.add_argument("--tokenizer", type=Path, default=None, help="tekken .json file (default: newest in mistral_common/data)")
-    p.add_argument("--depth", type=int, default=64, help="max_tree_depth and context length (default: 64)")
-    p.add_argument("--extra-depths", type=int, nargs="*", default=[24], help="more depths to replay (default: 24)")
-    p.add_argument("--context-len", type=int, default=None,
-                   help="context tokens passed to speculate (default: each run's depth)")
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--traces",
+        type=Path,
+        default=DEFAULT_TRACES,
+        help=f"JSON lines trace file (default: {DEFAULT_TRACES}, else synthetic traces)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="num_threads of the cache in the batch section (default: 1 2)",
+    )
+    p.add_argument(
+        "--synthetic-n",
+        type=int,
+        default=300,
+        help="number of synthetic traces when the default trace file is absent (default: 300)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="tekken .json file (default: newest in mistral_common/data)",
+    )
+    p.add_argument(
+        "--depth", type=int, default=64, help="max_tree_depth and context length (default: 64)"
+    )
+    p.add_argument(
+        "--extra-depths",
+        type=int,
+        nargs="*",
+        default=[24],
+        help="more depths to replay (default: 24)",
+    )
+    p.add_argument(
+        "--context-len",
+        type=int,
+        default=None,
+        help="context tokens passed to speculate (default: each run's depth)",
+    )
     p.add_argument("--spec-factor", type=float, default=1.0, help="max_spec_factor (default: 1.0)")
     p.add_argument("--spec-offset", type=float, default=0.0, help="max_spec_offset (default: 0.0)")
-    p.add_argument("--min-token-prob", type=float, default=0.1, help="min_token_prob (default: 0.1)")
-    p.add_argument("--k", type=int, default=32, help="max_spec_tokens, also the n-gram k (default: 32)")
+    p.add_argument(
+        "--min-token-prob", type=float, default=0.1, help="min_token_prob (default: 0.1)"
+    )
+    p.add_argument(
+        "--k", type=int, default=32, help="max_spec_tokens, also the n-gram k (default: 32)"
+    )
     p.add_argument("--limit", type=int, default=None, help="use only the first N traces")
-    p.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 16, 64, 256], help="(default: 1 16 64 256; none to skip)")
-    p.add_argument("--batch-advance", nargs="*", choices=("accepted", "one"), default=["accepted", "one"],
-                   help="tokens appended per request-step: accepted draft + 1, or one (default: both)")
-    p.add_argument("--batch-steps", type=int, default=50, help="engine steps per batch size (default: 50)")
+    p.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="*",
+        default=[1, 16, 64, 256],
+        help="(default: 1 16 64 256; none to skip)",
+    )
+    p.add_argument(
+        "--batch-advance",
+        nargs="*",
+        choices=("accepted", "one"),
+        default=["accepted", "one"],
+        help="tokens appended per request-step: accepted draft + 1, or one (default: both)",
+    )
+    p.add_argument(
+        "--batch-steps", type=int, default=50, help="engine steps per batch size (default: 50)"
+    )
     p.add_argument("--no-ngram", action="store_true", help="skip the vLLM n-gram peer")
-    p.add_argument("--arctic-path", type=Path, default=None, metavar="DIR",
-                   help="directory to put first on sys.path to import arctic-inference, the reference "
-                        "peer (default: import it from the environment; skipped with a note if that fails)")
-    p.add_argument("--no-arctic", action="store_true", help="skip the arctic-inference reference peer")
-    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help=f"(default: {DEFAULT_OUT_DIR})")
+    p.add_argument(
+        "--arctic-path",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="directory to put first on sys.path to import arctic-inference, the reference "
+        "peer (default: import it from the environment; skipped with a note if that fails)",
+    )
+    p.add_argument(
+        "--no-arctic", action="store_true", help="skip the arctic-inference reference peer"
+    )
+    p.add_argument(
+        "--out-dir", type=Path, default=DEFAULT_OUT_DIR, help=f"(default: {DEFAULT_OUT_DIR})"
+    )
     return p.parse_args(argv)
 
 
 def replay_suffix(
-    traces: Sequence[Trace], depth: int, k: int, params: SpecParams, context_len: Optional[int]
+    traces: Sequence[Trace], depth: int, k: int, params: SpecParams, context_len: int | None
 ) -> dict[str, Any]:
     snapshot_every = max(1, len(traces) // 4)
     drafter = SuffixDrafter(depth, k, params, context_len or depth, snapshot_every)
     summary = replay_summary(run_replay(drafter, traces), drafter)
-    print(f"[replay] {drafter.name}: {fmt(summary['all']['tokens_per_step'])} tokens/step in {summary['seconds']:.1f} s")
+    print(
+        f"[replay] {drafter.name}: {fmt(summary['all']['tokens_per_step'])} tokens/step in {summary['seconds']:.1f} s"
+    )
     return summary
 
 
@@ -1144,16 +1238,18 @@ def replay_arctic(
     depth: int,
     k: int,
     params: SpecParams,
-    context_len: Optional[int],
+    context_len: int | None,
 ) -> dict[str, Any]:
     snapshot_every = max(1, len(traces) // 4)
     drafter = ArcticRefDrafter(ref, depth, k, params, context_len or depth, snapshot_every)
     summary = replay_summary(run_replay(drafter, traces), drafter)
-    print(f"[replay] {drafter.name}: {fmt(summary['all']['tokens_per_step'])} tokens/step in {summary['seconds']:.1f} s")
+    print(
+        f"[replay] {drafter.name}: {fmt(summary['all']['tokens_per_step'])} tokens/step in {summary['seconds']:.1f} s"
+    )
     return summary
 
 
-def replay_ngram(traces: Sequence[Trace], k: int) -> Optional[dict[str, Any]]:
+def replay_ngram(traces: Sequence[Trace], k: int) -> dict[str, Any] | None:
     t0 = time.perf_counter()
     fn = import_vllm_ngram()
     if fn is None:
@@ -1162,23 +1258,30 @@ def replay_ngram(traces: Sequence[Trace], k: int) -> Optional[dict[str, Any]]:
     setup = time.perf_counter() - t0
     summary = replay_summary(run_replay(drafter, traces), drafter)
     summary["import_and_jit_seconds"] = setup
-    print(f"[replay] {drafter.name}: {fmt(summary['all']['tokens_per_step'])} tokens/step in {summary['seconds']:.1f} s")
+    print(
+        f"[replay] {drafter.name}: {fmt(summary['all']['tokens_per_step'])} tokens/step in {summary['seconds']:.1f} s"
+    )
     return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
     synthetic = False
     if not args.traces.is_file():
         if args.traces != DEFAULT_TRACES:
-            print(f"error: trace file {args.traces} not found; pass --traces PATH (JSON lines with "
-                  "id, family, prompt, response)", file=sys.stderr)
+            print(
+                f"error: trace file {args.traces} not found; pass --traces PATH (JSON lines with "
+                "id, family, prompt, response)",
+                file=sys.stderr,
+            )
             return 2
         args.traces = synthetic_traces(args.out_dir, args.synthetic_n)
         synthetic = True
-        print(f"[data] {DEFAULT_TRACES} not found: using {args.synthetic_n} synthetic traces "
-              f"from the Python standard library ({args.traces}); published numbers do not apply")
+        print(
+            f"[data] {DEFAULT_TRACES} not found: using {args.synthetic_n} synthetic traces "
+            f"from the Python standard library ({args.traces}); published numbers do not apply"
+        )
     tokenizer = args.tokenizer or find_tekken_file()
     traces = load_traces(args.traces, tokenizer, args.out_dir)[: args.limit]
     if not traces:
@@ -1187,8 +1290,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len({t.id for t in traces}) != len(traces):
         print("error: trace ids must be unique (they are used as request ids)", file=sys.stderr)
         return 2
-    print(f"[data] {len(traces)} traces, {sum(len(t.response) for t in traces)} response tokens "
-          f"({time.perf_counter() - t_start:.1f} s to load)")
+    print(
+        f"[data] {len(traces)} traces, {sum(len(t.response) for t in traces)} response tokens "
+        f"({time.perf_counter() - t_start:.1f} s to load)"
+    )
 
     params = SpecParams(args.spec_factor, args.spec_offset, args.min_token_prob)
     replays = [replay_suffix(traces, args.depth, args.k, params, args.context_len)]
@@ -1206,8 +1311,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if ngram is not None:
             peers.append(ngram)
     replays += peers
-    batch = bench_batch(traces, args.batch_sizes, args.batch_advance, args.depth, args.k,
-                        args.batch_steps, args.threads)
+    batch = bench_batch(
+        traces,
+        args.batch_sizes,
+        args.batch_advance,
+        args.depth,
+        args.k,
+        args.batch_steps,
+        args.threads,
+    )
 
     report = {
         "meta": {
@@ -1222,7 +1334,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "command": " ".join(["python", *sys.argv]) if argv is None else " ".join(argv),
             "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
             "library_commit": library_version(),
-            "arctic_reference": asdict(ref) | {"cache_cls": ref.cache_cls.__qualname__} if ref else None,
+            "arctic_reference": asdict(ref) | {"cache_cls": ref.cache_cls.__qualname__}
+            if ref
+            else None,
             "total_seconds": time.perf_counter() - t_start,
         },
         "reference": {} if synthetic else REFERENCE,
@@ -1230,7 +1344,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "batch": batch,
     }
     report["head_to_head"] = [head_to_head(replays[0], peer, traces) for peer in peers]
-    report["targets"] = [{"target": t, "met": ok, "measured": m} for t, ok, m in target_checks(report)]
+    report["targets"] = [
+        {"target": t, "met": ok, "measured": m} for t, ok, m in target_checks(report)
+    ]
     markdown = render_markdown(report)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "suffix_sim.md").write_text(markdown)

@@ -28,8 +28,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
@@ -37,15 +38,29 @@ from vllm_compare import run_worker_process  # noqa: E402
 
 # Llama-3.1-8B's shape (random weights: timing only)
 SHAPES = {
-    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=8, head_dim=128, vocab_size=128256, max_position_embeddings=131072,
-                     rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False, bos_token_id=0,
-                     eos_token_id=1, torch_dtype="bfloat16"),
+    "llama-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=128256,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=1,
+        torch_dtype="bfloat16",
+    ),
 }
 METHODS = ("llama", "swiftkv", "swiftkv-full")
 
 
-def flops_per_prompt_token(cfg: dict[str, Any], k: Optional[int], prompt_len: int) -> tuple[float, float]:
+def flops_per_prompt_token(
+    cfg: dict[str, Any], k: int | None, prompt_len: int
+) -> tuple[float, float]:
     """Multiply-adds per prompt token of the decoder, linear layers plus
     causal attention (QK^T and PV over ``prompt_len / 2`` keys on average),
     for all layers (``k`` None) or SwiftKV's first ``k`` layers plus the
@@ -65,9 +80,19 @@ def write_shape(name: str, out: Path, k: int) -> tuple[Path, Path]:
     """Config-only Llama and SwiftKV directories of a named shape."""
     base = dict(SHAPES[name], architectures=["LlamaForCausalLM"], model_type="llama")
     llama, swiftkv = out / f"{name}-llama", out / f"{name}-swiftkv-k{k}"
-    for path, cfg in ((llama, base), (swiftkv, dict(base, architectures=["SwiftKVLlamaForCausalLM"],
-                                                     model_type="swiftkv_llama", num_key_value_layers=k,
-                                                     key_value_group_size=1))):
+    for path, cfg in (
+        (llama, base),
+        (
+            swiftkv,
+            dict(
+                base,
+                architectures=["SwiftKVLlamaForCausalLM"],
+                model_type="swiftkv_llama",
+                num_key_value_layers=k,
+                key_value_group_size=1,
+            ),
+        ),
+    ):
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.json").write_text(json.dumps(cfg, indent=1))
     return llama, swiftkv
@@ -78,20 +103,35 @@ def run_worker(a: argparse.Namespace) -> None:
 
     rng = __import__("random").Random(0)
     vocab = json.loads((Path(a.model) / "config.json").read_text())["vocab_size"]
-    prompts = [TokensPrompt(prompt_token_ids=[rng.randrange(3, vocab) for _ in range(a.prompt_len)])
-               for _ in range(a.num_prompts + a.ttft_repeats + 2)]
-    warm, alone, prompts = prompts[:2], prompts[2:2 + a.ttft_repeats], prompts[2 + a.ttft_repeats:]
+    prompts = [
+        TokensPrompt(prompt_token_ids=[rng.randrange(3, vocab) for _ in range(a.prompt_len)])
+        for _ in range(a.num_prompts + a.ttft_repeats + 2)
+    ]
+    warm, alone, prompts = (
+        prompts[:2],
+        prompts[2 : 2 + a.ttft_repeats],
+        prompts[2 + a.ttft_repeats :],
+    )
     extra: dict[str, Any] = {}
     if a.dummy:
         extra.update(load_format="dummy", skip_tokenizer_init=True)
     if a.worker == "swiftkv-full":
         extra["additional_config"] = {"arctic_inference": {"swiftkv_fast_prefill": False}}
-    llm = LLM(model=a.model, max_model_len=2 * a.prompt_len + 16, enforce_eager=a.enforce_eager,
-              gpu_memory_utilization=a.gpu_memory_utilization, enable_prefix_caching=False, seed=0, **extra)
+    llm = LLM(
+        model=a.model,
+        max_model_len=2 * a.prompt_len + 16,
+        enforce_eager=a.enforce_eager,
+        gpu_memory_utilization=a.gpu_memory_utilization,
+        enable_prefix_caching=False,
+        seed=0,
+        **extra,
+    )
     params = dict(ignore_eos=True, detokenize=not a.dummy)
     llm.generate(warm, SamplingParams(max_tokens=2, **params), use_tqdm=False)
-    out: dict[str, Any] = {"model": a.worker,
-                           "fast_prefill": llm.llm_engine.vllm_config.cache_config.kv_sharing_fast_prefill}
+    out: dict[str, Any] = {
+        "model": a.worker,
+        "fast_prefill": llm.llm_engine.vllm_config.cache_config.kv_sharing_fast_prefill,
+    }
     t0 = time.perf_counter()
     llm.generate(prompts, SamplingParams(max_tokens=1, **params), use_tqdm=False)
     out["prefill_tokens_per_s"] = a.num_prompts * a.prompt_len / (time.perf_counter() - t0)
@@ -110,36 +150,57 @@ def run_worker(a: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def report(a: argparse.Namespace, cfg: dict[str, Any], flops: tuple[float, float], rows: list[dict],
-           source: str) -> str:
+def report(
+    a: argparse.Namespace,
+    cfg: dict[str, Any],
+    flops: tuple[float, float],
+    rows: list[dict],
+    source: str,
+) -> str:
     f_llama, f_swiftkv = flops
     base = next((r for r in rows if r["model"] == "llama"), rows[0])
     device = a.device_name or "CPU"
-    lines = [f"# SwiftKV prefill in vLLM ({device})", "",
-             f"{source} ({cfg['num_hidden_layers']} layers) against its SwiftKV form with "
-             f"num_key_value_layers={a.num_key_value_layers}; {a.num_prompts} random prompts of {a.prompt_len} "
-             f"tokens{', enforce_eager' if a.enforce_eager else ''}. A prompt token costs "
-             f"{f_swiftkv / f_llama:.2f}x of the Llama's FLOPs (linear layers and attention; "
-             f"{1 - f_swiftkv / f_llama:.0%} saved) when it skips the later layers (`swiftkv`); "
-             "`swiftkv-full` runs every token through every layer (fast prefill off).", "",
-             "| model | prefill tokens/s | vs Llama | TTFT one prompt (ms) | "
-             + " | ".join(f"{r}:1 output tok/s | vs Llama" for r in a.ratios) + " |",
-             "|---|---:|---:|---:|" + "---:|---:|" * len(a.ratios)]
+    lines = [
+        f"# SwiftKV prefill in vLLM ({device})",
+        "",
+        f"{source} ({cfg['num_hidden_layers']} layers) against its SwiftKV form with "
+        f"num_key_value_layers={a.num_key_value_layers}; {a.num_prompts} random prompts of {a.prompt_len} "
+        f"tokens{', enforce_eager' if a.enforce_eager else ''}. A prompt token costs "
+        f"{f_swiftkv / f_llama:.2f}x of the Llama's FLOPs (linear layers and attention; "
+        f"{1 - f_swiftkv / f_llama:.0%} saved) when it skips the later layers (`swiftkv`); "
+        "`swiftkv-full` runs every token through every layer (fast prefill off).",
+        "",
+        "| model | prefill tokens/s | vs Llama | TTFT one prompt (ms) | "
+        + " | ".join(f"{r}:1 output tok/s | vs Llama" for r in a.ratios)
+        + " |",
+        "|---|---:|---:|---:|" + "---:|---:|" * len(a.ratios),
+    ]
     for r in rows:
-        cells = [r["model"], f"{r['prefill_tokens_per_s']:.0f}",
-                 f"{r['prefill_tokens_per_s'] / base['prefill_tokens_per_s']:.2f}x", f"{r['ttft_ms']:.1f}"]
+        cells = [
+            r["model"],
+            f"{r['prefill_tokens_per_s']:.0f}",
+            f"{r['prefill_tokens_per_s'] / base['prefill_tokens_per_s']:.2f}x",
+            f"{r['ttft_ms']:.1f}",
+        ]
         for ratio in a.ratios:
-            got, ref = r[f"{ratio}:1"]["output_tokens_per_s"], base[f"{ratio}:1"]["output_tokens_per_s"]
+            got, ref = (
+                r[f"{ratio}:1"]["output_tokens_per_s"],
+                base[f"{ratio}:1"]["output_tokens_per_s"],
+            )
             cells += [f"{got:.1f}", f"{got / ref:.2f}x"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--llama", help="Hugging Face Llama directory")
-    src.add_argument("--shape", choices=sorted(SHAPES), help="random weights of this shape (timing only)")
+    src.add_argument(
+        "--shape", choices=sorted(SHAPES), help="random weights of this shape (timing only)"
+    )
     p.add_argument("--num-key-value-layers", type=int, required=True)
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--prompt-len", type=int, default=1024)
@@ -168,25 +229,57 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         llama, swiftkv = Path(a.llama), a.out_dir / f"swiftkv-k{a.num_key_value_layers}"
         source = f"Llama `{a.llama}`, converted, not distilled (speed only)"
         if not (swiftkv / "config.json").exists():
-            subprocess.run([sys.executable, "-m", "arctic_inference_core.swiftkv.convert", "--llama", a.llama,
-                            "--out", str(swiftkv), "--num-key-value-layers", str(a.num_key_value_layers),
-                            "--force"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "arctic_inference_core.swiftkv.convert",
+                    "--llama",
+                    a.llama,
+                    "--out",
+                    str(swiftkv),
+                    "--num-key-value-layers",
+                    str(a.num_key_value_layers),
+                    "--force",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
     cfg = json.loads((llama / "config.json").read_text())
     flops = flops_per_prompt_token(cfg, a.num_key_value_layers, a.prompt_len)
     rows = []
     for name in a.methods:
-        cmd = [sys.executable, __file__, "--worker", name, "--model", str(llama if name == "llama" else swiftkv),
-               "--num-key-value-layers", str(a.num_key_value_layers), "--prompt-len", str(a.prompt_len),
-               "--num-prompts", str(a.num_prompts), "--ttft-repeats", str(a.ttft_repeats),
-               "--ratios", *map(str, a.ratios), "--gpu-memory-utilization", str(a.gpu_memory_utilization),
-               "--shape" if a.shape else "--llama", a.shape or a.llama]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            name,
+            "--model",
+            str(llama if name == "llama" else swiftkv),
+            "--num-key-value-layers",
+            str(a.num_key_value_layers),
+            "--prompt-len",
+            str(a.prompt_len),
+            "--num-prompts",
+            str(a.num_prompts),
+            "--ttft-repeats",
+            str(a.ttft_repeats),
+            "--ratios",
+            *map(str, a.ratios),
+            "--gpu-memory-utilization",
+            str(a.gpu_memory_utilization),
+            "--shape" if a.shape else "--llama",
+            a.shape or a.llama,
+        ]
         cmd += ["--enforce-eager"] * a.enforce_eager + ["--dummy"] * bool(a.shape)
         env = dict(os.environ, ARCTIC_INFERENCE_VLLM_EXTRAS="1")
         rows += run_worker_process(name, cmd, a.out_dir / f"swiftkv_prefill_{name}.log", env, 1)
         # written after each configuration: a run cut short keeps what it measured
         md = report(a, cfg, flops, rows, source)
         (a.out_dir / "swiftkv_prefill.md").write_text(md)
-        (a.out_dir / "swiftkv_prefill.json").write_text(json.dumps({"rows": rows, "flops": flops}, indent=1))
+        (a.out_dir / "swiftkv_prefill.json").write_text(
+            json.dumps({"rows": rows, "flops": flops}, indent=1)
+        )
     print(md)
     return 0
 

@@ -67,15 +67,23 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=["llama-8b", "llama-70b"], choices=sorted(MODELS))
-    p.add_argument("--seq-lens", nargs="+", type=int,
-                   default=[4096, 8192, 16384, 32768, 65536, 131072],
-                   help="total sequence lengths (tokens over all ranks)")
+    p.add_argument(
+        "--seq-lens",
+        nargs="+",
+        type=int,
+        default=[4096, 8192, 16384, 32768, 65536, 131072],
+        help="total sequence lengths (tokens over all ranks)",
+    )
     p.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--backend", default="auto", choices=["auto", "nccl", "gloo"])
-    p.add_argument("--spawn", type=int, default=0,
-                   help="start this many local processes (no torchrun; Gloo smoke tests)")
+    p.add_argument(
+        "--spawn",
+        type=int,
+        default=0,
+        help="start this many local processes (no torchrun; Gloo smoke tests)",
+    )
     p.add_argument("--out-dir", default=str(Path(__file__).with_name("results")))
     p.add_argument("--tag", default="", help="suffix for the output file name")
     return p.parse_args(argv)
@@ -137,12 +145,18 @@ def run(args: argparse.Namespace) -> None:
             flat_out = torch.empty_like(flat_in)
             qkv_heads = hq + 2 * hkv * reps
             cases = [
-                ("baseline all_to_all_single", local * hq * d,
-                 lambda: dist.all_to_all_single(flat_out, flat_in)),
-                ("seq_to_head(q)", local * hq * d, lambda: seq_to_head(q)),
-                ("head_to_seq(o)", local * hq * d, lambda: head_to_seq(o)),
-                (f"seq_to_head_qkv (kv x{reps})", local * qkv_heads * d,
-                 lambda: seq_to_head_qkv(q, k, v)),
+                (
+                    "baseline all_to_all_single",
+                    local * hq * d,
+                    lambda fo=flat_out, fi=flat_in: dist.all_to_all_single(fo, fi),
+                ),
+                ("seq_to_head(q)", local * hq * d, lambda q=q: seq_to_head(q)),
+                ("head_to_seq(o)", local * hq * d, lambda o=o: head_to_seq(o)),
+                (
+                    f"seq_to_head_qkv (kv x{reps})",
+                    local * qkv_heads * d,
+                    lambda q=q, k=k, v=v: seq_to_head_qkv(q, k, v),
+                ),
             ]
             base = None
             for name, numel, fn in cases:
@@ -151,11 +165,25 @@ def run(args: argparse.Namespace) -> None:
                 algbw = nbytes / sec / 1e9
                 if base is None:
                     base = algbw
-                rows.append((model, total, local, nbytes / 2**20, name, sec * 1e3, algbw,
-                             algbw * (world - 1) / world, algbw / base * 100))
+                rows.append(
+                    (
+                        model,
+                        total,
+                        local,
+                        nbytes / 2**20,
+                        name,
+                        sec * 1e3,
+                        algbw,
+                        algbw * (world - 1) / world,
+                        algbw / base * 100,
+                    )
+                )
                 if rank == 0:
-                    print(f"{model:10s} seq {total:7d} {name:32s} {sec*1e3:9.3f} ms "
-                          f"algbw {algbw:8.2f} GB/s", flush=True)
+                    print(
+                        f"{model:10s} seq {total:7d} {name:32s} {sec * 1e3:9.3f} ms "
+                        f"algbw {algbw:8.2f} GB/s",
+                        flush=True,
+                    )
             del q, k, v, o, flat_in, flat_out
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -164,7 +192,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 def write_table(args, rows, world: int, backend: str, device: torch.device) -> None:
-    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    dev = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu"
+    )
     lines = [
         "# Ulysses all-to-all bandwidth",
         "",
@@ -180,8 +212,10 @@ def write_table(args, rows, world: int, backend: str, device: torch.device) -> N
         "|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for m, total, local, mib, name, ms, alg, bus, pct in rows:
-        lines.append(f"| {m} | {total} | {local} | {mib:.2f} | {name} | {ms:.3f} | "
-                     f"{alg:.2f} | {bus:.2f} | {pct:.0f} |")
+        lines.append(
+            f"| {m} | {total} | {local} | {mib:.2f} | {name} | {ms:.3f} | "
+            f"{alg:.2f} | {bus:.2f} | {pct:.0f} |"
+        )
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tag = f"-{args.tag}" if args.tag else ""
@@ -198,8 +232,9 @@ def _backend(args: argparse.Namespace) -> str:
 
 def _spawned(rank: int, world: int, init_file: str, args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group(_backend(args), init_method=f"file://{init_file}",
-                            rank=rank, world_size=world)
+    dist.init_process_group(
+        _backend(args), init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
     try:
         os.environ["LOCAL_RANK"] = str(rank)
         run(args)
@@ -215,8 +250,9 @@ def main(argv: list[str] | None = None) -> None:
         import torch.multiprocessing as mp
 
         with tempfile.TemporaryDirectory() as tmp:
-            mp.spawn(_spawned, args=(args.spawn, os.path.join(tmp, "init"), args),
-                     nprocs=args.spawn)
+            mp.spawn(
+                _spawned, args=(args.spawn, os.path.join(tmp, "init"), args), nprocs=args.spawn
+            )
         return
     dist.init_process_group(_backend(args))  # env:// from torchrun
     try:

@@ -26,8 +26,9 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
@@ -41,7 +42,9 @@ def parse_config(name: str) -> tuple[int, int]:
     """``tp2`` -> (2, 1), ``sp2`` -> (1, 2), ``tp2sp2`` -> (2, 2)."""
     m = CONFIG.match(name)
     if not name or not m or not (m.group(1) or m.group(2)):
-        raise argparse.ArgumentTypeError(f"configuration {name!r} is not tp<T>, sp<S> or tp<T>sp<S>")
+        raise argparse.ArgumentTypeError(
+            f"configuration {name!r} is not tp<T>, sp<S> or tp<T>sp<S>"
+        )
     return int(m.group(1) or 1), int(m.group(2) or 1)
 
 
@@ -71,10 +74,18 @@ def run_worker(a: argparse.Namespace) -> None:
     if sp > 1:
         extra["ulysses_sequence_parallel_size"] = sp
     longest = max(a.prompt_lens)
-    llm = LLM(model=a.model, tensor_parallel_size=tp, max_model_len=longest + a.check_tokens + 16,
-              enforce_eager=not (a.compiled_tp and sp == 1), enable_prefix_caching=False,
-              gpu_memory_utilization=a.gpu_memory_utilization, seed=0,
-              max_num_batched_tokens=a.max_num_batched_tokens or longest, max_num_seqs=8, **extra)
+    llm = LLM(
+        model=a.model,
+        tensor_parallel_size=tp,
+        max_model_len=longest + a.check_tokens + 16,
+        enforce_eager=not (a.compiled_tp and sp == 1),
+        enable_prefix_caching=False,
+        gpu_memory_utilization=a.gpu_memory_utilization,
+        seed=0,
+        max_num_batched_tokens=a.max_num_batched_tokens or longest,
+        max_num_seqs=8,
+        **extra,
+    )
     params = dict(ignore_eos=True, detokenize=not a.dummy, temperature=0.0)
     out: dict[str, Any] = {"config": a.worker, "tp": tp, "sp": sp, "ttft_ms": {}, "tokens": {}}
     for n in a.prompt_lens:
@@ -87,55 +98,81 @@ def run_worker(a: argparse.Namespace) -> None:
             llm.generate([p], SamplingParams(max_tokens=1, **params), use_tqdm=False)
             times.append(time.perf_counter() - t0)
         out["ttft_ms"][str(n)] = 1000 * statistics.median(times)
-        (res,) = llm.generate([check], SamplingParams(max_tokens=a.check_tokens, **params),
-                              use_tqdm=False)
+        (res,) = llm.generate(
+            [check], SamplingParams(max_tokens=a.check_tokens, **params), use_tqdm=False
+        )
         out["tokens"][str(n)] = list(res.outputs[0].token_ids)
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def first_difference(a: list[int], b: list[int]) -> Optional[int]:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y),
-                None if len(a) == len(b) else min(len(a), len(b)))
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b)) if x != y),
+        None if len(a) == len(b) else min(len(a), len(b)),
+    )
 
 
 def report(a: argparse.Namespace, rows: list[dict], source: str) -> str:
     base = rows[0]
     lens = [str(n) for n in a.prompt_lens]
-    lines = [f"# Time to first token with Ulysses sequence parallelism ({a.device_name or 'CPU'})", "",
-             f"{source}; one random prompt at a time, median of {a.repeats}; eager"
-             f"{' except TP (compiled, CUDA graphs)' if a.compiled_tp else ''}. "
-             f"Greedy: the first {a.check_tokens} tokens of one prompt per length against "
-             f"`{base['config']}` (identical, or the first position that differs).", "",
-             "| config | ranks | " + " | ".join(f"TTFT {n} (ms) | vs {base['config']}" for n in lens)
-             + " | greedy |",
-             "|---|---:|" + "---:|---:|" * len(lens) + "---|"]
+    lines = [
+        f"# Time to first token with Ulysses sequence parallelism ({a.device_name or 'CPU'})",
+        "",
+        f"{source}; one random prompt at a time, median of {a.repeats}; eager"
+        f"{' except TP (compiled, CUDA graphs)' if a.compiled_tp else ''}. "
+        f"Greedy: the first {a.check_tokens} tokens of one prompt per length against "
+        f"`{base['config']}` (identical, or the first position that differs).",
+        "",
+        "| config | ranks | "
+        + " | ".join(f"TTFT {n} (ms) | vs {base['config']}" for n in lens)
+        + " | greedy |",
+        "|---|---:|" + "---:|---:|" * len(lens) + "---|",
+    ]
     for r in rows:
         cells = [r["config"], str(r["tp"] * r["sp"])]
         for n in lens:
             cells += [f"{r['ttft_ms'][n]:.1f}", f"{base['ttft_ms'][n] / r['ttft_ms'][n]:.2f}x"]
         diffs = {n: first_difference(r["tokens"][n], base["tokens"][n]) for n in lens}
-        cells.append("identical" if all(d is None for d in diffs.values()) else
-                     ", ".join(f"{n}: differs at {d}" for n, d in diffs.items() if d is not None))
+        cells.append(
+            "identical"
+            if all(d is None for d in diffs.values())
+            else ", ".join(f"{n}: differs at {d}" for n, d in diffs.items() if d is not None)
+        )
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"`vs {base['config']}`: its TTFT divided by the row's (above 1: faster)."]
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="Hugging Face model directory")
-    src.add_argument("--shape", choices=sorted(SHAPES), help="random weights of this shape (timing only)")
-    p.add_argument("--configs", nargs="+", default=["tp1", "tp2", "sp2"],
-                   help="tp<T>, sp<S> or tp<T>sp<S>; the first is the reference")
+    src.add_argument(
+        "--shape", choices=sorted(SHAPES), help="random weights of this shape (timing only)"
+    )
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        default=["tp1", "tp2", "sp2"],
+        help="tp<T>, sp<S> or tp<T>sp<S>; the first is the reference",
+    )
     p.add_argument("--prompt-lens", type=int, nargs="+", default=[8192, 16384, 32768])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--check-tokens", type=int, default=32)
-    p.add_argument("--max-num-batched-tokens", type=int, default=None,
-                   help="default: the longest prompt (one prefill step per prompt)")
+    p.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=None,
+        help="default: the longest prompt (one prefill step per prompt)",
+    )
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
-    p.add_argument("--compiled-tp", action="store_true",
-                   help="TP configurations with vLLM's default compilation and CUDA graphs")
+    p.add_argument(
+        "--compiled-tp",
+        action="store_true",
+        help="TP configurations with vLLM's default compilation and CUDA graphs",
+    )
     p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--dummy", action="store_true", help=argparse.SUPPRESS)
@@ -150,15 +187,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a.device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     a.out_dir.mkdir(parents=True, exist_ok=True)
     model = write_shape(a.shape, a.out_dir) if a.shape else Path(a.model)
-    source = (f"Llama of {a.shape} shape, random weights (timing only)" if a.shape
-              else f"`{a.model}`")
+    source = (
+        f"Llama of {a.shape} shape, random weights (timing only)" if a.shape else f"`{a.model}`"
+    )
     rows: list[dict] = []
     for name in a.configs:
         tp, sp = parse_config(name)
-        cmd = [sys.executable, __file__, "--worker", name, "--model", str(model),
-               "--prompt-lens", *map(str, a.prompt_lens), "--repeats", str(a.repeats),
-               "--check-tokens", str(a.check_tokens),
-               "--gpu-memory-utilization", str(a.gpu_memory_utilization)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            name,
+            "--model",
+            str(model),
+            "--prompt-lens",
+            *map(str, a.prompt_lens),
+            "--repeats",
+            str(a.repeats),
+            "--check-tokens",
+            str(a.check_tokens),
+            "--gpu-memory-utilization",
+            str(a.gpu_memory_utilization),
+        ]
         cmd += ["--dummy"] * bool(a.shape) + ["--compiled-tp"] * a.compiled_tp
         if a.max_num_batched_tokens:
             cmd += ["--max-num-batched-tokens", str(a.max_num_batched_tokens)]

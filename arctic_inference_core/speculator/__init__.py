@@ -17,11 +17,15 @@ from arctic_inference_core._optional import require_torch
 
 require_torch("speculator")
 
-from arctic_inference_core.speculator.checkpoint import build_speculator, load_speculator, save_speculator
-from arctic_inference_core.speculator.config import SpeculatorConfig
-from arctic_inference_core.speculator.draft import draft
-from arctic_inference_core.speculator.graphs import GraphDrafter
-from arctic_inference_core.speculator.modules import LSTMSpeculator, MLPSpeculator, SpeculatorBase
+from arctic_inference_core.speculator.checkpoint import (  # noqa: E402  (after the torch check)
+    build_speculator,
+    load_speculator,
+    save_speculator,
+)
+from arctic_inference_core.speculator.config import SpeculatorConfig  # noqa: E402  (after the torch check)
+from arctic_inference_core.speculator.draft import draft  # noqa: E402  (after the torch check)
+from arctic_inference_core.speculator.graphs import GraphDrafter  # noqa: E402  (after the torch check)
+from arctic_inference_core.speculator.modules import LSTMSpeculator, MLPSpeculator, SpeculatorBase  # noqa: E402  (after the torch check)
 
 __all__ = [
     "SpeculatorConfig",

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -54,7 +54,9 @@ def _read_tensors(path: str) -> dict[str, torch.Tensor]:
         files = [os.path.join(path, s) for s in sorted(set(weight_map.values()))]
         for s in files:
             if not os.path.isfile(s):
-                raise ValueError(f"speculator checkpoint: shard {s!r} listed in {_INDEX_NAME} is missing")
+                raise ValueError(
+                    f"speculator checkpoint: shard {s!r} listed in {_INDEX_NAME} is missing"
+                )
     elif os.path.isfile(binary):
         sd = torch.load(binary, map_location="cpu", weights_only=True)
         if not isinstance(sd, dict):
@@ -86,7 +88,9 @@ def _normalise_names(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
-def _match_state_dict(model: SpeculatorBase, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _match_state_dict(
+    model: SpeculatorBase, tensors: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Check names/shapes against the model; return the state dict to load.
 
     Tied modules are stored once (index 0, or 0 and 1 for the input
@@ -111,7 +115,9 @@ def _match_state_dict(model: SpeculatorBase, tensors: Mapping[str, torch.Tensor]
                     f"speculator checkpoint: tensor {name!r} has shape {tuple(t.shape)}, expected {want}"
                 )
             if t.is_complex() or not (t.is_floating_point()):
-                raise ValueError(f"speculator checkpoint: tensor {name!r} has non-float dtype {t.dtype}")
+                raise ValueError(
+                    f"speculator checkpoint: tensor {name!r} has non-float dtype {t.dtype}"
+                )
             result[name] = t
             continue
         m = _IDX_RE.match(name)
@@ -185,7 +191,9 @@ def save_speculator(model: nn.Module, path: str | os.PathLike[str]) -> None:
     from safetensors.torch import save_file
 
     if not isinstance(model, SpeculatorBase):
-        raise TypeError(f"save_speculator: expected MLPSpeculator or LSTMSpeculator, got {type(model).__name__}")
+        raise TypeError(
+            f"save_speculator: expected MLPSpeculator or LSTMSpeculator, got {type(model).__name__}"
+        )
     os.makedirs(path, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     config = dataclasses.replace(model.config, extra=dict(model.config.extra))

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = [
     "SpeculatorConfig",
@@ -159,7 +160,14 @@ class SpeculatorConfig:
             raise ValueError(
                 f"speculator config: unknown method {self.method!r} (expected 'mlp' or 'sum_lstm')"
             )
-        for name in ("n_predict", "input_hidden_dim", "inner_dim", "vocab_size", "emb_dim", "proj_dim"):
+        for name in (
+            "n_predict",
+            "input_hidden_dim",
+            "inner_dim",
+            "vocab_size",
+            "emb_dim",
+            "proj_dim",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ValueError(f"speculator config: {name!r} must be an int, got {v!r}")
@@ -200,11 +208,13 @@ class SpeculatorConfig:
                 f"base model has vocab_size={base_vocab_size}"
             )
         if problems:
-            raise ValueError("speculator is not compatible with the base model: " + "; ".join(problems))
+            raise ValueError(
+                "speculator is not compatible with the base model: " + "; ".join(problems)
+            )
 
     # --------------------------------------------------------------- dict I/O
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SpeculatorConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> SpeculatorConfig:
         """Build from a ``config.json`` dict (any of the published layouts).
 
         Raises:
@@ -309,7 +319,11 @@ class SpeculatorConfig:
             "base_model_name_or_path": self.base_model_name_or_path,
         }
         if self.method == "mlp":
-            arch = self.architecture if self.architecture in MLP_ARCHITECTURES else MLP_ARCHITECTURES[0]
+            arch = (
+                self.architecture
+                if self.architecture in MLP_ARCHITECTURES
+                else MLP_ARCHITECTURES[0]
+            )
             d.update(common)
             d.update(
                 {
@@ -335,7 +349,7 @@ class SpeculatorConfig:
         return d
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str]) -> "SpeculatorConfig":
+    def from_pretrained(cls, path: str | os.PathLike[str]) -> SpeculatorConfig:
         """Read ``config.json`` from a checkpoint directory (or the file itself).
 
         Raises:
@@ -350,7 +364,9 @@ class SpeculatorConfig:
             with open(cfg_path, encoding="utf-8") as f:
                 d = json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f"speculator checkpoint: {cfg_path!r} is not valid JSON: {e}") from None
+            raise ValueError(
+                f"speculator checkpoint: {cfg_path!r} is not valid JSON: {e}"
+            ) from None
         return cls.from_dict(d)
 
     def save_pretrained(self, path: str | os.PathLike[str]) -> None:

@@ -44,7 +44,9 @@ def draft(
     """
     n = model.n_predict if num_tokens is None else num_tokens
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= model.n_predict:
-        raise ValueError(f"draft: num_tokens must be an int in [1, {model.n_predict}], got {num_tokens!r}")
+        raise ValueError(
+            f"draft: num_tokens must be an int in [1, {model.n_predict}], got {num_tokens!r}"
+        )
     if hidden_states.dim() != 2 or hidden_states.shape[1] != model.input_hidden_dim:
         raise ValueError(
             f"draft: hidden_states must be [batch, {model.input_hidden_dim}], got {tuple(hidden_states.shape)}"
@@ -55,7 +57,9 @@ def draft(
         )
     if last_tokens.is_floating_point() or last_tokens.is_complex():
         raise ValueError(f"draft: last_tokens must be an integer tensor, got {last_tokens.dtype}")
-    if out is not None and (tuple(out.shape) != (hidden_states.shape[0], n) or out.dtype != torch.int64):
+    if out is not None and (
+        tuple(out.shape) != (hidden_states.shape[0], n) or out.dtype != torch.int64
+    ):
         raise ValueError(
             f"draft: out must be int64 [{hidden_states.shape[0]}, {n}], got {out.dtype} {tuple(out.shape)}"
         )

@@ -29,7 +29,11 @@ class GraphDrafter:
     returns what ``draft(model, hidden, last_tokens, num_tokens)`` returns."""
 
     def __init__(self, model: SpeculatorBase, max_batch_size: int = 256) -> None:
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
+        if (
+            isinstance(max_batch_size, bool)
+            or not isinstance(max_batch_size, int)
+            or max_batch_size < 1
+        ):
             raise ValueError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
         self.model = model
         self.max_batch_size = _bucket(max_batch_size)
@@ -38,8 +42,9 @@ class GraphDrafter:
         self.enabled = self.device.type == "cuda"
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         if self.enabled:
-            self._hidden = torch.zeros(self.max_batch_size, model.input_hidden_dim, dtype=weight.dtype,
-                                       device=self.device)
+            self._hidden = torch.zeros(
+                self.max_batch_size, model.input_hidden_dim, dtype=weight.dtype, device=self.device
+            )
             self._tokens = torch.zeros(self.max_batch_size, dtype=torch.int64, device=self.device)
             self._pool = torch.cuda.graph_pool_handle()
 
@@ -47,14 +52,17 @@ class GraphDrafter:
     def num_graphs(self) -> int:
         return len(self._graphs)
 
-    def __call__(self, hidden_states: torch.Tensor, last_tokens: torch.Tensor,
-                 num_tokens: int | None = None) -> torch.Tensor:
+    def __call__(
+        self, hidden_states: torch.Tensor, last_tokens: torch.Tensor, num_tokens: int | None = None
+    ) -> torch.Tensor:
         n = self.model.n_predict if num_tokens is None else num_tokens
         b = hidden_states.shape[0]
         if not self.enabled or b > self.max_batch_size or hidden_states.device != self.device:
             return draft(self.model, hidden_states, last_tokens, num_tokens)
         if last_tokens.dim() != 1 or last_tokens.shape[0] != b or hidden_states.dim() != 2:
-            return draft(self.model, hidden_states, last_tokens, num_tokens)  # raises its ValueError
+            return draft(
+                self.model, hidden_states, last_tokens, num_tokens
+            )  # raises its ValueError
         size = _bucket(b)
         graph = self._graphs.get((size, n))
         if graph is None:

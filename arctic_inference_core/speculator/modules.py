@@ -29,7 +29,9 @@ class SpeculatorLayerNorm(nn.Module):
     reference implementation.
     """
 
-    def __init__(self, normalized_shape: int, eps: float = 1e-6, elementwise_scale_and_shift: bool = True) -> None:
+    def __init__(
+        self, normalized_shape: int, eps: float = 1e-6, elementwise_scale_and_shift: bool = True
+    ) -> None:
         super().__init__()
         self.normalized_shape = normalized_shape
         self.eps = eps
@@ -82,7 +84,9 @@ class SpeculatorBase(nn.Module):
         self.emb_scale = self.emb_weight / self.state_weight
         self.activation = nn.GELU()
         if config.scale_input:
-            self.ln0 = SpeculatorLayerNorm(config.input_hidden_dim, elementwise_scale_and_shift=False)
+            self.ln0 = SpeculatorLayerNorm(
+                config.input_hidden_dim, elementwise_scale_and_shift=False
+            )
 
     # ---- indices of the (possibly tied) module used by head i -------------
     @staticmethod
@@ -118,7 +122,9 @@ class SpeculatorBase(nn.Module):
         """
         raise NotImplementedError
 
-    def forward_logits(self, hidden_states: torch.Tensor, input_tokens: torch.Tensor) -> torch.Tensor:
+    def forward_logits(
+        self, hidden_states: torch.Tensor, input_tokens: torch.Tensor
+    ) -> torch.Tensor:
         """Teacher-forced logits (training / scoring).
 
         Args:
@@ -168,12 +174,17 @@ class MLPSpeculator(SpeculatorBase):
             raise ValueError(f"MLPSpeculator needs method='mlp', got {config.method!r}")
         super().__init__(config)
         n, tie, d = config.n_predict, config.tie_weights, config.inner_dim
-        self.emb = nn.ModuleList(nn.Embedding(config.vocab_size, d) for _ in range(_n_unique(n, tie)))
+        self.emb = nn.ModuleList(
+            nn.Embedding(config.vocab_size, d) for _ in range(_n_unique(n, tie))
+        )
         self.proj = nn.ModuleList(
-            nn.Linear(config.input_hidden_dim if j == 0 else d, d, bias=False) for j in range(_n_proj(n, tie))
+            nn.Linear(config.input_hidden_dim if j == 0 else d, d, bias=False)
+            for j in range(_n_proj(n, tie))
         )
         self.ln = nn.ModuleList(SpeculatorLayerNorm(d) for _ in range(_n_unique(n, tie)))
-        self.head = nn.ModuleList(nn.Linear(d, config.vocab_size, bias=False) for _ in range(_n_unique(n, tie)))
+        self.head = nn.ModuleList(
+            nn.Linear(d, config.vocab_size, bias=False) for _ in range(_n_unique(n, tie))
+        )
         self.reset_parameters()
 
     @torch.no_grad()
@@ -247,7 +258,8 @@ class LSTMSpeculator(SpeculatorBase):
             self.output_emb = nn.ModuleList(nn.Embedding(config.vocab_size, p) for _ in range(ne))
             self.cell_emb = nn.ModuleList(nn.Embedding(config.vocab_size, p) for _ in range(ne))
         self.projs = nn.ModuleList(
-            nn.Linear(config.input_hidden_dim if j == 0 else p, 4 * p, bias=False) for j in range(_n_proj(n, tie))
+            nn.Linear(config.input_hidden_dim if j == 0 else p, 4 * p, bias=False)
+            for j in range(_n_proj(n, tie))
         )
         self.cell_ln = nn.ModuleList(SpeculatorLayerNorm(p) for _ in range(ne))
         self.state_ln = nn.ModuleList(SpeculatorLayerNorm(p) for _ in range(ne))
@@ -277,7 +289,8 @@ class LSTMSpeculator(SpeculatorBase):
         if self.tie_lstm_embs:
             return torch.cat([f, f, f, f], dim=-1)
         return torch.cat(
-            [f, self.input_emb[j](tokens), self.output_emb[j](tokens), self.cell_emb[j](tokens)], dim=-1
+            [f, self.input_emb[j](tokens), self.output_emb[j](tokens), self.cell_emb[j](tokens)],
+            dim=-1,
         )
 
     def step(

@@ -59,13 +59,18 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from arctic_inference_core._jsonl import read_prompt_records
-from arctic_inference_core.speculator.checkpoint import build_speculator, load_speculator, save_speculator
+from arctic_inference_core.speculator.checkpoint import (
+    build_speculator,
+    load_speculator,
+    save_speculator,
+)
 from arctic_inference_core.speculator.config import SpeculatorConfig
 from arctic_inference_core.speculator.draft import draft
 from arctic_inference_core.speculator.modules import SpeculatorBase
@@ -91,14 +96,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m arctic_inference_core.speculator.train",
         description="Distil an Arctic speculator (MLP / sum-LSTM draft heads) from a HF causal LM.",
     )
-    p.add_argument("--base-model", required=True, help="Hugging Face model directory (config + weights + tokenizer)")
-    p.add_argument("--prompts", required=True, help="JSONL file, one object with a 'prompt' field per line")
+    p.add_argument(
+        "--base-model",
+        required=True,
+        help="Hugging Face model directory (config + weights + tokenizer)",
+    )
+    p.add_argument(
+        "--prompts", required=True, help="JSONL file, one object with a 'prompt' field per line"
+    )
     p.add_argument("--out", required=True, help="output directory (cache, checkpoints, eval.json)")
     p.add_argument("--method", choices=("lstm", "mlp"), default="lstm")
     p.add_argument("--n-predict", type=int, default=3)
     p.add_argument("--inner-dim", type=int, default=512)
     p.add_argument("--tie-weights", action="store_true", help="share head weights across positions")
-    p.add_argument("--scale-input", action="store_true", help="RMS-normalise the base hidden state first")
+    p.add_argument(
+        "--scale-input", action="store_true", help="RMS-normalise the base hidden state first"
+    )
     p.add_argument("--steps", type=int, default=1000, help="total optimizer steps")
     p.add_argument("--batch-size", type=int, default=64, help="positions per step")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -107,30 +120,60 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--schedule", choices=("cosine", "linear", "constant"), default="cosine")
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final lr = lr * ratio")
     p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--head-weights", default=None, help="comma-separated loss weight per head (default all 1)")
+    p.add_argument(
+        "--head-weights", default=None, help="comma-separated loss weight per head (default all 1)"
+    )
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--max-prompt-tokens", type=int, default=512, help="keep the last N prompt tokens")
-    p.add_argument("--max-prompts", type=int, default=None, help="use only the first N prompts of the file")
-    p.add_argument("--use-response", action="store_true", help="use the 'response' field instead of generating")
-    p.add_argument("--gen-batch-size", type=int, default=32,
-                   help="prompts generated together (left-padded greedy decoding)")
-    p.add_argument("--num-eval", type=int, default=None, help="held-out prompts (default: 20%%, at least 1)")
+    p.add_argument(
+        "--max-prompt-tokens", type=int, default=512, help="keep the last N prompt tokens"
+    )
+    p.add_argument(
+        "--max-prompts", type=int, default=None, help="use only the first N prompts of the file"
+    )
+    p.add_argument(
+        "--use-response", action="store_true", help="use the 'response' field instead of generating"
+    )
+    p.add_argument(
+        "--gen-batch-size",
+        type=int,
+        default=32,
+        help="prompts generated together (left-padded greedy decoding)",
+    )
+    p.add_argument(
+        "--num-eval", type=int, default=None, help="held-out prompts (default: 20%%, at least 1)"
+    )
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
-    p.add_argument("--dtype", choices=tuple(_DTYPES), default="float32",
-                   help="base model dtype; with bfloat16 the speculator is trained under bf16 autocast "
-                        "(fp32 master weights) and saved in bf16")
+    p.add_argument(
+        "--dtype",
+        choices=tuple(_DTYPES),
+        default="float32",
+        help="base model dtype; with bfloat16 the speculator is trained under bf16 autocast "
+        "(fp32 master weights) and saved in bf16",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (1 avoids OpenMP spin-wait slowdowns on a busy machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 avoids OpenMP spin-wait slowdowns on a busy machine)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return p.parse_args(argv)
 
 
 def _check_args(a: argparse.Namespace) -> None:
-    for name in ("n_predict", "inner_dim", "steps", "batch_size", "max_new_tokens", "max_prompt_tokens",
-                 "eval_every", "gen_batch_size"):
+    for name in (
+        "n_predict",
+        "inner_dim",
+        "steps",
+        "batch_size",
+        "max_new_tokens",
+        "max_prompt_tokens",
+        "eval_every",
+        "gen_batch_size",
+    ):
         if getattr(a, name) < 1:
             raise TrainingError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     if a.lr <= 0:
@@ -149,14 +192,20 @@ def _head_weights(a: argparse.Namespace) -> list[float]:
     try:
         w = [float(x) for x in a.head_weights.split(",")]
     except ValueError:
-        raise TrainingError(f"--head-weights must be comma-separated numbers, got {a.head_weights!r}") from None
+        raise TrainingError(
+            f"--head-weights must be comma-separated numbers, got {a.head_weights!r}"
+        ) from None
     if len(w) != a.n_predict or any(x < 0 for x in w):
-        raise TrainingError(f"--head-weights needs {a.n_predict} non-negative numbers, got {a.head_weights!r}")
+        raise TrainingError(
+            f"--head-weights needs {a.n_predict} non-negative numbers, got {a.head_weights!r}"
+        )
     return w
 
 
 # --------------------------------------------------------------------- data
-def load_prompts(path: str, use_response: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+def load_prompts(
+    path: str, use_response: bool = False, limit: int | None = None
+) -> list[dict[str, Any]]:
     """Read a JSONL prompt file into ``[{"id", "prompt", "response"}]``.
 
     Raises:
@@ -174,7 +223,9 @@ def _load_base(path: str, dtype: torch.dtype, device: str):
     if not os.path.isdir(path):
         raise TrainingError(f"--base-model: {path!r} is not a directory")
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise TrainingError(f"--base-model: {path!r} has no config.json (not a Hugging Face model directory)")
+        raise TrainingError(
+            f"--base-model: {path!r} has no config.json (not a Hugging Face model directory)"
+        )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -204,7 +255,9 @@ def _cache_key(a: argparse.Namespace, prompts: list[dict[str, Any]]) -> dict[str
         if a.use_response:
             ph.update((r["response"] or "").encode("utf-8", "surrogatepass"))
         ph.update(b"\1")
-    wfiles = sorted(f for f in os.listdir(a.base_model) if f.endswith((".safetensors", ".bin", "config.json")))
+    wfiles = sorted(
+        f for f in os.listdir(a.base_model) if f.endswith((".safetensors", ".bin", "config.json"))
+    )
     wh = hashlib.sha256()
     for f in wfiles:
         st = os.stat(os.path.join(a.base_model, f))
@@ -227,8 +280,9 @@ def _tokenize(tok, text: str) -> list[int]:
 
 
 @torch.no_grad()
-def _generate(model, prompt_ids: list[list[int]], a: argparse.Namespace, pad_id: int,
-              eos_id: int | None) -> list[list[int]]:
+def _generate(
+    model, prompt_ids: list[list[int]], a: argparse.Namespace, pad_id: int, eos_id: int | None
+) -> list[list[int]]:
     """Greedy continuations, ``--gen-batch-size`` prompts at a time.
 
     Prompts of similar length are batched together (left padding), which
@@ -247,8 +301,15 @@ def _generate(model, prompt_ids: list[list[int]], a: argparse.Namespace, pad_id:
             inp[row, width - len(p) :] = torch.tensor(p)
             mask[row, width - len(p) :] = 1
         out = model.generate(
-            inp.to(a.device), attention_mask=mask.to(a.device), max_new_tokens=a.max_new_tokens,
-            do_sample=False, num_beams=1, pad_token_id=pad_id, temperature=None, top_p=None, top_k=None,
+            inp.to(a.device),
+            attention_mask=mask.to(a.device),
+            max_new_tokens=a.max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=pad_id,
+            temperature=None,
+            top_p=None,
+            top_k=None,
         )
         for row, i in enumerate(batch):
             new = out[row, width:].tolist()
@@ -259,7 +320,9 @@ def _generate(model, prompt_ids: list[list[int]], a: argparse.Namespace, pad_id:
 
 
 @torch.no_grad()
-def build_distillation_data(a: argparse.Namespace, prompts: list[dict[str, Any]], log=print) -> dict[str, Any]:
+def build_distillation_data(
+    a: argparse.Namespace, prompts: list[dict[str, Any]], log=print
+) -> dict[str, Any]:
     """Generate (or read) continuations and record hidden states; cached on disk.
 
     Returns ``{"key", "hidden_size", "vocab_size", "records": [...]}``; each
@@ -276,7 +339,9 @@ def build_distillation_data(a: argparse.Namespace, prompts: list[dict[str, Any]]
             log(f"[train] ignoring unreadable data cache {cache_path}: {e}")
             cached = None
         if cached is not None and cached.get("key") == key:
-            log(f"[train] using cached distillation data {cache_path} ({len(cached['records'])} sequences)")
+            log(
+                f"[train] using cached distillation data {cache_path} ({len(cached['records'])} sequences)"
+            )
             return cached
         if cached is not None:
             log(f"[train] data cache {cache_path} was built with other settings; regenerating")
@@ -284,7 +349,7 @@ def build_distillation_data(a: argparse.Namespace, prompts: list[dict[str, Any]]
     dtype = _DTYPES[a.dtype]
     tok, model = _load_base(a.base_model, dtype, a.device)
     cfg = model.config
-    hidden_size = int(getattr(cfg, "hidden_size"))
+    hidden_size = int(cfg.hidden_size)
     vocab_size = int(model.get_output_embeddings().weight.shape[0])
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     prompt_ids = []
@@ -295,8 +360,10 @@ def build_distillation_data(a: argparse.Namespace, prompts: list[dict[str, Any]]
         prompt_ids.append(pids)
     t0 = time.time()
     if a.use_response:
-        conts = [list(tok(r["response"], add_special_tokens=False)["input_ids"])[: a.max_new_tokens]
-                 for r in prompts]
+        conts = [
+            list(tok(r["response"], add_special_tokens=False)["input_ids"])[: a.max_new_tokens]
+            for r in prompts
+        ]
     else:
         conts = _generate(model, prompt_ids, a, pad_id, tok.eos_token_id)
     records = []
@@ -317,15 +384,19 @@ def build_distillation_data(a: argparse.Namespace, prompts: list[dict[str, Any]]
                 )
             checked = True
         plen = len(pids)
-        records.append({
-            "id": r["id"],
-            "prompt_len": plen,
-            "ids": full[0, plen - 1 :].to("cpu", torch.int64).clone(),
-            "hidden": h[plen - 1 :].to("cpu").clone(),
-        })
+        records.append(
+            {
+                "id": r["id"],
+                "prompt_len": plen,
+                "ids": full[0, plen - 1 :].to("cpu", torch.int64).clone(),
+                "hidden": h[plen - 1 :].to("cpu").clone(),
+            }
+        )
     gen = sum(len(r["ids"]) - 1 for r in records)
-    log(f"[train] distillation data: {len(records)} sequences, {gen} continuation tokens "
-        f"({time.time() - t0:.1f}s)")
+    log(
+        f"[train] distillation data: {len(records)} sequences, {gen} continuation tokens "
+        f"({time.time() - t0:.1f}s)"
+    )
     data = {"key": key, "hidden_size": hidden_size, "vocab_size": vocab_size, "records": records}
     os.makedirs(a.out, exist_ok=True)
     tmp = cache_path + ".tmp"
@@ -367,8 +438,13 @@ def _examples(records: list[dict[str, Any]], n_predict: int, full_only: bool):
 
 # --------------------------------------------------------------------- eval
 @torch.no_grad()
-def evaluate(spec: SpeculatorBase, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor,
-             batch_size: int = 1024) -> dict[str, Any]:
+def evaluate(
+    spec: SpeculatorBase,
+    hidden: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int = 1024,
+) -> dict[str, Any]:
     """Per-position greedy acceptance of ``spec`` against the base tokens.
 
     Returns ``{"acceptance": [a_1..a_n], "mean_accepted_length": sum(a_j),
@@ -388,7 +464,11 @@ def evaluate(spec: SpeculatorBase, hidden: torch.Tensor, inputs: torch.Tensor, t
     spec.train(was_training)
     total = max(1, hidden.shape[0])
     acc = [float(v) / total for v in accepted]
-    return {"acceptance": acc, "mean_accepted_length": float(sum(acc)), "positions": int(hidden.shape[0])}
+    return {
+        "acceptance": acc,
+        "mean_accepted_length": float(sum(acc)),
+        "positions": int(hidden.shape[0]),
+    }
 
 
 # --------------------------------------------------------------------- utils
@@ -426,15 +506,18 @@ def _save_checkpoint(a, spec, opt, sched, step, history, rng_gen) -> None:
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
     _save_spec(a, spec, tmp)
-    torch.save({
-        "step": step,
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "rng": rng_gen.get_state(),
-        "history": history,
-        "args": {k: v for k, v in vars(a).items()},
-        "fp32_weights": {k: v.detach().cpu() for k, v in spec.state_dict().items()},
-    }, os.path.join(tmp, STATE_NAME))
+    torch.save(
+        {
+            "step": step,
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": rng_gen.get_state(),
+            "history": history,
+            "args": {k: v for k, v in vars(a).items()},
+            "fp32_weights": {k: v.detach().cpu() for k, v in spec.state_dict().items()},
+        },
+        os.path.join(tmp, STATE_NAME),
+    )
     old = ckpt + ".old"
     if os.path.isdir(ckpt):
         if os.path.isdir(old):
@@ -471,13 +554,19 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
     if not os.path.isdir(a.base_model):
         raise TrainingError(f"--base-model: {a.base_model!r} is not a directory")
     if not os.path.isfile(os.path.join(a.base_model, "config.json")):
-        raise TrainingError(f"--base-model: {a.base_model!r} has no config.json (not a Hugging Face model directory)")
+        raise TrainingError(
+            f"--base-model: {a.base_model!r} has no config.json (not a Hugging Face model directory)"
+        )
     prompts = load_prompts(a.prompts, a.use_response, a.max_prompts)
     if len(prompts) < 2:
-        raise TrainingError(f"--prompts: need at least 2 prompts (train + held-out eval), got {len(prompts)}")
+        raise TrainingError(
+            f"--prompts: need at least 2 prompts (train + held-out eval), got {len(prompts)}"
+        )
     n_eval = a.num_eval if a.num_eval is not None else max(1, round(0.2 * len(prompts)))
     if n_eval >= len(prompts):
-        raise TrainingError(f"--num-eval {n_eval} leaves no training prompts ({len(prompts)} prompts)")
+        raise TrainingError(
+            f"--num-eval {n_eval} leaves no training prompts ({len(prompts)} prompts)"
+        )
     os.makedirs(a.out, exist_ok=True)
     if a.threads is not None:
         torch.set_num_threads(max(1, a.threads))
@@ -492,11 +581,17 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
     train = _examples(train_recs, a.n_predict, full_only=False)
     ev = _examples(eval_recs, a.n_predict, full_only=True)
     if train is None:
-        raise TrainingError("no training positions: continuations are too short (raise --max-new-tokens)")
+        raise TrainingError(
+            "no training positions: continuations are too short (raise --max-new-tokens)"
+        )
     if ev is None:
-        raise TrainingError("no eval positions: held-out continuations are shorter than n_predict+2 tokens")
-    log(f"[train] {len(train_recs)} train prompts ({train[0].shape[0]} positions), "
-        f"{len(eval_recs)} held-out prompts ({ev[0].shape[0]} positions)")
+        raise TrainingError(
+            "no eval positions: held-out continuations are shorter than n_predict+2 tokens"
+        )
+    log(
+        f"[train] {len(train_recs)} train prompts ({train[0].shape[0]} positions), "
+        f"{len(eval_recs)} held-out prompts ({ev[0].shape[0]} positions)"
+    )
 
     dev = torch.device(a.device)
     use_autocast = a.dtype == "bfloat16"
@@ -505,10 +600,14 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
     if a.resume:
         if os.path.isfile(os.path.join(ckpt, STATE_NAME)):
             spec = load_speculator(ckpt, dtype=torch.float32, device="cpu")
-            state = torch.load(os.path.join(ckpt, STATE_NAME), map_location="cpu", weights_only=False)
+            state = torch.load(
+                os.path.join(ckpt, STATE_NAME), map_location="cpu", weights_only=False
+            )
             spec.load_state_dict(state["fp32_weights"])
             if spec.n_predict != a.n_predict:
-                raise TrainingError(f"--resume: checkpoint has n_predict={spec.n_predict}, --n-predict={a.n_predict}")
+                raise TrainingError(
+                    f"--resume: checkpoint has n_predict={spec.n_predict}, --n-predict={a.n_predict}"
+                )
             log(f"[train] resuming from {ckpt} at step {state['step']}")
         else:
             log(f"[train] --resume: no checkpoint in {ckpt}; starting from scratch")
@@ -544,11 +643,19 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
     eh, ex, ey = ev
     eh = eh.float() if not use_autocast else eh.to(torch.bfloat16)
     wt = torch.tensor(weights, device=dev)
-    extra = {"n_predict": a.n_predict, "method": a.method, "inner_dim": a.inner_dim,
-             "train_prompts": len(train_recs), "eval_prompts": len(eval_recs),
-             "eval_prompt_ids": [r["id"] for r in eval_recs],
-             "train_positions": int(th.shape[0]), "eval_positions": int(eh.shape[0]),
-             "base_model": os.path.abspath(a.base_model), "device": a.device, "dtype": a.dtype}
+    extra = {
+        "n_predict": a.n_predict,
+        "method": a.method,
+        "inner_dim": a.inner_dim,
+        "train_prompts": len(train_recs),
+        "eval_prompts": len(eval_recs),
+        "eval_prompt_ids": [r["id"] for r in eval_recs],
+        "train_positions": int(th.shape[0]),
+        "eval_positions": int(eh.shape[0]),
+        "base_model": os.path.abspath(a.base_model),
+        "device": a.device,
+        "dtype": a.dtype,
+    }
 
     def do_eval(loss_val):
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_autocast):
@@ -556,8 +663,10 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
         r = {"step": step, "train_loss": loss_val, **r}
         history.append(r)
         acc = " ".join(f"{v:.3f}" for v in r["acceptance"])
-        log(f"[eval] step {step}: acceptance per position [{acc}], mean accepted length "
-            f"{r['mean_accepted_length']:.3f} ({r['positions']} positions)")
+        log(
+            f"[eval] step {step}: acceptance per position [{acc}], mean accepted length "
+            f"{r['mean_accepted_length']:.3f} ({r['positions']} positions)"
+        )
         _write_eval(a, history, extra)
         return r
 
@@ -565,7 +674,11 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
         do_eval(None)
     if step >= a.steps:
         log(f"[train] checkpoint already at step {step} >= --steps {a.steps}; nothing to train")
-    bar = _progress(range(step, a.steps), a, desc="train", initial=step, total=a.steps) if step < a.steps else []
+    bar = (
+        _progress(range(step, a.steps), a, desc="train", initial=step, total=a.steps)
+        if step < a.steps
+        else []
+    )
     running = None
     last_loss = None
     for _ in bar:
@@ -574,7 +687,10 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
             logits = spec.forward_logits(th[idx], tx[idx])
         y = ty[idx]
         per_head = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100, reduction="none"
+            logits.float().reshape(-1, logits.shape[-1]),
+            y.reshape(-1),
+            ignore_index=-100,
+            reduction="none",
         ).view_as(y)
         mask = (y != -100).float()
         head_loss = (per_head * mask).sum(0) / mask.sum(0).clamp(min=1.0)
@@ -595,12 +711,16 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
             _save_checkpoint(a, spec, opt, sched, step, history, gen)
     if hasattr(bar, "close"):
         bar.close()
-    if not os.path.isfile(os.path.join(ckpt, STATE_NAME)) or (history and history[-1]["step"] != step):
+    if not os.path.isfile(os.path.join(ckpt, STATE_NAME)) or (
+        history and history[-1]["step"] != step
+    ):
         do_eval(running)
         _save_checkpoint(a, spec, opt, sched, step, history, gen)
     _save_spec(a, spec, os.path.join(a.out, FINAL_DIR))
-    log(f"[train] done at step {step}; speculator in {os.path.join(a.out, FINAL_DIR)}, "
-        f"eval in {os.path.join(a.out, EVAL_NAME)}")
+    log(
+        f"[train] done at step {step}; speculator in {os.path.join(a.out, FINAL_DIR)}, "
+        f"eval in {os.path.join(a.out, EVAL_NAME)}"
+    )
     doc = dict(extra)
     doc["history"] = history
     doc["final"] = history[-1]

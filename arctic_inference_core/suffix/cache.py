@@ -5,14 +5,14 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Hashable, KeysView, Sequence
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 import numpy.typing as npt
 
 from arctic_inference_core import _C
 
-TokenIds = Union[Sequence[int], npt.NDArray[np.integer]]
+TokenIds = Union[Sequence[int], npt.NDArray[np.integer]]  # noqa: UP007 - a runtime alias
 
 _INT32_MAX = 0x7FFFFFFF
 
@@ -34,9 +34,9 @@ class SuffixDecodingDraft:
 
     def __init__(
         self,
-        token_ids: Optional[list[int]] = None,
-        parents: Optional[list[int]] = None,
-        probs: Union[list[float], bytes, None] = None,
+        token_ids: list[int] | None = None,
+        parents: list[int] | None = None,
+        probs: list[float] | bytes | None = None,
         score: float = 0.0,
         match_len: int = 0,
     ) -> None:
@@ -67,11 +67,18 @@ class SuffixDecodingDraft:
         if not isinstance(other, SuffixDecodingDraft):
             return NotImplemented
         return (self.token_ids, self.parents, self.probs, self.score, self.match_len) == (
-            other.token_ids, other.parents, other.probs, other.score, other.match_len)
+            other.token_ids,
+            other.parents,
+            other.probs,
+            other.score,
+            other.match_len,
+        )
 
     def __repr__(self) -> str:
-        return (f"SuffixDecodingDraft(token_ids={self.token_ids}, parents={self.parents}, "
-                f"probs={self.probs}, score={self.score}, match_len={self.match_len})")
+        return (
+            f"SuffixDecodingDraft(token_ids={self.token_ids}, parents={self.parents}, "
+            f"probs={self.probs}, score={self.score}, match_len={self.match_len})"
+        )
 
 
 class SuffixDecodingDraftBatch:
@@ -226,7 +233,7 @@ class SuffixDecodingCache:
             self._cached[req_id] = handle
             self._evict_overflow(keep=req_id)
 
-    def add_active_response(self, req_id: Hashable, token_ids: Union[int, TokenIds]) -> None:
+    def add_active_response(self, req_id: Hashable, token_ids: int | TokenIds) -> None:
         """Append generated token(s) to an active request's response.
 
         Raises:
@@ -272,8 +279,8 @@ class SuffixDecodingCache:
     def speculate(
         self,
         req_id: Hashable,
-        context: Optional[TokenIds],
-        max_spec_tokens: Optional[int] = None,
+        context: TokenIds | None,
+        max_spec_tokens: int | None = None,
         max_spec_factor: float = 1.0,
         max_spec_offset: float = 0.0,
         min_token_prob: float = 0.1,
@@ -320,9 +327,9 @@ class SuffixDecodingCache:
     def speculate_batch(
         self,
         req_ids: Sequence[Hashable],
-        new_token_ids: Optional[Sequence[TokenIds]] = None,
-        contexts: Optional[Sequence[TokenIds]] = None,
-        max_spec_tokens: Optional[int] = None,
+        new_token_ids: Sequence[TokenIds] | None = None,
+        contexts: Sequence[TokenIds] | None = None,
+        max_spec_tokens: int | None = None,
         max_spec_factor: float = 1.0,
         max_spec_offset: float = 0.0,
         min_token_prob: float = 0.1,
@@ -391,7 +398,7 @@ class SuffixDecodingCache:
         except TypeError:
             raise TypeError(f"req_id must be hashable, got {type(req_id).__name__}") from None
 
-    def _spec_tokens(self, max_spec_tokens: Optional[int]) -> int:
+    def _spec_tokens(self, max_spec_tokens: int | None) -> int:
         if max_spec_tokens is None:
             return self._max_tree_depth
         return _check_int("max_spec_tokens", max_spec_tokens, 0, _INT32_MAX)

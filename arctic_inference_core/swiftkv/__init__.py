@@ -10,7 +10,7 @@ Layout/bookkeeping (:class:`SwiftKVLayout`, :func:`kv_slot_for_layer`,
 Hugging Face model lives in :mod:`arctic_inference_core.swiftkv.hf_llama`
 (imported on demand; needs ``transformers``). See docs/swiftkv.md.
 
-Not yet part of the frozen API snapshot (tests/public_api.py).
+Not yet part of the frozen API snapshot (tests/core/api/public_api.py).
 """
 
 from arctic_inference_core.swiftkv.layout import SwiftKVLayout, kv_slot_for_layer, num_kv_slots

@@ -85,7 +85,9 @@ def convert(
         raise ConversionError(f"--group-size must be >= 1, got {group_size}")
     later = int(cfg["num_hidden_layers"]) - num_key_value_layers
     if group_size > later:
-        raise ConversionError(f"--group-size ({group_size}) is larger than the number of later layers ({later})")
+        raise ConversionError(
+            f"--group-size ({group_size}) is larger than the number of later layers ({later})"
+        )
     if out.resolve() == llama_path.resolve():
         raise ConversionError("--out must differ from --llama")
     if out.exists() and any(out.iterdir()) and not force:
@@ -97,7 +99,9 @@ def convert(
     from arctic_inference_core.swiftkv.hf_llama import SwiftKVLlamaConfig, SwiftKVLlamaForCausalLM
 
     llama = LlamaForCausalLM.from_pretrained(llama_path, dtype="auto").eval()
-    model = SwiftKVLlamaForCausalLM.from_llama(llama, num_key_value_layers, group_size, reduce=reduce).eval()
+    model = SwiftKVLlamaForCausalLM.from_llama(
+        llama, num_key_value_layers, group_size, reduce=reduce
+    ).eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     copied = []
@@ -123,10 +127,14 @@ def convert(
     if verify:
         loaded_cfg = AutoConfig.from_pretrained(out)
         if not isinstance(loaded_cfg, SwiftKVLlamaConfig):
-            raise RuntimeError(f"reloaded config is {type(loaded_cfg).__name__}, not SwiftKVLlamaConfig")
+            raise RuntimeError(
+                f"reloaded config is {type(loaded_cfg).__name__}, not SwiftKVLlamaConfig"
+            )
         loaded = AutoModelForCausalLM.from_pretrained(out, dtype="auto").eval()
         if not isinstance(loaded, SwiftKVLlamaForCausalLM):
-            raise RuntimeError(f"reloaded model is {type(loaded).__name__}, not SwiftKVLlamaForCausalLM")
+            raise RuntimeError(
+                f"reloaded model is {type(loaded).__name__}, not SwiftKVLlamaForCausalLM"
+            )
         g = torch.Generator().manual_seed(0)
         ids = torch.randint(0, int(cfg["vocab_size"]), (1, 16), generator=g)
         with torch.no_grad():
@@ -134,10 +142,14 @@ def convert(
             b = loaded(ids).logits.float()
             ref = llama(ids).logits.float()
         if not torch.equal(a, b):
-            raise RuntimeError(f"reloaded model differs from the converted one (max |diff| {(a - b).abs().max():.3g})")
+            raise RuntimeError(
+                f"reloaded model differs from the converted one (max |diff| {(a - b).abs().max():.3g})"
+            )
         summary["reload_check"] = "ok"
         summary["max_abs_logit_diff_vs_llama_random_ids"] = float((a - ref).abs().max())
-        summary["greedy_agreement_vs_llama_random_ids"] = float((a.argmax(-1) == ref.argmax(-1)).float().mean())
+        summary["greedy_agreement_vs_llama_random_ids"] = float(
+            (a.argmax(-1) == ref.argmax(-1)).float().mean()
+        )
     (out / "swiftkv_conversion.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -149,17 +161,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--llama", required=True, help="Llama checkpoint directory (HF format)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--num-key-value-layers", type=int, required=True,
-                   help="K: full layers before the SwiftKV projection, in [1, L-1]")
+    p.add_argument(
+        "--num-key-value-layers",
+        type=int,
+        required=True,
+        help="K: full layers before the SwiftKV projection, in [1, L-1]",
+    )
     p.add_argument("--group-size", type=int, default=1, help="AcrossKV group size (default 1)")
-    p.add_argument("--reduce", choices=("first", "mean"), default="first",
-                   help="how a group's K/V weights are initialized from its layers (default first)")
+    p.add_argument(
+        "--reduce",
+        choices=("first", "mean"),
+        default="first",
+        help="how a group's K/V weights are initialized from its layers (default first)",
+    )
     p.add_argument("--force", action="store_true", help="write into a non-empty --out")
     p.add_argument("--no-verify", action="store_true", help="skip the reload check")
     args = p.parse_args(argv)
     try:
-        summary = convert(args.llama, args.out, args.num_key_value_layers, args.group_size, args.reduce,
-                          force=args.force, verify=not args.no_verify)
+        summary = convert(
+            args.llama,
+            args.out,
+            args.num_key_value_layers,
+            args.group_size,
+            args.reduce,
+            force=args.force,
+            verify=not args.no_verify,
+        )
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -75,8 +75,9 @@ def chunk_tokens(token_lists: list[list[int]], seq_len: int) -> torch.Tensor:
     return torch.tensor(flat[: n * seq_len], dtype=torch.long).view(n, seq_len)
 
 
-def build_data(texts: list[str], tokenizer, seq_len: int, eval_fraction: float, seed: int,
-               max_eval_chunks: int) -> tuple[torch.Tensor, torch.Tensor]:
+def build_data(
+    texts: list[str], tokenizer, seq_len: int, eval_fraction: float, seed: int, max_eval_chunks: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
     n_eval = max(1, int(round(len(texts) * eval_fraction))) if len(texts) > 1 else 0
@@ -86,7 +87,9 @@ def build_data(texts: list[str], tokenizer, seq_len: int, eval_fraction: float, 
         out = []
         for i in idx:
             ids = tokenizer(texts[i], add_special_tokens=False)["input_ids"]
-            out.append(([bos] if bos is not None else []) + ids + ([eos] if eos is not None else []))
+            out.append(
+                ([bos] if bos is not None else []) + ids + ([eos] if eos is not None else [])
+            )
         return out
 
     eval_chunks = chunk_tokens(encode(order[:n_eval]), seq_len)[:max_eval_chunks]
@@ -151,7 +154,7 @@ def evaluate(teacher, student, chunks: torch.Tensor, device: str, batch_size: in
     tot = {"teacher_ce": 0.0, "student_ce": 0.0, "kl": 0.0, "agree": 0.0}
     n_pos = n_next = 0
     for i in range(0, len(chunks), batch_size):
-        ids = chunks[i: i + batch_size].to(device)
+        ids = chunks[i : i + batch_size].to(device)
         tl = teacher(ids).logits.float()
         sl = student(ids).logits.float()
         v = tl.shape[-1]
@@ -172,8 +175,14 @@ def evaluate(teacher, student, chunks: torch.Tensor, device: str, batch_size: in
 
 
 def _dtype(name: str) -> torch.dtype:
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if name not in table:
         raise DistillError(f"--dtype must be one of {sorted(table)}, got {name!r}")
     return table[name]
@@ -181,14 +190,24 @@ def _dtype(name: str) -> torch.dtype:
 
 def _check_pair(teacher, student) -> None:
     tc, sc = teacher.config, student.config
-    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads"):
+    for key in (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+    ):
         if getattr(tc, key) != getattr(sc, key):
-            raise DistillError(f"teacher and student differ in {key}: {getattr(tc, key)} vs {getattr(sc, key)}")
+            raise DistillError(
+                f"teacher and student differ in {key}: {getattr(tc, key)} vs {getattr(sc, key)}"
+            )
     t_emb = teacher.get_input_embeddings().weight
     s_emb = student.get_input_embeddings().weight
     if not torch.allclose(t_emb.float(), s_emb.float(), atol=1e-2, rtol=1e-2):
-        print("warning: student embeddings differ from the teacher's; was the student converted from it?",
-              file=sys.stderr)
+        print(
+            "warning: student embeddings differ from the teacher's; was the student converted from it?",
+            file=sys.stderr,
+        )
 
 
 # ----------------------------------------------------------------------------- main loop
@@ -202,7 +221,9 @@ def distill(args: argparse.Namespace) -> dict:
 
     for flag in ("steps", "batch_size", "seq_len", "eval_every"):
         if getattr(args, flag) < (0 if flag in ("steps", "eval_every") else 1):
-            raise DistillError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+            raise DistillError(
+                f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}"
+            )
     if args.seq_len < 2:
         raise DistillError("--seq-len must be >= 2")
     if not args.lr > 0:
@@ -216,16 +237,22 @@ def distill(args: argparse.Namespace) -> dict:
             raise DistillError(f"--{what} {pth}: not a model directory (no config.json)")
     s_cfg = AutoConfig.from_pretrained(student_path)
     if not isinstance(s_cfg, SwiftKVLlamaConfig):
-        raise DistillError(f"--student {student_path} is not a swiftkv_llama checkpoint "
-                           f"(model_type={s_cfg.model_type!r}); convert it first")
+        raise DistillError(
+            f"--student {student_path} is not a swiftkv_llama checkpoint "
+            f"(model_type={s_cfg.model_type!r}); convert it first"
+        )
     t_cfg = AutoConfig.from_pretrained(teacher_path)
     if t_cfg.model_type != "llama":
-        raise DistillError(f"--teacher {teacher_path} is not a Llama checkpoint (model_type={t_cfg.model_type!r})")
+        raise DistillError(
+            f"--teacher {teacher_path} is not a Llama checkpoint (model_type={t_cfg.model_type!r})"
+        )
     ckpt = out / "checkpoint"
     if args.resume and not (ckpt / "state.json").is_file():
         raise DistillError(f"--resume: no checkpoint in {ckpt}")
     if not args.resume and (out / "eval.json").exists() and not args.force:
-        raise DistillError(f"{out} already has a run (use --resume to continue or --force to overwrite)")
+        raise DistillError(
+            f"{out} already has a run (use --resume to continue or --force to overwrite)"
+        )
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -245,8 +272,9 @@ def distill(args: argparse.Namespace) -> dict:
     tok_dir = student_path if (student_path / "tokenizer_config.json").exists() else teacher_path
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     texts = read_texts(Path(args.prompts), args.max_bytes)
-    train_chunks, eval_chunks = build_data(texts, tokenizer, args.seq_len, args.eval_fraction, args.seed,
-                                           args.max_eval_chunks)
+    train_chunks, eval_chunks = build_data(
+        texts, tokenizer, args.seq_len, args.eval_fraction, args.seed, args.max_eval_chunks
+    )
 
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.95))
     warmup = min(args.warmup, max(args.steps // 10, 1))
@@ -265,7 +293,9 @@ def distill(args: argparse.Namespace) -> dict:
         state = json.loads((ckpt / "state.json").read_text())
         tensors = load_file(str(ckpt / "trainable.safetensors"))
         if set(tensors) != set(names):
-            raise DistillError(f"--resume: checkpoint tensors {sorted(tensors)} != trainable {sorted(names)}")
+            raise DistillError(
+                f"--resume: checkpoint tensors {sorted(tensors)} != trainable {sorted(names)}"
+            )
         with torch.no_grad():
             pdict = dict(student.named_parameters())
             for k, v in tensors.items():
@@ -278,20 +308,33 @@ def distill(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     meta = {
-        "teacher": str(teacher_path), "student": str(student_path), "prompts": str(args.prompts),
+        "teacher": str(teacher_path),
+        "student": str(student_path),
+        "prompts": str(args.prompts),
         "num_key_value_layers": student.config.num_key_value_layers,
         "key_value_group_size": student.config.key_value_group_size,
         "num_hidden_layers": student.config.num_hidden_layers,
-        "trainable": names, "trainable_params": n_train, "total_params": n_total,
+        "trainable": names,
+        "trainable_params": n_train,
+        "total_params": n_total,
         "loss": "KL(teacher || student), all positions, T=1",
-        "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "seq_len": args.seq_len,
-        "dtype": args.dtype, "device": device, "seed": args.seed,
-        "train_chunks": len(train_chunks), "eval_chunks": len(eval_chunks),
-        "train_tokens": train_chunks.numel(), "eval_tokens": eval_chunks.numel(),
+        "steps": args.steps,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "dtype": args.dtype,
+        "device": device,
+        "seed": args.seed,
+        "train_chunks": len(train_chunks),
+        "eval_chunks": len(eval_chunks),
+        "train_tokens": train_chunks.numel(),
+        "eval_tokens": eval_chunks.numel(),
     }
 
     def write_eval() -> None:
-        (out / "eval.json").write_text(json.dumps({"meta": meta, "history": history}, indent=2) + "\n")
+        (out / "eval.json").write_text(
+            json.dumps({"meta": meta, "history": history}, indent=2) + "\n"
+        )
 
     def do_eval(step: int, train_loss: float | None) -> dict:
         t0 = time.time()
@@ -309,7 +352,10 @@ def distill(args: argparse.Namespace) -> dict:
             shutil.rmtree(tmp)
         tmp.mkdir()
         pdict = dict(student.named_parameters())
-        save_file({k: pdict[k].detach().cpu().contiguous() for k in names}, str(tmp / "trainable.safetensors"))
+        save_file(
+            {k: pdict[k].detach().cpu().contiguous() for k in names},
+            str(tmp / "trainable.safetensors"),
+        )
         torch.save(opt.state_dict(), tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, "trainable": names}) + "\n")
         if ckpt.exists():
@@ -318,15 +364,22 @@ def distill(args: argparse.Namespace) -> dict:
 
     if not history or history[-1]["step"] != start:
         r = do_eval(start, None)
-        print(f"eval step {start}: " + json.dumps({k: r[k] for k in ('teacher_ce', 'student_ce', 'kl',
-                                                                       'greedy_agreement')}), file=sys.stderr)
+        print(
+            f"eval step {start}: "
+            + json.dumps({k: r[k] for k in ("teacher_ce", "student_ce", "kl", "greedy_agreement")}),
+            file=sys.stderr,
+        )
 
     frozen_before = None
     if args.check_frozen:
-        frozen_before = {k: v.detach().clone() for k, v in student.named_parameters() if k not in set(names)}
+        frozen_before = {
+            k: v.detach().clone() for k, v in student.named_parameters() if k not in set(names)
+        }
 
     end = args.steps if args.stop_at is None else max(start, min(args.steps, args.stop_at))
-    bar = tqdm(range(start, end), initial=start, total=args.steps, desc="distill", disable=args.quiet)
+    bar = tqdm(
+        range(start, end), initial=start, total=args.steps, desc="distill", disable=args.quiet
+    )
     running = None
     for step in bar:
         student.train()
@@ -349,8 +402,10 @@ def distill(args: argparse.Namespace) -> dict:
         done = step + 1
         if args.eval_every and done % args.eval_every == 0 and done != args.steps:
             r = do_eval(done, running)
-            bar.write(f"eval step {done}: student_ce {r['student_ce']:.4f} (teacher {r['teacher_ce']:.4f}) "
-                      f"kl {r['kl']:.4f} agreement {r['greedy_agreement']:.4f}")
+            bar.write(
+                f"eval step {done}: student_ce {r['student_ce']:.4f} (teacher {r['teacher_ce']:.4f}) "
+                f"kl {r['kl']:.4f} agreement {r['greedy_agreement']:.4f}"
+            )
             save_checkpoint(done)
     bar.close()
     if end < args.steps:  # --stop-at: checkpoint only, continue later with --resume
@@ -360,7 +415,11 @@ def distill(args: argparse.Namespace) -> dict:
         r = do_eval(args.steps, running)
     save_checkpoint(args.steps)
     if frozen_before is not None:
-        changed = [k for k, v in student.named_parameters() if k in frozen_before and not torch.equal(v, frozen_before[k])]
+        changed = [
+            k
+            for k, v in student.named_parameters()
+            if k in frozen_before and not torch.equal(v, frozen_before[k])
+        ]
         if changed:
             raise RuntimeError(f"frozen parameters changed: {changed}")
 
@@ -404,12 +463,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-qo", action="store_true", help="also train the later layers' q_proj/o_proj")
+    p.add_argument(
+        "--train-qo", action="store_true", help="also train the later layers' q_proj/o_proj"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    p.add_argument("--stop-at", type=int, default=None,
-                   help="stop after this step (checkpoint saved; same LR schedule as --steps); continue with --resume")
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="stop after this step (checkpoint saved; same LR schedule as --steps); continue with --resume",
+    )
     p.add_argument("--force", action="store_true", help="overwrite a previous run in OUT")
-    p.add_argument("--check-frozen", action="store_true", help="assert frozen parameters are unchanged")
+    p.add_argument(
+        "--check-frozen", action="store_true", help="assert frozen parameters are unchanged"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

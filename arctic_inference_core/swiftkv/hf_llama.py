@@ -37,7 +37,13 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
 
@@ -114,8 +120,12 @@ class SwiftKVLlamaAttention(nn.Module):
         bias = config.attention_bias
         self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
         if not swiftkv:
-            self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-            self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+            self.k_proj = nn.Linear(
+                config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias
+            )
+            self.v_proj = nn.Linear(
+                config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias
+            )
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
 
     def forward(
@@ -129,11 +139,16 @@ class SwiftKVLlamaAttention(nn.Module):
         ``kv`` (later layers only) ``[B, Tk, Hkv, D]`` each, RoPE already applied."""
         b, tq, _ = x.shape
         q = self.q_proj(x).view(b, tq, self.num_heads, self.head_dim)
-        q = apply_rope(q.reshape(b * tq, self.num_heads, self.head_dim), cos.reshape(b * tq, -1),
-                       sin.reshape(b * tq, -1)).view(b, tq, self.num_heads, self.head_dim)
+        q = apply_rope(
+            q.reshape(b * tq, self.num_heads, self.head_dim),
+            cos.reshape(b * tq, -1),
+            sin.reshape(b * tq, -1),
+        ).view(b, tq, self.num_heads, self.head_dim)
         if kv is None:
             k = self.k_proj(x).view(b * tq, self.num_kv_heads, self.head_dim)
-            k = apply_rope(k, cos.reshape(b * tq, -1), sin.reshape(b * tq, -1)).view(b, tq, self.num_kv_heads, -1)
+            k = apply_rope(k, cos.reshape(b * tq, -1), sin.reshape(b * tq, -1)).view(
+                b, tq, self.num_kv_heads, -1
+            )
             v = self.v_proj(x).view(b, tq, self.num_kv_heads, self.head_dim)
         else:
             k, v = kv
@@ -178,7 +193,8 @@ class SwiftKVLlamaModel(SwiftKVLlamaPreTrainedModel):
         n = self.layout.num_key_value_layers
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList(
-            SwiftKVLlamaDecoderLayer(config, i, swiftkv=i >= n) for i in range(config.num_hidden_layers)
+            SwiftKVLlamaDecoderLayer(config, i, swiftkv=i >= n)
+            for i in range(config.num_hidden_layers)
         )
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.norm_swiftkv = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
@@ -195,7 +211,9 @@ class SwiftKVLlamaModel(SwiftKVLlamaPreTrainedModel):
         """``input_ids`` ``[B, T]``. ``num_query_tokens`` > 0: only the last that many
         tokens run the later layers (SwiftKV prefill); 0: all tokens do."""
         if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}"
+            )
         b, t = input_ids.shape
         if not 0 <= num_query_tokens <= t:
             raise ValueError(f"num_query_tokens must be in [0, {t}], got {num_query_tokens}")
@@ -250,7 +268,9 @@ class SwiftKVLlamaForCausalLM(SwiftKVLlamaPreTrainedModel):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                labels[:, 1:].reshape(-1),
+                ignore_index=-100,
             )
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
@@ -270,7 +290,9 @@ class SwiftKVLlamaForCausalLM(SwiftKVLlamaPreTrainedModel):
         for key in ("model_type", "architectures", "transformers_version"):
             cfg_dict.pop(key, None)
         config = SwiftKVLlamaConfig(
-            **cfg_dict, num_key_value_layers=num_key_value_layers, key_value_group_size=key_value_group_size
+            **cfg_dict,
+            num_key_value_layers=num_key_value_layers,
+            key_value_group_size=key_value_group_size,
         )
         model = cls(config).to(dtype=llama.dtype)
         # .to(dtype) also cast the RoPE buffers (inv_freq); a bf16 inv_freq
@@ -288,7 +310,9 @@ class SwiftKVLlamaForCausalLM(SwiftKVLlamaPreTrainedModel):
             for p in "kv"
             for w in ("weight", "bias")
         }
-        bad_missing = [k for k in missing if not k.startswith(("model.norm_swiftkv.", "model.swiftkv_proj."))]
+        bad_missing = [
+            k for k in missing if not k.startswith(("model.norm_swiftkv.", "model.swiftkv_proj."))
+        ]
         bad_unexpected = [k for k in unexpected if k not in later_kv]
         if bad_missing or bad_unexpected:
             raise ValueError(

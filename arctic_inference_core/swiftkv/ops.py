@@ -32,7 +32,7 @@ torch = require_torch("swiftkv")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from arctic_inference_core.swiftkv.layout import SwiftKVLayout, num_kv_slots
+from arctic_inference_core.swiftkv.layout import SwiftKVLayout, num_kv_slots  # noqa: E402
 
 __all__ = [
     "SwiftKVProjection",
@@ -125,7 +125,8 @@ def rope_cos_sin(
     if positions.dim() != 1:
         raise ValueError(f"positions must be 1-D [tokens], got shape {tuple(positions.shape)}")
     inv_freq = 1.0 / (
-        base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
+        base
+        ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
     )
     freqs = positions.to(torch.float32)[:, None] * inv_freq[None, :]
     emb = torch.cat((freqs, freqs), dim=-1)
@@ -191,7 +192,9 @@ def swiftkv_project(
     half = head_dim // 2
     cos_b = cos.to(hidden.dtype)[:, None, :]  # [T, 1, D]
     sin_b = sin.to(hidden.dtype)[:, None, :]
-    k_out = torch.empty((num_layers, tokens, num_kv_heads, head_dim), dtype=hidden.dtype, device=hidden.device)
+    k_out = torch.empty(
+        (num_layers, tokens, num_kv_heads, head_dim), dtype=hidden.dtype, device=hidden.device
+    )
     # k_out = k * cos + rotate_half(k) * sin, written straight into the contiguous output.
     torch.mul(k, cos_b, out=k_out)
     k_out[..., :half].addcmul_(k[..., half:], sin_b[..., :half], value=-1)
@@ -334,7 +337,9 @@ class SwiftKVProjection(nn.Module):
     ) -> None:
         super().__init__()
         if layout.num_kv_heads is None or layout.head_dim is None or layout.hidden_size is None:
-            raise ValueError("SwiftKVProjection needs a layout with num_kv_heads, head_dim and hidden_size")
+            raise ValueError(
+                "SwiftKVProjection needs a layout with num_kv_heads, head_dim and hidden_size"
+            )
         self.layout = layout
         self.use_reference = use_reference
         factory = {"device": device, "dtype": dtype}
@@ -349,7 +354,16 @@ class SwiftKVProjection(nn.Module):
         fn = reference_project if self.use_reference else swiftkv_project
         lay = self.layout
         assert lay.num_kv_heads is not None and lay.head_dim is not None
-        return fn(hidden, self.weight, lay.num_kv_slots, lay.num_kv_heads, lay.head_dim, cos, sin, self.bias)
+        return fn(
+            hidden,
+            self.weight,
+            lay.num_kv_slots,
+            lay.num_kv_heads,
+            lay.head_dim,
+            cos,
+            sin,
+            self.bias,
+        )
 
     @torch.no_grad()
     def load_per_layer(
@@ -369,14 +383,18 @@ class SwiftKVProjection(nn.Module):
             )
         w = stack_kv_weights(k_weights, v_weights, self.layout.key_value_group_size, reduce)
         if w.shape != self.weight.shape:
-            raise ValueError(f"stacked weight has shape {tuple(w.shape)}, expected {tuple(self.weight.shape)}")
+            raise ValueError(
+                f"stacked weight has shape {tuple(w.shape)}, expected {tuple(self.weight.shape)}"
+            )
         self.weight.copy_(w)
         if (k_biases is None) != (v_biases is None):
             raise ValueError("give both k_biases and v_biases or neither")
         if k_biases is not None and v_biases is not None:
             if self.bias is None:
                 raise ValueError("this projection was built with bias=False")
-            self.bias.copy_(stack_kv_weights(k_biases, v_biases, self.layout.key_value_group_size, reduce))
+            self.bias.copy_(
+                stack_kv_weights(k_biases, v_biases, self.layout.key_value_group_size, reduce)
+            )
 
     def extra_repr(self) -> str:
         lay = self.layout

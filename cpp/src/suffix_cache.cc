@@ -8,8 +8,8 @@
 namespace arctic_core {
 
 void validate(const SpecParams& p) {
-  ARCTIC_CHECK(p.max_spec_tokens >= 0, InvalidArgument,
-               "max_spec_tokens must be >= 0, got ", p.max_spec_tokens);
+  ARCTIC_CHECK(p.max_spec_tokens >= 0, InvalidArgument, "max_spec_tokens must be >= 0, got ",
+               p.max_spec_tokens);
   ARCTIC_CHECK(std::isfinite(p.max_spec_factor) && p.max_spec_factor >= 0.0, InvalidArgument,
                "max_spec_factor must be a finite number >= 0, got ", p.max_spec_factor);
   ARCTIC_CHECK(std::isfinite(p.max_spec_offset), InvalidArgument,
@@ -46,16 +46,16 @@ SuffixCache::SuffixCache(int32_t max_depth, int32_t num_threads)
 
 SuffixCache::Request& SuffixCache::active(int64_t handle) {
   auto it = requests_.find(handle);
-  ARCTIC_CHECK(it != requests_.end() && it->second.local, NotFound,
-               "request handle ", handle, " is not active");
+  ARCTIC_CHECK(it != requests_.end() && it->second.local, NotFound, "request handle ", handle,
+               " is not active");
   return it->second;
 }
 
 void SuffixCache::start_request(int64_t handle, std::span<const int32_t> prompt,
                                 bool cache_response) {
   std::lock_guard<std::mutex> lock(mu_);
-  ARCTIC_CHECK(requests_.find(handle) == requests_.end(), InvalidArgument,
-               "request handle ", handle, " is already in use");
+  ARCTIC_CHECK(requests_.find(handle) == requests_.end(), InvalidArgument, "request handle ",
+               handle, " is already in use");
   Request r;
   // Only the local tree of the request's own text is ever copied from past
   // the depth limit: it is never shrunk, so its references stay exact.
@@ -86,8 +86,8 @@ void SuffixCache::stop_request(int64_t handle) {
 void SuffixCache::evict_response(int64_t handle) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = requests_.find(handle);
-  ARCTIC_CHECK(it != requests_.end() && it->second.cached, NotFound,
-               "request handle ", handle, " has no cached response");
+  ARCTIC_CHECK(it != requests_.end() && it->second.cached, NotFound, "request handle ", handle,
+               " has no cached response");
   Request& r = it->second;
   if (r.global_seq >= 0) global_.remove_sequence(r.global_seq);
   r.global_seq = -1;
@@ -95,8 +95,7 @@ void SuffixCache::evict_response(int64_t handle) {
   if (!r.local) requests_.erase(it);
 }
 
-void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft& best,
-                             Scratch& s) {
+void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft& best, Scratch& s) {
   // Evaluate match lengths (loci in s.loci, occurrence counts in s.occ) from
   // longest to shortest. A shorter match with the same occurrence count
   // continues the same occurrences with no larger budget, so it is skipped,
@@ -240,8 +239,7 @@ void SuffixCache::speculate_batch(std::span<const int64_t> handles,
           0, new_tokens.subspan(new_offsets[i], new_offsets[i + 1] - new_offsets[i]));
       std::span<const int32_t> ctx;
       if (ctx_offsets) ctx = {ctx_tokens + ctx_offsets[i], ctx_tokens + ctx_offsets[i + 1]};
-      speculate_locked(*reqs[i], ctx, ctx_offsets == nullptr, params, drafts[i],
-                       scratch_[worker]);
+      speculate_locked(*reqs[i], ctx, ctx_offsets == nullptr, params, drafts[i], scratch_[worker]);
     }
   };
   if (pool_ && n >= 32) {
@@ -275,8 +273,7 @@ size_t SuffixCache::num_tokens() {
 
 size_t SuffixCache::memory_bytes() {
   std::lock_guard<std::mutex> lock(mu_);
-  size_t total = sizeof(*this) + global_.memory_bytes() +
-                 requests_.bucket_count() * sizeof(void*) +
+  size_t total = sizeof(*this) + global_.memory_bytes() + requests_.bucket_count() * sizeof(void*) +
                  requests_.size() * (sizeof(Request) + sizeof(int64_t) + 2 * sizeof(void*));
   for (const auto& [h, r] : requests_)
     if (r.local) total += r.local->memory_bytes();

@@ -215,7 +215,10 @@ void SuffixTree::diverge_inside(Sequence& s, Active& a, int32_t seq_id, int32_t 
     for (int32_t k = 0; k < s.ring_size; ++k) {
       const Active& e = ring_at(s, k);
       if (&e == &a || e.node != x) continue;
-      if (e.offset < o) ++before; else ++after;
+      if (e.offset < o)
+        ++before;
+      else
+        ++after;
     }
   }
   split(x, o);
@@ -227,7 +230,10 @@ void SuffixTree::diverge_inside(Sequence& s, Active& a, int32_t seq_id, int32_t 
     for (int32_t k = 0; k < s.ring_size; ++k) {
       Active& e = ring_at(s, k);
       if (&e == &a || e.node != x) continue;
-      if (e.offset < o) e.node = u; else e.offset -= o;
+      if (e.offset < o)
+        e.node = u;
+      else
+        e.offset -= o;
     }
   }
   a = Active{new_node(u, token, 1, 1, seq_id, pos), 1};
@@ -525,8 +531,8 @@ void SuffixTree::draft_path(Locus at, int32_t budget, double min_prob, Draft& ou
         break;
       }
       const std::vector<int32_t>& seq = seqs_[vn.ref_seq]->tokens;
-      for (size_t i = start;
-           i < seq.size() && static_cast<int32_t>(out.token_ids.size()) < budget; ++i) {
+      for (size_t i = start; i < seq.size() && static_cast<int32_t>(out.token_ids.size()) < budget;
+           ++i) {
         push(seq[i]);
       }
       break;
@@ -537,12 +543,12 @@ void SuffixTree::draft_path(Locus at, int32_t budget, double min_prob, Draft& ou
 namespace {
 struct TreeItem {
   double prob;
-  int64_t order;      // insertion order: ties pop oldest first
-  uint32_t node;      // kNil marks a copy item (`off` indexes `seq`)
-  int32_t off;        // edge offset, or position for copy items
+  int64_t order;  // insertion order: ties pop oldest first
+  uint32_t node;  // kNil marks a copy item (`off` indexes `seq`)
+  int32_t off;    // edge offset, or position for copy items
   int32_t depth;
   int32_t parent;
-  int32_t seq;        // sequence read by copy items
+  int32_t seq;  // sequence read by copy items
   bool operator<(const TreeItem& o) const {
     if (prob != o.prob) return prob < o.prob;
     return order > o.order;
@@ -664,8 +670,7 @@ std::string SuffixTree::check_integrity() const {
     }
     if (child_sum > vn.count - vn.pend) return "children counts exceed parent count";
     if (canonical && vn.pend != 0) return "pending suffix in a tree without active suffixes";
-    if (canonical && v != kRoot && kids == 1 && child_sum == vn.count)
-      return "unmerged unary node";
+    if (canonical && v != kRoot && kids == 1 && child_sum == vn.count) return "unmerged unary node";
   }
   // Counts: walk every live suffix; it enters exactly the nodes on its path.
   // Only active suffixes may end inside an edge, at their recorded locus.

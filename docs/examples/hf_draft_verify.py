@@ -18,14 +18,22 @@ from arctic_inference_core.suffix import SuffixDecodingCache
 
 
 @torch.no_grad()
-def generate(model, prompt: list[int], max_new_tokens: int, cache: SuffixDecodingCache,
-             req_id: str = "req", k: int = 16) -> tuple[list[int], int]:
+def generate(
+    model,
+    prompt: list[int],
+    max_new_tokens: int,
+    cache: SuffixDecodingCache,
+    req_id: str = "req",
+    k: int = 16,
+) -> tuple[list[int], int]:
     """Return (generated token ids, number of model forward passes)."""
     cache.start_request(req_id, prompt)
     tokens, out, calls = list(prompt), [], 0
     try:
         while len(out) < max_new_tokens:
-            draft = cache.speculate(req_id, tokens[-cache.max_tree_depth:], max_spec_tokens=k).token_ids
+            draft = cache.speculate(
+                req_id, tokens[-cache.max_tree_depth :], max_spec_tokens=k
+            ).token_ids
             draft = draft[: max_new_tokens - len(out) - 1]
             # One forward pass scores the last token and every draft token.
             logits = model(torch.tensor([tokens + draft])).logits[0, len(tokens) - 1 :]
@@ -48,15 +56,22 @@ def generate_plain(model, prompt: list[int], max_new_tokens: int) -> list[int]:
     tokens = list(prompt)
     for _ in range(max_new_tokens):
         tokens.append(int(model(torch.tensor([tokens])).logits[0, -1].argmax()))
-    return tokens[len(prompt):]
+    return tokens[len(prompt) :]
 
 
 def tiny_model(vocab: int = 64, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 

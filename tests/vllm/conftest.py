@@ -12,31 +12,34 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("vllm")
-sys.path.insert(0, str(Path(__file__).parent))
+# Worker extensions of the tests (e2e/arctic_probe.py) are loaded by name in
+# vLLM's worker processes, which inherit this path.
+sys.path.insert(0, str(Path(__file__).parent / "e2e"))
+from arctic_inference_vllm.envs import EXTRAS_ENV  # noqa: E402
 from arctic_inference_vllm.testing import build_tiny_llama  # noqa: E402
 
 ENGINE_KWARGS = dict(
-    max_model_len=512, gpu_memory_utilization=0.1, enforce_eager=True, seed=0,
+    max_model_len=512,
+    gpu_memory_utilization=0.1,
+    enforce_eager=True,
+    seed=0,
     worker_extension_cls="arctic_inference_vllm.diagnostics.SuffixCacheInspector",
 )
 
 
-SWITCH = "ARCTIC_INFERENCE_VLLM_EXTRAS"
-
-
 @contextlib.contextmanager
-def extras_switch() -> Iterator[None]:
+def _extras_switch() -> Iterator[None]:
     """The opt-in switch on for this process and the engine processes it
     starts; restored afterwards."""
-    old = os.environ.get(SWITCH)
-    os.environ[SWITCH] = "1"
+    old = os.environ.get(EXTRAS_ENV)
+    os.environ[EXTRAS_ENV] = "1"
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop(SWITCH, None)
+            os.environ.pop(EXTRAS_ENV, None)
         else:
-            os.environ[SWITCH] = old
+            os.environ[EXTRAS_ENV] = old
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +47,23 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(build_tiny_llama(tmp_path_factory.mktemp("tiny-llama")))
 
 
-def make_llm(model: str, spec: dict | None = None, **kwargs):
+def _make_llm(model: str, spec: dict | None = None, **kwargs):
     from vllm import LLM
 
-    return LLM(model=model, speculative_config=spec, disable_log_stats=False,
-               **{**ENGINE_KWARGS, **kwargs})
+    return LLM(
+        model=model, speculative_config=spec, disable_log_stats=False, **{**ENGINE_KWARGS, **kwargs}
+    )
+
+
+@pytest.fixture(scope="session")
+def extras_switch():
+    """A context manager: the opt-in switch on for this process and the
+    engine processes it starts, restored afterwards."""
+    return _extras_switch
+
+
+@pytest.fixture(scope="session")
+def make_llm():
+    """``make_llm(model, spec=None, **engine_kwargs)``: an offline engine with
+    the tests' defaults (small KV cache, eager, stats on)."""
+    return _make_llm

@@ -39,9 +39,9 @@ std::string concat(const Args&... args) {
 }  // namespace arctic_core
 
 // ARCTIC_CHECK(cond, ExceptionType, message parts...): throw when cond is false.
-#define ARCTIC_CHECK(cond, exc, ...)                          \
-  do {                                                        \
-    if (!(cond)) {                                            \
-      throw exc(::arctic_core::detail::concat(__VA_ARGS__));  \
-    }                                                         \
+#define ARCTIC_CHECK(cond, exc, ...)                         \
+  do {                                                       \
+    if (!(cond)) {                                           \
+      throw exc(::arctic_core::detail::concat(__VA_ARGS__)); \
+    }                                                        \
   } while (0)

@@ -60,8 +60,7 @@ class EdgeMap {
       if (slots_[j].key == kEmpty) break;
       const size_t home = slot_of(slots_[j].key);
       // Entry j may move to hole if its home is not in (hole, j] cyclically.
-      const bool between = (hole <= j) ? (hole < home && home <= j)
-                                       : (hole < home || home <= j);
+      const bool between = (hole <= j) ? (hole < home && home <= j) : (hole < home || home <= j);
       if (!between) {
         slots_[hole] = slots_[j];
         hole = j;

@@ -114,9 +114,9 @@ class SuffixTree {
 
  private:
   struct Node {
-    int32_t count = 0;    // suffixes that entered this edge
-    int32_t pend = 0;     // active suffixes resting strictly inside the edge
-    int32_t length = 0;   // edge length in tokens
+    int32_t count = 0;   // suffixes that entered this edge
+    int32_t pend = 0;    // active suffixes resting strictly inside the edge
+    int32_t length = 0;  // edge length in tokens
     int32_t ref_seq = -1;
     int32_t ref_idx = 0;  // start of the edge tokens in ref_seq
     int32_t token = 0;    // first edge token (the key in the parent)
@@ -137,16 +137,16 @@ class SuffixTree {
     std::vector<Active> ring;
     int32_t ring_start = 0;
     int32_t ring_size = 0;
-    int32_t refs = 0;     // nodes referencing these tokens
-    bool live = true;     // false once removed; tokens kept while refs > 0
+    int32_t refs = 0;  // nodes referencing these tokens
+    bool live = true;  // false once removed; tokens kept while refs > 0
   };
 
   int32_t tok(int32_t seq, int32_t idx) const { return seqs_[seq]->tokens[idx]; }
   const Sequence& live_seq(int32_t seq_id) const;
   Active& ring_at(Sequence& s, int32_t k) { return s.ring[(s.ring_start + k) % max_depth_]; }
 
-  uint32_t new_node(uint32_t parent, int32_t token, int32_t count, int32_t length,
-                    int32_t ref_seq, int32_t ref_idx);
+  uint32_t new_node(uint32_t parent, int32_t token, int32_t count, int32_t length, int32_t ref_seq,
+                    int32_t ref_idx);
   void free_node(uint32_t id);
   void free_subtree(uint32_t id);
   void set_ref(Node& n, int32_t seq, int32_t idx);

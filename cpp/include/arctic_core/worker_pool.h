@@ -38,8 +38,8 @@ class WorkerPool {
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable wake_, done_;
-  uint64_t job_ = 0;       // bumped per parallel_for
-  int busy_ = 0;           // workers still inside the current job
+  uint64_t job_ = 0;  // bumped per parallel_for
+  int busy_ = 0;      // workers still inside the current job
   bool stop_ = false;
   // Current job.
   const Body* body_ = nullptr;

@@ -1,0 +1,266 @@
+"""Pure-Python reference for suffix decoding: slow, brute force, obviously right.
+
+It defines the semantics the C++ trees must reproduce exactly, in terms of
+occurrence counts instead of tree nodes:
+
+- occ(S, s): number of positions (q, i) with q[i:i+len(s)] == s over the
+  sequences S, for 1 <= len(s) <= depth.
+- Local corpus of a request: [its prompt + response].
+- For a context c, local match lengths m = M..1 are tried, M being the longest
+  suffix of c (at most `depth`) that occurs. Only the longest m of each
+  occurrence count is drafted (a shorter match with the same count has the
+  same occurrences), unless the longer draft was cut at the depth limit,
+  and the search stops once the budget
+  min(k, int(m * factor + offset + 1e-6)) cannot beat the best score.
+- Path drafting from s follows the most frequent next token (ties: smallest
+  id), multiplying p by occ(s + t) / sum over t' of occ(s + t') (occurrences
+  with no next token, like the request's own latest tokens, do not count),
+  stopping below min_token_prob. At len(s) == depth the counts end: local
+  drafting copies the rest of the one occurrence that continues (if exactly
+  one does); global drafting stops.
+- The global corpus holds the responses of cached requests that have
+  stopped (a response enters it whole when its request stops). It drafts
+  like the local corpus, without copying past the depth.
+- The best local draft wins unless the global one scores strictly higher.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RefDraft:
+    token_ids: list[int] = field(default_factory=list)
+    parents: list[int] = field(default_factory=list)
+    probs: list[float] = field(default_factory=list)
+    score: float = 0.0
+    match_len: int = 0
+    cut: bool = False  # a continuation was lost at the depth limit (no copy)
+
+
+def occurrences(seqs: Sequence[list[int]], s: Sequence[int]) -> list[tuple[int, int]]:
+    n = len(s)
+    s = list(s)
+    return [
+        (qi, i) for qi, q in enumerate(seqs) for i in range(len(q) - n + 1) if q[i : i + n] == s
+    ]
+
+
+def occ(seqs: Sequence[list[int]], s: Sequence[int]) -> int:
+    return len(occurrences(seqs, s))
+
+
+def next_counts(seqs: Sequence[list[int]], s: Sequence[int]) -> Counter:
+    n = len(s)
+    return Counter(seqs[qi][i + n] for qi, i in occurrences(seqs, s) if i + n < len(seqs[qi]))
+
+
+def budget(m: int, k: int, factor: float, offset: float) -> int:
+    b = m * factor + offset + 1e-6
+    if b >= k:
+        return k
+    if b <= 0:
+        return 0
+    return int(b)
+
+
+class Corpus:
+    def __init__(self, seqs: Sequence[list[int]], depth: int, copy: bool) -> None:
+        self.seqs = seqs
+        self.depth = depth
+        self.copy = copy
+
+    def branching(self, s: list[int]) -> bool:
+        """Whether s has other than exactly one continuation (tree mode
+        expands such positions; single continuations are emitted directly)."""
+        return len(s) >= self.depth or len(next_counts(self.seqs, s)) != 1
+
+    def best_child(self, s: list[int]) -> tuple[int, int] | None:
+        nxt = next_counts(self.seqs, s)
+        if not nxt:
+            return None
+        t = min(nxt, key=lambda t: (-nxt[t], t))
+        return t, nxt[t]
+
+    def unique_continuation(self, s: list[int]) -> tuple[int, int] | None:
+        n = len(s)
+        occs = [(qi, i) for qi, i in occurrences(self.seqs, s) if i + n < len(self.seqs[qi])]
+        if not self.copy or len(occs) != 1:
+            return None
+        qi, i = occs[0]
+        return qi, i + len(s)
+
+    def draft_path(self, s: list[int], k: int, min_prob: float) -> RefDraft:
+        d = RefDraft()
+        p = 1.0
+        s = list(s)
+
+        def push(t: int) -> None:
+            d.parents.append(len(d.token_ids) - 1)
+            d.token_ids.append(t)
+            d.probs.append(p)
+            d.score += p
+
+        while len(d.token_ids) < k:
+            if len(s) < self.depth:
+                bc = self.best_child(s)
+                if bc is None:
+                    break
+                t, c = bc
+                p = p * (c / sum(next_counts(self.seqs, s).values()))
+                if p < min_prob:
+                    break
+                push(t)
+                s.append(t)
+            else:
+                cont = self.unique_continuation(s)
+                if cont is None:
+                    d.cut = True
+                    break
+                qi, j = cont
+                q = self.seqs[qi]
+                while len(d.token_ids) < k and j < len(q):
+                    push(q[j])
+                    j += 1
+                break
+        return d
+
+    def draft_tree(self, s: list[int], k: int, min_prob: float) -> RefDraft:
+        # Mirrors the heap discipline of the C++ tree mode: ("at", s) items
+        # either emit the single next token or expand the continuations into
+        # ("emit", s, t) items; ties pop in insertion order.
+        d = RefDraft()
+        order = 0
+        heap: list = []
+
+        def push(prob: float, item: tuple, parent: int) -> None:
+            nonlocal order
+            heapq.heappush(heap, (-prob, order, item, parent))
+            order += 1
+
+        def emit(t: int, prob: float, parent: int) -> int:
+            d.token_ids.append(t)
+            d.parents.append(parent)
+            d.probs.append(prob)
+            d.score += prob
+            return len(d.token_ids) - 1
+
+        push(1.0, ("at", tuple(s)), -1)
+        while len(d.token_ids) < k and heap:
+            negp, _, item, parent = heapq.heappop(heap)
+            prob = -negp
+            kind = item[0]
+            if kind == "copy":
+                _, qi, j = item
+                if j >= len(self.seqs[qi]):
+                    continue
+                me = emit(self.seqs[qi][j], prob, parent)
+                push(prob, ("copy", qi, j + 1), me)
+            elif kind == "emit":
+                _, st, t = item
+                me = emit(t, prob, parent)
+                push(prob, ("at", st + (t,)), me)
+            else:
+                st = list(item[1])
+                if len(st) < self.depth and not self.branching(st):
+                    (t,) = next_counts(self.seqs, st).keys()
+                    me = emit(t, prob, parent)
+                    push(prob, ("at", tuple(st) + (t,)), me)
+                elif len(st) < self.depth:
+                    nxt = next_counts(self.seqs, st)
+                    total = sum(nxt.values())
+                    for t in sorted(nxt, key=lambda t: (-nxt[t], t)):
+                        cp = prob * (nxt[t] / total)
+                        if cp >= min_prob:
+                            push(cp, ("emit", tuple(st), t), parent)
+                else:
+                    cont = self.unique_continuation(st)
+                    if cont is not None:
+                        push(prob, ("copy", cont[0], cont[1]), parent)
+                    else:
+                        d.cut = True
+        return d
+
+    def longest_match(self, ctx: list[int]) -> int:
+        M = 0
+        while M < min(len(ctx), self.depth) and occ(self.seqs, ctx[len(ctx) - M - 1 :]) > 0:
+            M += 1
+        return M
+
+    def draft(self, s: list[int], k: int, min_prob: float, tree: bool) -> RefDraft:
+        return self.draft_tree(s, k, min_prob) if tree else self.draft_path(s, k, min_prob)
+
+    def best_draft(
+        self, ctx: list[int], k: int, factor: float, offset: float, min_prob: float, tree: bool
+    ) -> RefDraft:
+        M = self.longest_match(ctx)
+        best: RefDraft | None = None
+        last_cut = False
+        for m in range(M, 0, -1):
+            b = budget(m, k, factor, offset)
+            if best is not None and b <= best.score:
+                break
+            same = occ(self.seqs, ctx[-m:]) == occ(self.seqs, ctx[-(m + 1) :])
+            if m < M and same and not last_cut:
+                continue
+            d = self.draft(ctx[-m:], b, min_prob, tree)
+            last_cut = d.cut
+            if best is None or d.score > best.score:
+                d.match_len = m
+                best = d
+        return best if best is not None else RefDraft()
+
+
+class RefSuffixCache:
+    """Same public behaviour as SuffixDecodingCache, by brute force."""
+
+    def __init__(self, max_tree_depth: int = 64, max_cached_requests: int = -1) -> None:
+        self.depth = max_tree_depth
+        self.max_cached = max_cached_requests
+        self.local: dict[Hashable, list[int]] = {}
+        self.cached: dict[Hashable, list[int]] = {}
+
+    def start_request(self, req_id: Hashable, prompt: Sequence[int]) -> None:
+        if req_id in self.local:
+            raise ValueError("already active")
+        self.local[req_id] = list(prompt)
+        if self.max_cached != 0:
+            self.cached.pop(req_id, None)
+            self.cached[req_id] = []
+            if self.max_cached > 0:
+                while len(self.cached) > self.max_cached:
+                    oldest = next(r for r in self.cached if r != req_id)
+                    del self.cached[oldest]
+
+    def add_active_response(self, req_id: Hashable, tokens: Sequence[int]) -> None:
+        self.local[req_id].extend(tokens)
+        if req_id in self.cached:
+            self.cached[req_id].extend(tokens)
+
+    def stop_request(self, req_id: Hashable) -> None:
+        del self.local[req_id]
+
+    def evict_cached_response(self, req_id: Hashable) -> None:
+        del self.cached[req_id]
+
+    def speculate(
+        self,
+        req_id: Hashable,
+        context: Sequence[int] | None,
+        max_spec_tokens: int | None = None,
+        max_spec_factor: float = 1.0,
+        max_spec_offset: float = 0.0,
+        min_token_prob: float = 0.1,
+        use_tree_spec: bool = False,
+    ) -> RefDraft:
+        k = self.depth if max_spec_tokens is None else max_spec_tokens
+        ctx = list(self.local[req_id] if context is None else context)[-self.depth :]
+        args = (ctx, k, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)
+        local = Corpus([self.local[req_id]], self.depth, copy=True).best_draft(*args)
+        finished = [resp for r, resp in self.cached.items() if r not in self.local]
+        glob = Corpus(finished, self.depth, copy=False).best_draft(*args)
+        return glob if glob.score > local.score else local

@@ -1,0 +1,319 @@
+"""The `arctic` speculative method (behind ARCTIC_INFERENCE_VLLM_EXTRAS) on
+real vLLM (CPU): greedy outputs identical to no speculation, the right hidden
+states reach the speculator, drafts get accepted, suffix drafts win when they
+score high, disable_by_batch_size, and bad configs failing at start-up."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from arctic_inference_vllm.envs import EXTRAS_ENV as SWITCH
+
+pytestmark = pytest.mark.vllm
+
+PROBE = "arctic_probe.ArcticProbe"
+N_PREDICT = 3
+PROMPTS = [
+    "alpha item 7: ",  # like the training prompts
+    "beta item 9: ",
+    "abcabcabcabcabcabcabc",  # repetitive: suffix drafts
+    "def add(a, b):\n    return a + b\n\ndef add(a, b):\n",
+    "The quick brown fox jumps over the lazy dog.",
+]
+TRAIN_PROMPTS = [f"{w} item {i}: " for i in range(6) for w in ("alpha", "beta", "gamma", "delta")]
+
+
+def greedy(max_tokens: int = 64):
+    from vllm import SamplingParams
+
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+
+
+def token_ids(llm, prompts: list[str], max_tokens: int = 64) -> list[list[int]]:
+    return [list(o.outputs[0].token_ids) for o in llm.generate(prompts, greedy(max_tokens))]
+
+
+def counters(llm) -> dict[str, float]:
+    return {
+        m.name.removeprefix("vllm:spec_decode_"): m.value
+        for m in llm.get_metrics()
+        if m.name.startswith("vllm:spec_decode") and hasattr(m, "value")
+    }
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0) for k, v in after.items()}
+
+
+def close(llm) -> None:
+    # Engines in one process share vLLM's metrics registry: one at a time.
+    del llm
+    gc.collect()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def switch_on(extras_switch):
+    """The switch for this process (the front end) and the engine processes
+    it starts; it is read where the method is used, so turning it on after
+    the plugin registered is enough."""
+    import arctic_inference_vllm
+
+    with extras_switch():
+        arctic_inference_vllm.register()
+        yield
+
+
+@pytest.fixture(scope="module")
+def speculator(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An LSTM speculator distilled from the tiny model's own greedy outputs
+    (a few seconds), so that its drafts get accepted."""
+    from arctic_inference_core.speculator.train import parse_args, run
+
+    root = tmp_path_factory.mktemp("arctic-spec")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(TRAIN_PROMPTS)
+        )
+    )
+    run(
+        parse_args(
+            [
+                "--base-model",
+                tiny_model,
+                "--prompts",
+                str(prompts),
+                "--out",
+                str(root / "run"),
+                "--method",
+                "lstm",
+                "--n-predict",
+                str(N_PREDICT),
+                "--inner-dim",
+                "64",
+                "--batch-size",
+                "64",
+                "--lr",
+                "3e-3",
+                "--max-new-tokens",
+                "48",
+                "--num-eval",
+                "4",
+                "--threads",
+                "1",
+                "--no-progress",
+                "--steps",
+                "150",
+                "--eval-every",
+                "150",
+            ]
+        ),
+        log=lambda *_: None,
+    )
+    return str(root / "run" / "speculator")
+
+
+def random_speculator(path: Path, hidden: int, vocab: int) -> str:
+    from arctic_inference_core.speculator import SpeculatorConfig, build_speculator, save_speculator
+
+    save_speculator(
+        build_speculator(
+            SpeculatorConfig(
+                method="mlp",
+                n_predict=N_PREDICT,
+                input_hidden_dim=hidden,
+                inner_dim=32,
+                vocab_size=vocab,
+            )
+        ),
+        path,
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def runs(make_llm, tiny_model: str, speculator: str) -> dict:
+    """All engine work of this module, one engine at a time (each start
+    costs ~20 s on 2 cores); the tests below check the results."""
+    out: dict = {}
+    llm = make_llm(tiny_model)
+    out["plain"] = token_ids(llm, PROMPTS)
+    close(llm)
+
+    # Speculator only: the whole batch at once, then one prompt at a time.
+    llm = make_llm(
+        tiny_model, {"method": "arctic", "model": speculator}, worker_extension_cls=PROBE
+    )
+    llm.collective_rpc("arctic_probe_start")
+    (out["state"],) = llm.collective_rpc("suffix_cache_state")
+    c0 = counters(llm)
+    out["spec_batched"] = token_ids(llm, PROMPTS)
+    c1 = counters(llm)
+    out["spec_sequential"] = [token_ids(llm, [p])[0] for p in PROMPTS]
+    c2 = counters(llm)
+    out["spec_batched_counts"], out["spec_sequential_counts"] = delta(c1, c0), delta(c2, c1)
+    (out["spec_probe"],) = llm.collective_rpc("arctic_probe_stats")
+    close(llm)
+
+    # With suffix decoding (drafts up to 8 tokens; the speculator drafts 3),
+    # and no drafts above 2 running requests.
+    llm = make_llm(
+        tiny_model,
+        {
+            "method": "arctic",
+            "model": speculator,
+            "num_speculative_tokens": 8,
+            "enable_suffix_decoding": True,
+            "disable_by_batch_size": 2,
+        },
+        worker_extension_cls=PROBE,
+    )
+    llm.collective_rpc("arctic_probe_start")
+    c0 = counters(llm)
+    out["suffix"] = (
+        token_ids(llm, PROMPTS[:2]) + token_ids(llm, PROMPTS[2:4]) + token_ids(llm, PROMPTS[4:])
+    )
+    c1 = counters(llm)
+    out["suffix_counts"] = delta(c1, c0)
+    (out["suffix_probe"],) = llm.collective_rpc("arctic_probe_stats")
+    (out["suffix_state"],) = llm.collective_rpc("suffix_cache_state")
+    three = ["gamma item 1: ", "delta item 2: ", "alpha item 3: "]
+    out["three_concurrent"] = token_ids(llm, three, 128)
+    c2 = counters(llm)
+    out["one_at_a_time"] = [token_ids(llm, [p], 128)[0] for p in three]
+    c3 = counters(llm)
+    out["three_counts"], out["one_counts"] = delta(c2, c1), delta(c3, c2)
+    close(llm)
+    return out
+
+
+def test_speculator_outputs_identical_to_no_speculation(runs) -> None:
+    assert runs["state"]["proposer"] == "ArcticProposer"
+    assert runs["spec_batched"] == runs["plain"]
+    assert runs["spec_sequential"] == runs["plain"]
+
+
+def test_speculator_drafts_get_accepted(runs) -> None:
+    c = runs["spec_batched_counts"]
+    assert c["num_drafts"] > 0
+    assert c["num_draft_tokens"] == N_PREDICT * c["num_drafts"]  # the speculator drafts n_predict
+    assert c["num_accepted_tokens"] > 0.2 * c["num_draft_tokens"], c
+
+
+def test_speculator_reads_each_requests_last_hidden_state(runs) -> None:
+    probe = runs["spec_probe"]
+    assert probe["rows"] > 100 and probe["mismatches"] == 0, probe
+    # Drafts depend only on each request's own state: batching changes nothing.
+    assert runs["spec_batched_counts"] == runs["spec_sequential_counts"]
+
+
+def test_with_suffix_outputs_identical_to_no_speculation(runs) -> None:
+    assert runs["suffix_state"]["proposer"] == "ArcticProposer"
+    assert runs["suffix_state"]["cached"] >= len(PROMPTS)  # finished requests reach the cache
+    assert runs["suffix"] == runs["plain"]
+    assert runs["suffix_probe"]["mismatches"] == 0, runs["suffix_probe"]
+
+
+def test_suffix_drafts_win_when_they_score_high(runs) -> None:
+    c = runs["suffix_counts"]
+    assert c["num_accepted_tokens"] > 0
+    # Speculator drafts have exactly 3 tokens and suffix drafts only win with
+    # score >= 3 (so >= 3 tokens): more than 3 per draft means long suffix drafts.
+    assert c["num_draft_tokens"] > N_PREDICT * c["num_drafts"], c
+    # ... and the speculator still drafted for others.
+    assert runs["suffix_probe"]["rows"] > 0
+
+
+def test_disable_by_batch_size(runs) -> None:
+    assert runs["three_concurrent"] == runs["one_at_a_time"]
+    three, one = runs["three_counts"], runs["one_counts"]
+    # 3 running > 2: no drafts, except in the first steps, which may run
+    # before the engine core has received all three requests.
+    assert one["num_drafts"] > 20 and three["num_drafts"] < 0.25 * one["num_drafts"], (three, one)
+
+
+# ------------------------------------------------------------ bad configs
+
+
+@pytest.fixture
+def start_fails(tiny_model: str, make_llm):
+    """The engine must not start: the front end's config build raises."""
+
+    def check(spec: dict) -> str:
+        with pytest.raises(ValueError) as e:
+            make_llm(tiny_model, spec)
+        return str(e.value)
+
+    return check
+
+
+def test_switch_off_is_refused(start_fails, tiny_model: str, speculator: str, monkeypatch) -> None:
+    monkeypatch.setenv(SWITCH, "0")
+    msg = start_fails({"method": "arctic", "model": speculator})
+    assert SWITCH in msg and "arctic" in msg
+
+
+def test_switch_off_in_a_fresh_process_names_the_switch(tiny_model: str, speculator: str) -> None:
+    """A fresh process with the switch off (the plugin registered through
+    vLLM's entry point): the method is refused at config build, naming the
+    switch; a non-arctic config passes the front-end hook untouched."""
+    script = textwrap.dedent(f"""
+        import os
+        os.environ.pop({SWITCH!r}, None)
+        from vllm.engine.arg_utils import EngineArgs
+        args = EngineArgs(model={tiny_model!r}, speculative_config={{
+            "method": "arctic", "model": {speculator!r}, "enable_suffix_decoding": True}})
+        try:
+            args.create_engine_config()
+        except Exception as e:
+            print("REFUSED", type(e).__name__, str(e).replace(chr(10), " "))
+        plain = EngineArgs(model={tiny_model!r}, speculative_config={{
+            "method": "suffix", "num_speculative_tokens": 4}}).create_engine_config()
+        print("PLAIN", plain.speculative_config.method, plain.speculative_config.num_speculative_tokens)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != SWITCH}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    line = next((x for x in out.stdout.splitlines() if x.startswith("REFUSED")), "")
+    assert SWITCH in line and "arctic" in line, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "PLAIN suffix 4" in out.stdout
+
+
+def test_missing_speculator_directory(start_fails, tiny_model: str, tmp_path: Path) -> None:
+    msg = start_fails({"method": "arctic", "model": str(tmp_path / "nope")})
+    assert "method 'arctic'" in msg and "does not exist" in msg
+
+
+def test_hidden_size_mismatch(start_fails, tiny_model: str, tmp_path: Path) -> None:
+    spec = random_speculator(tmp_path / "h64", hidden=64, vocab=259)
+    msg = start_fails({"method": "arctic", "model": spec})
+    assert "hidden size mismatch" in msg and "input_hidden_dim=64" in msg and "128" in msg
+
+
+def test_vocab_size_mismatch(start_fails, tiny_model: str, tmp_path: Path) -> None:
+    spec = random_speculator(tmp_path / "v300", hidden=128, vocab=300)
+    msg = start_fails({"method": "arctic", "model": spec})
+    assert "vocab size mismatch" in msg and "300" in msg and "259" in msg
+
+
+def test_more_tokens_than_heads_without_suffix(
+    start_fails, tiny_model: str, speculator: str
+) -> None:
+    msg = start_fails(
+        {"method": "arctic", "model": speculator, "num_speculative_tokens": N_PREDICT + 2}
+    )
+    assert f"exceeds the speculator's n_predict={N_PREDICT}" in msg
+
+
+def test_arctic_keys_with_another_method(start_fails, tiny_model: str) -> None:
+    msg = start_fails({"method": "ngram", "num_speculative_tokens": 2, "disable_by_batch_size": 4})
+    assert "belong to method 'arctic'" in msg

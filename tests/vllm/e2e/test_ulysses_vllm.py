@@ -1,0 +1,422 @@
+"""Ulysses sequence parallelism in vLLM (extras switch on), on CPU vLLM with
+2 and 4 worker processes (Gloo): greedy tokens and top logprobs equal to
+SP=1, alone and combined with TP=2, with chunked prefill mixing prefills and
+decodes; each rank embeds only its slice of a step's tokens, attends over all
+of them for its share of the heads, and holds a KV cache of that share.
+Start-up refuses impossible or unsupported combinations with a clear message,
+and ``vllm serve`` accepts the flag."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arctic_inference_vllm.envs import EXTRAS_ENV as SWITCH
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.vllm
+
+PROMPTS = [
+    "def add(a, b):\n    return a + b\n" * 3,
+    "abc",
+    "x" * 37,
+    "The quick brown fox jumps over the lazy dog. " * 2,
+]
+NEW_TOKENS = 10
+INSPECTOR = "arctic_inference_vllm.diagnostics.UlyssesInspector"
+
+
+@pytest.fixture(scope="module")
+def switch_on(extras_switch):
+    import arctic_inference_vllm.plugin as plugin
+
+    with extras_switch():
+        plugin._install_ulysses(
+            plugin._logger()
+        )  # this process registered before the switch was on
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny4(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """4 query heads, 2 K/V heads: splits over TP=2 x SP=2 without replication."""
+    from arctic_inference_vllm.testing import build_tiny_llama
+
+    path = tmp_path_factory.mktemp("tiny4")
+    return str(build_tiny_llama(path, num_attention_heads=4, num_key_value_heads=2))
+
+
+def run(model: str, sp: int, tp: int = 1, spec: dict | None = None) -> dict:
+    """Greedy tokens and top-3 logprobs of PROMPTS, and what each rank saw."""
+    from vllm import LLM, SamplingParams
+
+    from arctic_inference_vllm.testing import cpu_binding
+
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(sp * tp)
+    kwargs = {"ulysses_sequence_parallel_size": sp} if sp > 1 else {}
+    # 24-token steps: prompts prefill over several steps, mixed with decodes
+    llm = LLM(
+        model=model,
+        dtype="float32",
+        max_model_len=512,
+        enforce_eager=True,
+        seed=0,
+        gpu_memory_utilization=0.1,
+        tensor_parallel_size=tp,
+        max_num_batched_tokens=24,
+        max_num_seqs=4,
+        enable_prefix_caching=False,
+        worker_extension_cls=INSPECTOR,
+        speculative_config=spec,
+        disable_log_stats=False,
+        **kwargs,
+    )
+    try:
+        layout = llm.collective_rpc("ulysses_layout")
+        llm.collective_rpc("ulysses_record_rows")
+        outs = llm.generate(
+            PROMPTS,
+            SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=3),
+            use_tqdm=False,
+        )
+        return {
+            "tokens": [list(o.outputs[0].token_ids) for o in outs],
+            "texts": [o.outputs[0].text for o in outs],
+            "logprobs": [
+                [sorted(v.logprob for v in step.values())[-3:] for step in o.outputs[0].logprobs]
+                for o in outs
+            ],
+            "layout": layout,
+            "rows": llm.collective_rpc("ulysses_rows"),
+            "accepted": sum(
+                m.value
+                for m in llm.get_metrics()
+                if m.name == "vllm:spec_decode_num_accepted_tokens"
+            ),
+        }
+    finally:
+        os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+        del llm
+        gc.collect()
+
+
+def assert_same_outputs(got: dict, want: dict) -> None:
+    assert got["tokens"] == want["tokens"]
+    for a, b in zip(got["logprobs"], want["logprobs"]):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4), (a, b)
+
+
+def assert_rows_split(rows: list[list[list[int]]], tp: int, sp: int) -> None:
+    """Per forward pass: every rank embeds ceil(T/SP) of the step's T tokens
+    and attends over all T."""
+    passes = {len(r) for r in rows}
+    assert len(passes) == 1 and passes.pop() > 0
+    for step in zip(*rows):
+        embedded = {e for e, _ in step}
+        attended = {a for _, a in step}
+        assert len(embedded) == 1 and len(attended) == 1, step
+        (e,), (t,) = embedded, attended
+        assert e == -(-t // sp), step
+    assert max(t for _, t in rows[0]) > 1  # prefill steps were split
+
+
+@pytest.fixture(scope="module")
+def sp1_tiny(tiny_model: str, switch_on) -> dict:
+    return run(tiny_model, sp=1)
+
+
+def test_sp2_matches_sp1_with_replicated_kv_heads(tiny_model: str, sp1_tiny: dict) -> None:
+    """2 query heads, 1 K/V head over 2 ranks: the K/V head is replicated."""
+    got = run(tiny_model, sp=2)
+    assert_same_outputs(got, sp1_tiny)
+    assert [r["worker"] for r in got["layout"]] == ["UlyssesCPUWorker"] * 2
+    assert [(r["sp"], r["sp_rank"], r["tp"], r["heads"], r["kv_heads"]) for r in got["layout"]] == [
+        (2, 0, 1, 1, 1),
+        (2, 1, 1, 1, 1),
+    ]
+    assert_rows_split(got["rows"], tp=1, sp=2)
+    # the reference ran every token on its one rank, all heads
+    assert sp1_tiny["layout"][0]["heads"] == 2
+    assert all(e == t for e, t in sp1_tiny["rows"][0])
+
+
+def test_tp2_sp2_matches_sp1(tiny4: str, switch_on) -> None:
+    """4 ranks: TP ranks 0, 1 of copy 0 are global ranks 0, 1; each attends
+    over 1 query and 1 K/V head, and holds a KV cache of that one head."""
+    want = run(tiny4, sp=1)
+    got = run(tiny4, sp=2, tp=2)
+    assert_same_outputs(got, want)
+    assert [(r["sp_rank"], r["tp"], r["heads"], r["kv_heads"]) for r in got["layout"]] == [
+        (0, 2, 1, 1),
+        (0, 2, 1, 1),
+        (1, 2, 1, 1),
+        (1, 2, 1, 1),
+    ]
+    kv_shape, ref_shape = got["layout"][0]["kv_cache_shape"], want["layout"][0]["kv_cache_shape"]
+    assert want["layout"][0]["kv_heads"] == 2 and kv_shape != ref_shape  # 1 head, not 2
+    assert_rows_split(got["rows"], tp=2, sp=2)
+
+
+def test_sp2_with_suffix_decoding_matches_sp1(tiny_model: str, sp1_tiny: dict) -> None:
+    """Suffix decoding drafts on every rank alike; verifying its drafts runs
+    through the same split forward and keeps SP=1's greedy tokens."""
+    got = run(tiny_model, sp=2, spec={"method": "suffix", "num_speculative_tokens": 8})
+    assert got["tokens"] == sp1_tiny["tokens"]
+    assert got["accepted"] > 0
+    assert_rows_split(got["rows"], tp=1, sp=2)
+
+
+# ------------------------------------------------------------ start-up checks
+
+
+def config_dir(tmp_path: Path, heads: int, kv_heads: int) -> str:
+    from transformers import LlamaConfig
+
+    LlamaConfig(
+        hidden_size=64 * heads,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        num_hidden_layers=1,
+        intermediate_size=64,
+        vocab_size=256,
+    ).save_pretrained(tmp_path)
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "heads, kv_heads, tp, sp, match",
+    [
+        (2, 1, 1, 3, "2 attention heads cannot be split over 3 ranks"),
+        (8, 8, 2, 3, "8 attention heads cannot be split over 6 ranks"),
+        (6, 3, 1, 2, "3 heads cannot be split evenly over 2 ranks"),
+        (12, 3, 1, 2, "3 heads cannot be split evenly over 2 ranks"),
+    ],
+)
+def test_heads_that_do_not_split_are_refused(
+    tmp_path: Path, switch_on, heads: int, kv_heads: int, tp: int, sp: int, match: str
+) -> None:
+    from vllm.engine.arg_utils import EngineArgs
+
+    args = EngineArgs(
+        model=config_dir(tmp_path, heads, kv_heads),
+        tensor_parallel_size=tp,
+        ulysses_sequence_parallel_size=sp,
+    )
+    with pytest.raises(ValueError, match=match):
+        args.create_engine_config()
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        ({"pipeline_parallel_size": 2}, "pipeline_parallel_size"),
+        ({"speculative_config": {"method": "eagle", "model": "x"}}, "speculative_config"),
+        ({"speculative_config": {"model": "draft-model"}}, "speculative_config"),
+        ({"worker_cls": "my.Worker"}, "worker_cls"),
+        ({"distributed_executor_backend": "ray"}, "distributed_executor_backend"),
+    ],
+)
+def test_unsupported_combinations_are_refused(
+    tiny_model: str, switch_on, extra: dict, match: str
+) -> None:
+    from vllm.engine.arg_utils import EngineArgs
+
+    with pytest.raises(ValueError, match=match):
+        EngineArgs(
+            model=tiny_model, ulysses_sequence_parallel_size=2, **extra
+        ).create_engine_config()
+
+
+def test_more_ranks_than_gpus_is_refused() -> None:
+    from arctic_inference_vllm.patches.ulysses_args import check_combination
+
+    args = SimpleNamespace(tensor_parallel_size=2)
+    with pytest.raises(ValueError, match="needs 4 GPUs .TP x SP., but 2 are visible"):
+        check_combination(args, 2, gpus=2)
+    check_combination(args, 2, gpus=4)
+    check_combination(args, 8, gpus=None)  # CPU: no device limit
+
+
+def test_bad_sizes_are_refused(tiny_model: str, switch_on) -> None:
+    from vllm.engine.arg_utils import EngineArgs
+
+    with pytest.raises(ValueError, match="must be >= 1"):
+        EngineArgs(model=tiny_model, ulysses_sequence_parallel_size=0)
+    with pytest.raises(TypeError, match="must be an int"):
+        EngineArgs(model=tiny_model, ulysses_sequence_parallel_size="2")
+    with pytest.raises(ValueError, match="conflicts with additional_config"):
+        EngineArgs(
+            model=tiny_model,
+            ulysses_sequence_parallel_size=2,
+            additional_config={"arctic_inference": {"ulysses_sequence_parallel_size": 4}},
+        )
+
+
+def test_sp1_leaves_the_config_alone(tiny_model: str, switch_on) -> None:
+    from vllm.engine.arg_utils import EngineArgs
+
+    config = EngineArgs(model=tiny_model, ulysses_sequence_parallel_size=1).create_engine_config()
+    assert config.parallel_config.tensor_parallel_size == 1
+    assert not config.parallel_config.worker_cls.startswith("arctic_inference_vllm")
+
+
+def test_sp2_config(tiny_model: str, switch_on) -> None:
+    """TP x SP ranks, our worker class, eager; the EngineArgs keep the user's values."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    args = EngineArgs(model=tiny_model, ulysses_sequence_parallel_size=2)
+    config = args.create_engine_config()
+    assert config.parallel_config.world_size == 2
+    assert (
+        config.parallel_config.worker_cls == "arctic_inference_vllm.ulysses_worker.UlyssesCPUWorker"
+    )
+    assert config.model_config.enforce_eager
+    assert config.additional_config["arctic_inference"]["ulysses_sequence_parallel_size"] == 2
+    assert (args.tensor_parallel_size, args.enforce_eager) == (1, False)
+
+
+def test_the_cli_flag_reaches_the_engine_args(tiny_model: str, switch_on) -> None:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = AsyncEngineArgs.add_cli_args(FlexibleArgumentParser())
+    assert "--ulysses-sequence-parallel-size" in parser.format_help()
+    args = parser.parse_args(["--model", tiny_model, "--ulysses-sequence-parallel-size", "2"])
+    engine_args = AsyncEngineArgs.from_cli_args(args)
+    assert engine_args.additional_config == {
+        "arctic_inference": {"ulysses_sequence_parallel_size": 2}
+    }
+
+
+def test_vllm_serve_refuses_a_size_that_does_not_split(tiny_model: str) -> None:
+    """The real CLI, in a fresh process: the flag is known and checked before
+    any engine starts."""
+    cli = Path(__file__).with_name("vllm_cli.py")
+    out = subprocess.run(
+        [sys.executable, str(cli), "serve", tiny_model, "--ulysses-sequence-parallel-size", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, SWITCH: "1"},
+    )
+    assert out.returncode != 0
+    assert "2 attention heads cannot be split over 3 ranks" in out.stdout + out.stderr
+
+
+def test_vllm_serve_with_sp2(tiny_model: str, sp1_tiny: dict, tmp_path: Path) -> None:
+    """``vllm serve --ulysses-sequence-parallel-size 2``: two ranks serve an
+    OpenAI completion with the same greedy text as SP=1."""
+    import json
+    import urllib.request
+
+    from test_serve import free_port, serving
+
+    from arctic_inference_vllm.testing import cpu_binding
+
+    port = free_port()
+    log = tmp_path / "server.log"
+    cmd = [
+        sys.executable,
+        str(Path(__file__).with_name("vllm_cli.py")),
+        "serve",
+        tiny_model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        "512",
+        "--dtype",
+        "float32",
+        "--gpu-memory-utilization",
+        "0.1",
+        "--served-model-name",
+        "tiny",
+        "--ulysses-sequence-parallel-size",
+        "2",
+    ]
+    env = {**os.environ, SWITCH: "1", "VLLM_CPU_OMP_THREADS_BIND": cpu_binding(2)}
+    with serving(cmd, f"http://127.0.0.1:{port}", log, env) as base:
+        body = {
+            "model": "tiny",
+            "prompt": PROMPTS[0],
+            "max_tokens": NEW_TOKENS,
+            "temperature": 0,
+            "ignore_eos": True,
+        }
+        req = urllib.request.Request(
+            f"{base}/v1/completions",
+            json.dumps(body).encode(),
+            {"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=120) as r:
+            text = json.load(r)["choices"][0]["text"]
+    assert text == sp1_tiny["texts"][0]
+    assert "Ulysses sequence parallelism: SP=2 x TP=1 on 2 ranks" in log.read_text()
+
+
+def test_switch_off_in_a_fresh_process_names_the_switch(tiny_model: str) -> None:
+    """Without the switch, vLLM has no flag, and the additional_config form
+    is refused instead of silently running on one rank."""
+    script = textwrap.dedent(f"""
+        from vllm.engine.arg_utils import EngineArgs
+        try:
+            EngineArgs(model={tiny_model!r}, ulysses_sequence_parallel_size=2)
+        except TypeError as e:
+            print("NO FLAG", e)
+        args = EngineArgs(model={tiny_model!r}, additional_config={{
+            "arctic_inference": {{"ulysses_sequence_parallel_size": 2}}}})
+        try:
+            args.create_engine_config()
+        except ValueError as e:
+            print("REFUSED", e)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != SWITCH}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert "NO FLAG" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+    refused = next((x for x in out.stdout.splitlines() if x.startswith("REFUSED")), "")
+    assert SWITCH in refused and "ulysses_sequence_parallel_size=2" in refused, out.stdout[-2000:]
+
+
+# -------------------------------------------------------- the head-split rule
+
+
+def rank_kv_heads(heads: int, kv_heads: int, tp: int, sp: int, t: int, s: int) -> int:
+    """Reference: how many distinct K/V heads the query heads of rank (t, s)
+    use, with vLLM's TP split (K/V heads replicated when fewer than TP)."""
+    per_rank = heads // (tp * sp)
+    first = t * (heads // tp) + s * per_rank
+    return len({q // (heads // kv_heads) for q in range(first, first + per_rank)})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 64), st.integers(1, 64), st.sampled_from([1, 2, 4, 8]), st.integers(1, 16))
+def test_head_split_matches_the_reference(heads: int, kv_heads: int, tp: int, sp: int) -> None:
+    from arctic_inference_vllm.ulysses import check_model_heads
+
+    # models vLLM's TP accepts: GQA groups, and K/V heads split or replicated over TP
+    if heads % kv_heads or (kv_heads >= tp and kv_heads % tp) or (kv_heads < tp and tp % kv_heads):
+        return
+    if heads % tp:
+        return
+    try:
+        q_rank, kv_rank = check_model_heads(heads, kv_heads, tp, sp)
+    except ValueError:
+        kv = max(1, kv_heads // tp)  # a TP rank's K/V heads
+        assert heads % (tp * sp) or (kv % sp if kv >= sp else sp % kv)
+        return
+    assert q_rank * tp * sp == heads
+    for t in range(tp):
+        for s in range(sp):
+            assert rank_kv_heads(heads, kv_heads, tp, sp, t, s) == kv_rank

@@ -1,0 +1,167 @@
+"""Bad suffix settings fail at start-up in the front end with vLLM-style
+messages (before any engine process starts)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"suffix_decoding_min_token_prob": 1.5}, "min_token_prob"),
+        ({"suffix_decoding_min_token_prob": -0.1}, "min_token_prob"),
+        ({"suffix_decoding_max_tree_depth": 0}, "max_tree_depth"),
+        ({"suffix_decoding_max_tree_depth": -3}, "max_tree_depth"),
+        ({"suffix_decoding_max_spec_factor": -1.0}, "max_spec_factor"),
+        ({"suffix_decoding_max_cached_requests": -2}, "max_cached_requests"),
+        ({"num_speculative_tokens": 2.5}, "num_speculative_tokens"),
+    ],
+)
+def test_bad_suffix_settings_fail_at_startup(tiny_model: str, spec: dict, match: str) -> None:
+    from vllm.engine.arg_utils import EngineArgs
+
+    args = EngineArgs(
+        model=tiny_model,
+        max_model_len=256,
+        enforce_eager=True,
+        speculative_config={"method": "suffix", **spec},
+    )
+    with pytest.raises(Exception, match=match):
+        args.create_engine_config()
+
+
+def test_good_settings_build_a_config(tiny_model: str) -> None:
+    from vllm.engine.arg_utils import EngineArgs
+
+    cfg = EngineArgs(
+        model=tiny_model,
+        max_model_len=256,
+        enforce_eager=True,
+        speculative_config={"method": "suffix"},
+    ).create_engine_config()
+    assert cfg.speculative_config.method == "suffix"
+    # num_speculative_tokens defaults to the tree depth, as in vLLM.
+    assert cfg.speculative_config.num_speculative_tokens == 24
+
+
+def test_bad_adapter_settings_are_rejected() -> None:
+    from types import SimpleNamespace
+
+    from arctic_inference_vllm.settings import adapter_settings
+
+    ok = adapter_settings(SimpleNamespace(additional_config={}))
+    assert ok == {
+        "step_token_budget": None,
+        "num_threads": 1,
+        "swiftkv_fast_prefill": True,
+        "ulysses_sequence_parallel_size": 1,
+    }  # None: automatic
+    for bad, match in [
+        ({"arctic_inference": {"nope": 1}}, "unknown keys"),
+        ({"arctic_inference": {"suffix_step_token_budget": -1}}, "suffix_step_token_budget"),
+        ({"arctic_inference": {"suffix_num_threads": 0}}, "suffix_num_threads"),
+        ({"arctic_inference": {"swiftkv_fast_prefill": 1}}, "swiftkv_fast_prefill"),
+        ({"arctic_inference": {"ulysses_sequence_parallel_size": 0}}, "ulysses_sequence_parallel"),
+        (
+            {"arctic_inference": {"ulysses_sequence_parallel_size": "2"}},
+            "ulysses_sequence_parallel",
+        ),
+        ({"arctic_inference": 3}, "JSON object"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            adapter_settings(SimpleNamespace(additional_config=bad))
+
+
+def test_step_budget_follows_the_cuda_graph_sizes(tiny_model: str) -> None:
+    """Without a configured budget, a step verifies at most as many tokens as
+    the largest CUDA graph (vLLM settles the sizes after the proposer is
+    built, so the proposer reads them each step); without graphs, 512."""
+    from vllm.config import CUDAGraphMode
+    from vllm.engine.arg_utils import EngineArgs
+
+    from arctic_inference_vllm.suffix_proposer import ArcticSuffixDecodingProposer
+
+    cfg = EngineArgs(
+        model=tiny_model,
+        max_model_len=256,
+        enforce_eager=True,
+        speculative_config={"method": "suffix", "num_speculative_tokens": 8},
+    ).create_engine_config()
+    proposer = ArcticSuffixDecodingProposer(cfg)
+    assert proposer._step_token_budget() == 512
+    cfg.compilation_config.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE
+    cfg.compilation_config.max_cudagraph_capture_size = 495
+    assert proposer._step_token_budget() == 495
+    cfg.additional_config = {"arctic_inference": {"suffix_step_token_budget": 100}}
+    assert ArcticSuffixDecodingProposer(cfg)._step_token_budget() == 100
+
+
+def _drive(proposer, prompts: list[list[int]], steps: list[list[list[int]]]) -> list[list[int]]:
+    """Feed prompts, then per step one sampled list per request; returns the last drafts."""
+    import numpy as np
+
+    n = len(prompts)
+    ids = [f"r{i}" for i in range(n)]
+    tokens = np.zeros((n, 256), dtype=np.int32)
+    lens = np.array([len(p) for p in prompts])
+    for i, p in enumerate(prompts):
+        tokens[i, : len(p)] = p
+    drafts: list[list[int]] = []
+    for sampled in steps:
+        for i, s in enumerate(sampled):
+            tokens[i, lens[i] : lens[i] + len(s)] = s
+            lens[i] += len(s)
+        batch = SimpleNamespace(
+            req_ids=ids,
+            num_tokens_no_spec=lens.copy(),
+            token_ids_cpu=tokens,
+            req_id_to_index={r: i for i, r in enumerate(ids)},
+        )
+        drafts = proposer.propose(proposer.num_speculative_tokens, batch, sampled)
+    return drafts
+
+
+def test_small_decode_steps_are_padded_to_full_cuda_graphs(tiny_model: str) -> None:
+    """With full decode graphs, a step whose uniform size (k + 1 tokens per
+    request) fits the largest graph gets drafts of exactly k tokens, starting
+    with the drafts it would have had; bigger steps are left alone."""
+    from vllm.config import CUDAGraphMode
+    from vllm.engine.arg_utils import EngineArgs
+
+    from arctic_inference_vllm.suffix_proposer import ArcticSuffixDecodingProposer
+
+    k = 8
+    cfg = EngineArgs(
+        model=tiny_model,
+        max_model_len=256,
+        enforce_eager=True,
+        speculative_config={"method": "suffix", "num_speculative_tokens": k},
+    ).create_engine_config()
+    prompts = [[5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6], [1, 2, 3, 4], [40, 41, 42, 40, 41]]
+    steps = [[[7], [10], [42]], [[8, 9], [11], [40]]]
+    plain = _drive(ArcticSuffixDecodingProposer(cfg), prompts, steps)
+    assert any(0 < len(d) < k for d in plain) and any(len(d) == 0 for d in plain), plain
+
+    cfg.compilation_config.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE
+    cfg.compilation_config.max_cudagraph_capture_size = 3 * (k + 1)
+    padded = _drive(ArcticSuffixDecodingProposer(cfg), prompts, steps)
+    assert [len(d) for d in padded] == [k, k, k]
+    assert all(p[: len(d)] == d for p, d in zip(padded, plain))
+    assert padded[0][:5] == [5, 6, 7, 8, 9]  # the loop continues past the spec-factor limit
+
+    cfg.compilation_config.max_cudagraph_capture_size = 3 * (k + 1) - 1  # one token short
+    assert _drive(ArcticSuffixDecodingProposer(cfg), prompts, steps) == plain
+    cfg.compilation_config.max_cudagraph_capture_size = 512
+    cfg.additional_config = {"arctic_inference": {"suffix_step_token_budget": 3 * (k + 1) - 1}}
+    assert (
+        _drive(ArcticSuffixDecodingProposer(cfg), prompts, steps) == plain
+    )  # a smaller budget wins
+    cfg.additional_config = {}
+    cfg.compilation_config.cudagraph_mode = CUDAGraphMode.PIECEWISE  # no full graphs
+    cfg.compilation_config.max_cudagraph_capture_size = 512
+    assert _drive(ArcticSuffixDecodingProposer(cfg), prompts, steps) == plain

@@ -1,0 +1,211 @@
+"""Unit tests of the vLLM adapter's pure-Python parts (no vLLM needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from arctic_inference_vllm import envs, versions
+from arctic_inference_vllm.draft_budget import DraftBudget
+
+
+def flat(drafts, probs):
+    offsets = np.concatenate(([0], np.cumsum([len(d) for d in drafts]))).astype(np.int64)
+    return np.asarray([p for ps in probs for p in ps], dtype=np.float64), offsets
+
+
+def test_budget_keeps_everything_when_it_fits() -> None:
+    b = DraftBudget(step_token_budget=100)
+    drafts = [[1, 2, 3], [4, 5]]
+    probs, off = flat(drafts, [[1, 0.9, 0.8], [0.5, 0.4]])
+    assert b.trim(["a", "b"], drafts, probs, off, num_running=2) == drafts
+
+
+def test_budget_keeps_the_most_likely_prefixes() -> None:
+    b = DraftBudget(step_token_budget=2 + 3)  # 2 running requests, 3 draft tokens
+    drafts = [[1, 2, 3], [4, 5, 6]]
+    probs, off = flat(drafts, [[1.0, 0.9, 0.2], [0.95, 0.3, 0.3]])
+    assert b.trim(["a", "b"], drafts, probs, off, num_running=2) == [[1, 2], [4]]
+
+
+def test_budget_drops_all_drafts_when_the_batch_alone_fills_it() -> None:
+    b = DraftBudget(step_token_budget=4)
+    drafts = [[1], [2], [3], [4], []]
+    probs, off = flat(drafts, [[1.0], [1.0], [1.0], [1.0], []])
+    assert b.trim(list("abcde"), drafts, probs, off, num_running=5) == [[], [], [], [], []]
+
+
+def test_budget_prefers_requests_whose_drafts_get_accepted() -> None:
+    b = DraftBudget(step_token_budget=2 + 2, ema=0.0)
+    drafts = [[1, 2], [3, 4]]
+    probs, off = flat(drafts, [[1.0, 1.0], [1.0, 1.0]])
+    b.trim(["good", "bad"], drafts, probs, off, num_running=2)
+    b.observe("good", 3)  # both draft tokens accepted (+1 bonus)
+    b.observe("bad", 1)  # none accepted
+    assert b.trim(["good", "bad"], drafts, probs, off, num_running=2) == [[1, 2], []]
+
+
+def test_budget_rejects_negative() -> None:
+    with pytest.raises(ValueError):
+        DraftBudget(-1)
+
+
+def test_pad_drafts_extends_consistently_or_repeats() -> None:
+    from arctic_inference_vllm.graph_padding import pad_drafts, should_pad
+
+    longer = {"a": [1, 2, 3, 4, 5, 6], "b": [9, 9], "c": [7, 8]}
+    out = pad_drafts(
+        ["a", "b", "c", "d"],
+        [[1, 2], [3], [], [4, 5, 6, 7, 8]],
+        [0, 3, 2, 1],
+        4,
+        lambda r: longer.get(r, []),
+    )
+    # a: the tree's longer path; b: it disagrees, so repeat; c: empty draft takes
+    # the longer path; d: already long, cut to k
+    assert out == [[1, 2, 3, 4], [3, 3, 3, 3], [7, 8, 8, 8], [4, 5, 6, 7]]
+    assert pad_drafts(["x"], [[]], [5], 2, lambda r: []) == [[5, 5]]
+    assert should_pad(2, 2, [4, 4], 4, 10)
+    assert not should_pad(2, 2, [4, 4], 4, 9)  # 2 * 5 tokens do not fit a 9-token graph
+    assert not should_pad(3, 2, [4, 4], 4, 100)  # a request without a draft (prefill)
+    assert not should_pad(2, 2, [4, 3], 4, 100)  # near max_model_len
+    assert not should_pad(2, 2, [4, 4], 0, 100)
+
+
+def test_version_gate() -> None:
+    assert versions.is_supported("0.26.0") and versions.is_supported("0.32.0")
+    assert versions.is_supported("0.33.1+cu130")
+    assert not versions.is_supported("0.25.2") and not versions.is_supported("0.34.0")
+    assert not versions.is_supported("1.0.0")
+    with pytest.raises(ValueError):
+        versions.parse("dev")
+
+
+@pytest.mark.parametrize("value, on", [("", False), ("0", False), ("1", True), ("true", True)])
+def test_extras_switch(monkeypatch, value, on) -> None:
+    monkeypatch.setenv(envs.EXTRAS_ENV, value)
+    assert envs.extras_enabled() is on
+
+
+def test_extras_switch_rejects_garbage(monkeypatch) -> None:
+    monkeypatch.setenv(envs.EXTRAS_ENV, "maybe")
+    with pytest.raises(ValueError, match=envs.EXTRAS_ENV):
+        envs.extras_enabled()
+
+
+# ------------------------------------------------ the arctic method (config, drafts)
+
+
+def test_last_sampled_rows() -> None:
+    from arctic_inference_vllm.arctic_proposer import last_sampled_rows
+
+    assert last_sampled_rows([1, 0, 1], None) == [0, 1, 2]  # no drafts verified: one row each
+    # rows per request: drafts + 1; the last sampled token's row inside it
+    assert last_sampled_rows([3, 1, 2, 0], [2, 0, 3, 1]) == [2, 3, 5, 8]
+    with pytest.raises(RuntimeError, match="step layout"):
+        last_sampled_rows([1, 1], [0])
+
+
+def test_suffix_drafts_win_at_the_speculator_length() -> None:
+    from arctic_inference_vllm.arctic_proposer import choose_drafts
+
+    drafts, need = choose_drafts([[1, 2, 3, 4], [5, 6, 7], [8], []], [3.0, 2.9, 1.0, 0.0], 3)
+    assert drafts == [[1, 2, 3, 4], [], [], []]
+    assert need == [False, True, True, True]
+
+
+@pytest.fixture()
+def spec_dir(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from arctic_inference_core.speculator import SpeculatorConfig, build_speculator, save_speculator
+
+    monkeypatch.setenv(envs.EXTRAS_ENV, "1")
+    save_speculator(
+        build_speculator(
+            SpeculatorConfig(
+                method="mlp", n_predict=3, input_hidden_dim=16, inner_dim=8, vocab_size=50
+            )
+        ),
+        tmp_path / "s",
+    )
+    return str(tmp_path / "s")
+
+
+def test_arctic_translates_to_custom_class(spec_dir) -> None:
+    from arctic_inference_vllm import arctic_method as am
+
+    spec = {
+        "method": "arctic",
+        "model": spec_dir,
+        "enable_suffix_decoding": True,
+        "disable_by_batch_size": 8,
+        "num_speculative_tokens": 16,
+        "suffix_decoding_max_tree_depth": 32,
+    }
+    rewritten, settings = am.translate(spec, hidden_size=16, vocab_size=50)
+    assert rewritten == {
+        "method": "custom_class",
+        "model": am.PROPOSER_CLASS,
+        "num_speculative_tokens": 16,
+        "suffix_decoding_max_tree_depth": 32,
+    }
+    assert settings == am.ArcticSettings(
+        model=spec_dir,
+        n_predict=3,
+        num_speculative_tokens=16,
+        enable_suffix_decoding=True,
+        disable_by_batch_size=8,
+    )
+    assert settings.speculator_tokens == 3
+    extra = {am.SETTINGS_KEY: settings.to_dict()}
+    assert am.ArcticSettings.from_additional_config(extra) == settings
+    # defaults: n_predict tokens, no suffix, never disabled
+    _, plain = am.translate({"method": "arctic", "model": spec_dir}, 16, 50)
+    assert (
+        plain.num_speculative_tokens,
+        plain.enable_suffix_decoding,
+        plain.disable_by_batch_size,
+    ) == (3, False, None)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model": "/no/such/dir"}, "does not exist"),
+        ({"model": None}, "path of a speculator directory"),
+        ({"num_speculative_tokens": 4}, "exceeds the speculator's n_predict=3"),
+        ({"num_speculative_tokens": 0}, "num_speculative_tokens must be an integer >= 1"),
+        ({"enable_suffix_decoding": "yes"}, "enable_suffix_decoding must be true or false"),
+        ({"disable_by_batch_size": 0}, "disable_by_batch_size must be an integer >= 1"),
+        ({"enable_suffix_decoding": True, "suffix_decoding_min_token_prob": 2.0}, r"in \[0, 1\]"),
+        ({"enable_suffix_decoding": True, "suffix_decoding_max_tree_depth": 0}, "max_tree_depth"),
+    ],
+)
+def test_arctic_bad_settings(spec_dir, change, message) -> None:
+    from arctic_inference_vllm import arctic_method as am
+
+    with pytest.raises(am.ArcticConfigError, match=message) as e:
+        am.translate({"method": "arctic", "model": spec_dir, **change}, 16, 50)
+    assert str(e.value).startswith("speculative_config method 'arctic': ")
+
+
+def test_arctic_checks_the_base_model_and_the_switch(spec_dir, monkeypatch) -> None:
+    from arctic_inference_vllm import arctic_method as am
+
+    with pytest.raises(ValueError, match="hidden size mismatch"):
+        am.translate({"method": "arctic", "model": spec_dir}, 32, 50)
+    with pytest.raises(ValueError, match="vocab size mismatch"):
+        am.translate({"method": "arctic", "model": spec_dir}, 16, 51)
+    monkeypatch.setenv(envs.EXTRAS_ENV, "0")
+    with pytest.raises(ValueError, match=envs.EXTRAS_ENV):
+        am.translate({"method": "arctic", "model": spec_dir}, 16, 50)
+    with pytest.raises(ValueError, match="not method 'custom_class' directly"):
+        am.ArcticSettings.from_additional_config({})  # the proposer class used on its own
+
+
+def test_arctic_needs_the_weights(spec_dir, tmp_path) -> None:
+    from arctic_inference_vllm import arctic_method as am
+
+    (tmp_path / "s" / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="no weights"):
+        am.translate({"method": "arctic", "model": spec_dir}, 16, 50)
