@@ -4,6 +4,7 @@ Stable, versioned interfaces that any engine can import (vLLM support lives in
 the separate ``arctic_inference_vllm`` package). Parts:
 
 - :mod:`arctic_inference_core.suffix`: suffix decoding (C++ suffix trees).
+- :mod:`arctic_inference_core.traces`: the JSON-lines prompt trace reader.
 
 See docs/compatibility.md for what "frozen interface" means.
 """

@@ -65,7 +65,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from arctic_inference_core._jsonl import read_prompt_records
 from arctic_inference_core.speculator.checkpoint import (
     build_speculator,
     load_speculator,
@@ -74,6 +73,7 @@ from arctic_inference_core.speculator.checkpoint import (
 from arctic_inference_core.speculator.config import SpeculatorConfig
 from arctic_inference_core.speculator.draft import draft
 from arctic_inference_core.speculator.modules import SpeculatorBase
+from arctic_inference_core.traces import read_prompt_records
 
 __all__ = ["main", "parse_args", "run", "load_prompts", "evaluate", "TrainingError"]
 
@@ -206,7 +206,7 @@ def _head_weights(a: argparse.Namespace) -> list[float]:
 def load_prompts(
     path: str, use_response: bool = False, limit: int | None = None
 ) -> list[dict[str, Any]]:
-    """Read a JSONL prompt file into ``[{"id", "prompt", "response"}]``.
+    """Read a JSONL prompt file into ``[{"id", "family", "prompt", "response"}]``.
 
     Raises:
         TrainingError: missing/unreadable file, bad JSON (with line number),

@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from arctic_inference_core._jsonl import read_prompt_records
+from arctic_inference_core.traces import read_prompt_records
 
 SWIFTKV_PREFIXES = ("model.swiftkv_proj.", "model.norm_swiftkv.")
 

@@ -13,7 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-PUBLIC_MODULES = ["arctic_inference_core", "arctic_inference_core.suffix"]
+PUBLIC_MODULES = [
+    "arctic_inference_core",
+    "arctic_inference_core.suffix",
+    "arctic_inference_core.traces",
+]
 SNAPSHOT = Path(__file__).with_name("api_snapshot.json")
 
 

@@ -184,6 +184,7 @@ def test_agentic_trace_format_and_response(tiny, tmp_path):
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     recs = load_prompts(str(p), use_response=True)
     assert [r["id"] for r in recs] == ["r0", "r1", "r2"] and recs[0]["response"].startswith("ok")
+    assert {r["family"] for r in recs} == {"edit_diff"}
     doc = run(
         parse_args(
             [
