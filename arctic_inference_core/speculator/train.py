@@ -239,14 +239,6 @@ def _load_base(path: str, dtype: torch.dtype, device: str):
     return tok, model.to(device).eval()
 
 
-def _file_sha(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _cache_key(a: argparse.Namespace, prompts: list[dict[str, Any]]) -> dict[str, Any]:
     ph = hashlib.sha256()
     for r in prompts:

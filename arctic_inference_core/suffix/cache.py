@@ -398,11 +398,6 @@ class SuffixDecodingCache:
         except TypeError:
             raise TypeError(f"req_id must be hashable, got {type(req_id).__name__}") from None
 
-    def _spec_tokens(self, max_spec_tokens: int | None) -> int:
-        if max_spec_tokens is None:
-            return self._max_tree_depth
-        return _check_int("max_spec_tokens", max_spec_tokens, 0, _INT32_MAX)
-
 
 def _check_hashable(req_id: Hashable) -> None:
     try:
