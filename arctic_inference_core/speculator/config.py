@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from arctic_inference_core._validate import is_int
+
 __all__ = [
     "SpeculatorConfig",
     "MLP_ARCHITECTURES",
@@ -73,10 +75,8 @@ def _parse_dim(name: str, value: Any) -> int:
     in ArcticTraining's experimental ``sum_rnn`` variant; they are rejected
     because only single-layer heads are implemented.
     """
-    if isinstance(value, bool):
-        raise ValueError(f"speculator config: {name!r} must be an integer width, got {value!r}")
-    if isinstance(value, int):
-        return value
+    if is_int(value):
+        return int(value)
     if isinstance(value, str):
         parts = [p for p in value.split(".") if p != ""]
         try:
@@ -169,7 +169,7 @@ class SpeculatorConfig:
             "proj_dim",
         ):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
+            if not is_int(v):
                 raise ValueError(f"speculator config: {name!r} must be an int, got {v!r}")
         if self.n_predict < 1:
             raise ValueError(f"speculator config: n_predict must be >= 1, got {self.n_predict}")
@@ -254,7 +254,7 @@ class SpeculatorConfig:
         kind = f"{arch or 'no architecture'}, method={raw_method}"
 
         n_predict = _require(d, "n_predict", kind)
-        if isinstance(n_predict, bool) or not isinstance(n_predict, int):
+        if not is_int(n_predict):
             raise ValueError(f"speculator config: 'n_predict' must be an int, got {n_predict!r}")
         vocab_size = _parse_dim("vocab_size", _require(d, "vocab_size", kind))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from arctic_inference_core._validate import is_int
 from arctic_inference_core.speculator.modules import SpeculatorBase
 
 __all__ = ["draft"]
@@ -43,7 +44,7 @@ def draft(
             on shapes only, so no device sync).
     """
     n = model.n_predict if num_tokens is None else num_tokens
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= model.n_predict:
+    if not is_int(n) or not 1 <= n <= model.n_predict:
         raise ValueError(
             f"draft: num_tokens must be an int in [1, {model.n_predict}], got {num_tokens!r}"
         )

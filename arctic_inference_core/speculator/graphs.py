@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from arctic_inference_core._validate import is_int
 from arctic_inference_core.speculator.draft import draft
 from arctic_inference_core.speculator.modules import SpeculatorBase
 
@@ -29,11 +30,7 @@ class GraphDrafter:
     returns what ``draft(model, hidden, last_tokens, num_tokens)`` returns."""
 
     def __init__(self, model: SpeculatorBase, max_batch_size: int = 256) -> None:
-        if (
-            isinstance(max_batch_size, bool)
-            or not isinstance(max_batch_size, int)
-            or max_batch_size < 1
-        ):
+        if not is_int(max_batch_size) or max_batch_size < 1:
             raise ValueError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
         self.model = model
         self.max_batch_size = _bucket(max_batch_size)

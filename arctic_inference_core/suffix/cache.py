@@ -11,10 +11,12 @@ import numpy as np
 import numpy.typing as npt
 
 from arctic_inference_core import _C
+from arctic_inference_core._validate import check_int
 
 TokenIds = Union[Sequence[int], npt.NDArray[np.integer]]  # noqa: UP007 - a runtime alias
 
 _INT32_MAX = 0x7FFFFFFF
+_INT_TYPES = (int, np.integer)  # sizes may come from numpy arrays
 
 
 class SuffixDecodingDraft:
@@ -131,14 +133,6 @@ class SuffixDecodingDraftBatch:
         return [flat[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-def _check_int(name: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be within [{lo}, {hi}], got {value}")
-    return int(value)
-
-
 class SuffixDecodingCache:
     """Caches token sequences and drafts continuations of a request's context.
 
@@ -162,12 +156,14 @@ class SuffixDecodingCache:
         self, max_tree_depth: int = 64, max_cached_requests: int = -1, num_threads: int = 1
     ) -> None:
         # Each running request tracks max_tree_depth suffixes: keep it sane.
-        self._max_tree_depth = _check_int("max_tree_depth", max_tree_depth, 1, 4096)
-        self._max_cached_requests = _check_int(
-            "max_cached_requests", max_cached_requests, -1, _INT32_MAX
+        self._max_tree_depth = check_int(
+            "max_tree_depth", max_tree_depth, 1, 4096, types=_INT_TYPES
+        )
+        self._max_cached_requests = check_int(
+            "max_cached_requests", max_cached_requests, -1, _INT32_MAX, types=_INT_TYPES
         )
         self._core = _C.SuffixCacheCore(
-            self._max_tree_depth, _check_int("num_threads", num_threads, 1, 256)
+            self._max_tree_depth, check_int("num_threads", num_threads, 1, 256, types=_INT_TYPES)
         )
         self._active: dict[Hashable, int] = {}
         self._cached: dict[Hashable, int] = {}  # insertion order = FIFO order

@@ -18,22 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from arctic_inference_core._validate import check_int
+
 __all__ = ["SwiftKVLayout", "kv_slot_for_layer", "num_kv_slots"]
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def num_kv_slots(num_later_layers: int, key_value_group_size: int = 1) -> int:
     """Number of K/V slots produced for ``num_later_layers`` later layers:
     ``ceil(num_later_layers / key_value_group_size)``."""
-    _check_int("num_later_layers", num_later_layers, 1)
-    _check_int("key_value_group_size", key_value_group_size, 1)
+    check_int("num_later_layers", num_later_layers, 1)
+    check_int("key_value_group_size", key_value_group_size, 1)
     return -(-num_later_layers // key_value_group_size)
 
 
@@ -73,8 +67,8 @@ class SwiftKVLayout:
     hidden_size: int | None = None
 
     def __post_init__(self) -> None:
-        _check_int("num_hidden_layers", self.num_hidden_layers, 2)
-        _check_int("num_key_value_layers", self.num_key_value_layers, 0)
+        check_int("num_hidden_layers", self.num_hidden_layers, 2)
+        check_int("num_key_value_layers", self.num_key_value_layers, 0)
         if not 1 <= self.num_key_value_layers <= self.num_hidden_layers - 1:
             raise ValueError(
                 f"num_key_value_layers must be in [1, num_hidden_layers - 1] = "
@@ -82,7 +76,7 @@ class SwiftKVLayout:
                 f"(at least one full layer feeds the projection and at least one later "
                 f"layer must use it)"
             )
-        _check_int("key_value_group_size", self.key_value_group_size, 1)
+        check_int("key_value_group_size", self.key_value_group_size, 1)
         if self.key_value_group_size > self.num_later_layers:
             raise ValueError(
                 f"key_value_group_size ({self.key_value_group_size}) is larger than the "
@@ -90,13 +84,13 @@ class SwiftKVLayout:
                 f"{self.num_hidden_layers} - num_key_value_layers {self.num_key_value_layers})"
             )
         if self.num_kv_heads is not None:
-            _check_int("num_kv_heads", self.num_kv_heads, 1)
+            check_int("num_kv_heads", self.num_kv_heads, 1)
         if self.head_dim is not None:
-            _check_int("head_dim", self.head_dim, 2)
+            check_int("head_dim", self.head_dim, 2)
             if self.head_dim % 2:
                 raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
         if self.hidden_size is not None:
-            _check_int("hidden_size", self.hidden_size, 1)
+            check_int("hidden_size", self.hidden_size, 1)
 
     @property
     def num_later_layers(self) -> int:
@@ -137,14 +131,14 @@ class SwiftKVLayout:
 
     def layers_for_slot(self, slot: int) -> range:
         """Absolute indices of the later layers sharing ``slot``."""
-        _check_int("slot", slot, 0)
+        check_int("slot", slot, 0)
         if slot >= self.num_kv_slots:
             raise ValueError(f"slot must be < num_kv_slots={self.num_kv_slots}, got {slot}")
         start = self.num_key_value_layers + slot * self.key_value_group_size
         return range(start, min(start + self.key_value_group_size, self.num_hidden_layers))
 
     def _check_layer(self, layer_idx: int) -> None:
-        _check_int("layer_idx", layer_idx, 0)
+        check_int("layer_idx", layer_idx, 0)
         if layer_idx >= self.num_hidden_layers:
             raise ValueError(
                 f"layer_idx must be < num_hidden_layers={self.num_hidden_layers}, got {layer_idx}"

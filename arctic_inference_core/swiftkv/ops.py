@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from arctic_inference_core._optional import require_torch
+from arctic_inference_core._validate import check_int
 
 torch = require_torch("swiftkv")
 import torch.nn.functional as F  # noqa: E402
@@ -50,15 +51,9 @@ __all__ = [
 
 
 def _check_dims(num_layers: int, num_kv_heads: int, head_dim: int) -> None:
-    for name, value, minimum in (
-        ("num_layers", num_layers, 1),
-        ("num_kv_heads", num_kv_heads, 1),
-        ("head_dim", head_dim, 2),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    check_int("num_layers", num_layers, 1)
+    check_int("num_kv_heads", num_kv_heads, 1)
+    check_int("head_dim", head_dim, 2)
     if head_dim % 2:
         raise ValueError(f"head_dim must be even for RoPE, got {head_dim}")
 

@@ -18,12 +18,13 @@ hanging. The functions are not autograd-aware (inference only).
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from arctic_inference_core._validate import check_index, check_int
 
 T = TypeVar("T")
 
@@ -92,28 +93,11 @@ def _check_tensor(x: object, name: str) -> torch.Tensor:
     return x
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def _check_seq_lens(seq_lens: Sequence[int], world: int) -> list[int]:
     if isinstance(seq_lens, (str, bytes)) or not hasattr(seq_lens, "__len__"):
         raise TypeError(f"seq_lens must be a sequence of ints, got {type(seq_lens).__name__}")
-    lens: list[int] = []
-    for i, n in enumerate(seq_lens):
-        if isinstance(n, bool):
-            raise TypeError(f"seq_lens[{i}] must be an int, got bool")
-        try:
-            n = operator.index(n)  # int, numpy integers, 0-d integer tensors
-        except TypeError:
-            raise TypeError(f"seq_lens[{i}] must be an int, got {type(n).__name__}") from None
-        if n < 0:
-            raise ValueError(f"seq_lens[{i}] must be >= 0, got {n}")
-        lens.append(n)
+    # ints, numpy integers, 0-d integer tensors
+    lens = [check_index(f"seq_lens[{i}]", n, 0) for i, n in enumerate(seq_lens)]
     if len(lens) != world:
         raise ValueError(
             f"seq_lens has {len(lens)} entries but the process group has {world} ranks "
@@ -168,10 +152,10 @@ def expand_kv_heads_for(world: int, num_kv_heads: int, num_q_heads: int | None =
     Raises:
         ValueError: when no such replication exists.
     """
-    _check_int(world, "world", 1)
-    _check_int(num_kv_heads, "num_kv_heads", 1)
+    check_int("world", world, 1)
+    check_int("num_kv_heads", num_kv_heads, 1)
     if num_q_heads is not None:
-        _check_int(num_q_heads, "num_q_heads", 1)
+        check_int("num_q_heads", num_q_heads, 1)
         _check_heads_divisible(num_q_heads, world, "query heads")
         if num_q_heads % num_kv_heads != 0:
             raise ValueError(
@@ -301,7 +285,7 @@ def seq_to_head(
     """
     x = _check_tensor(x, "x")
     world, rank = _world_rank(group)
-    replicas = 1 if num_kv_replicas is None else _check_int(num_kv_replicas, "num_kv_replicas", 1)
+    replicas = 1 if num_kv_replicas is None else check_int("num_kv_replicas", num_kv_replicas, 1)
     local_seq, num_heads, dim = x.shape
     lens = _local_seq_lens(seq_lens, world, rank, local_seq, "x")
     heads_out = _check_heads_divisible(
@@ -441,7 +425,7 @@ def all_gather_seq_lens(
     For callers that do not already know all ranks' lengths. ``device``
     defaults to the current CUDA device on NCCL and the CPU otherwise.
     """
-    _check_int(local_seq, "local_seq", 0)
+    check_int("local_seq", local_seq, 0)
     world, _ = _world_rank(group)
     if device is None:
         nccl = str(dist.get_backend(group)) == "nccl"
