@@ -7,8 +7,9 @@ Requires PyTorch (the ``torch`` extra) and ``safetensors``; importing
 
 Public API: :class:`SpeculatorConfig`, :class:`MLPSpeculator`,
 :class:`LSTMSpeculator`, :func:`load_speculator`, :func:`save_speculator`,
-:func:`build_speculator`, :func:`draft`, :class:`GraphDrafter` (``draft``
-replayed from CUDA graphs). See docs/speculator.md.
+:func:`build_speculator`, :func:`draft` (with :class:`DraftHeads`, the
+shape of a model it drives), :class:`GraphDrafter` (``draft`` replayed from
+CUDA graphs). See docs/speculator.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from arctic_inference_core.speculator.checkpoint import (  # noqa: E402  (after 
     save_speculator,
 )
 from arctic_inference_core.speculator.config import SpeculatorConfig  # noqa: E402  (after the torch check)
-from arctic_inference_core.speculator.draft import draft  # noqa: E402  (after the torch check)
+from arctic_inference_core.speculator.draft import DraftHeads, draft  # noqa: E402  (after the torch check)
 from arctic_inference_core.speculator.graphs import GraphDrafter  # noqa: E402  (after the torch check)
 from arctic_inference_core.speculator.modules import LSTMSpeculator, MLPSpeculator, SpeculatorBase  # noqa: E402  (after the torch check)
 
@@ -36,5 +37,6 @@ __all__ = [
     "load_speculator",
     "save_speculator",
     "draft",
+    "DraftHeads",
     "GraphDrafter",
 ]

@@ -4,20 +4,44 @@
 ``.item()``, ``.tolist()``, ``.cpu()``, no host syncs and no Python control
 flow that depends on tensor values. The loop over heads is over the static
 ``num_tokens``, so one capture per (batch size, num_tokens) replays exactly.
+
+This module depends on no other speculator module: :func:`draft` drives any
+model with the :class:`DraftHeads` shape (the heads in
+:mod:`~arctic_inference_core.speculator.modules` have it, and their
+``forward`` calls :func:`draft`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 import torch
 
 from arctic_inference_core._validate import is_int
-from arctic_inference_core.speculator.modules import SpeculatorBase
 
-__all__ = ["draft"]
+__all__ = ["DraftHeads", "draft"]
+
+
+class DraftHeads(Protocol):
+    """What :func:`draft` needs from a speculator (:class:`MLPSpeculator` and
+    :class:`LSTMSpeculator` have it): ``n_predict`` heads run in sequence, each
+    reading the previous head's state and token."""
+
+    n_predict: int
+    input_hidden_dim: int
+
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
+
+    def initial_cell(self, hidden_states: torch.Tensor) -> torch.Tensor | None: ...
+
+    def step(
+        self, head_index: int, state: torch.Tensor, cell: torch.Tensor | None, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]: ...
 
 
 def draft(
-    model: SpeculatorBase,
+    model: DraftHeads,
     hidden_states: torch.Tensor,
     last_tokens: torch.Tensor,
     num_tokens: int | None = None,
@@ -26,7 +50,8 @@ def draft(
     """Propose draft tokens greedily (argmax per head).
 
     Args:
-        model: an :class:`MLPSpeculator` or :class:`LSTMSpeculator`.
+        model: an :class:`MLPSpeculator` or :class:`LSTMSpeculator` (any
+            :class:`DraftHeads`).
         hidden_states: [batch, input_hidden_dim] last hidden state of the base
             model at the position of ``last_tokens`` (cast to the model dtype).
         last_tokens: [batch] integer tokens (the last token of each sequence).

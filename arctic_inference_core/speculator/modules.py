@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from arctic_inference_core.speculator.config import SpeculatorConfig
+from arctic_inference_core.speculator.draft import draft
 
 __all__ = ["SpeculatorLayerNorm", "MLPSpeculator", "LSTMSpeculator", "SpeculatorBase"]
 
@@ -145,8 +146,6 @@ class SpeculatorBase(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, last_tokens: torch.Tensor) -> torch.Tensor:
         """Greedy draft; same as :func:`~arctic_inference_core.speculator.draft`."""
-        from arctic_inference_core.speculator.draft import draft
-
         return draft(self, hidden_states, last_tokens)
 
 
