@@ -32,7 +32,6 @@ Results: ``<out-dir>/speculator_acceptance.{md,json}``; trained heads in
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -41,16 +40,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from benchlib.paths import RESULTS
+from benchlib.stamps import stamped_markdown, version_stamp, write_results
+from benchlib.suffix.replay import accepted_prefix as prefix_len
+from benchlib.tables import table
 
 from arctic_inference_core.speculator import draft, load_speculator
-from arctic_inference_core.speculator.train import CACHE_NAME, FINAL_DIR, _tokenize, load_prompts
+from arctic_inference_core.speculator.train import CACHE_NAME, FINAL_DIR
 from arctic_inference_core.speculator.train import parse_args as train_args
 from arctic_inference_core.speculator.train import run as train_run
 from arctic_inference_core.suffix import SuffixDecodingCache
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from suffix_sim import accepted_prefix as prefix_len  # noqa: E402
+from arctic_inference_core.traces import read_prompt_records
 
 
 def train_heads(a: argparse.Namespace) -> list[dict[str, Any]]:
@@ -130,11 +130,11 @@ def load_split(
 
     data = torch.load(run_dir / CACHE_NAME, map_location="cpu", weights_only=True)
     tok = AutoTokenizer.from_pretrained(a.base_model)
-    prompts = {r["id"]: r["prompt"] for r in load_prompts(a.prompts, limit=a.max_prompts)}
+    prompts = {r["id"]: r["prompt"] for r in read_prompt_records(a.prompts, limit=a.max_prompts)}
     held_ids = set(doc["eval_prompt_ids"])
     held, train_seqs = [], []
     for r in data["records"]:
-        pids = _tokenize(tok, prompts[r["id"]])[-a.max_prompt_tokens :]
+        pids = tokenize(tok, prompts[r["id"]])[-a.max_prompt_tokens :]
         if len(pids) != r["prompt_len"] or pids[-1] != int(r["ids"][0]):
             raise SystemExit(f"prompt {r['id']!r} re-tokenizes differently from the training data")
         if r["id"] in held_ids:
@@ -142,6 +142,12 @@ def load_split(
         else:
             train_seqs.append(pids + r["ids"][1:].tolist())
     return held, train_seqs
+
+
+def tokenize(tok: Any, text: str) -> list[int]:
+    """A prompt's ids as the training command makes them (special tokens
+    added); :func:`load_split` checks them against the training data."""
+    return list(tok(text, add_special_tokens=True)["input_ids"])
 
 
 class SuffixDrafter:
@@ -225,11 +231,23 @@ def replay(
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     n = meta["n_predict"]
-    head = (
-        "| drafter | "
-        + " | ".join(f"acc@{j}" for j in range(1, n + 1))
-        + f" | mean accepted (<= {n}) | replay tokens/step | train s |"
-    )
+    header = [
+        "drafter",
+        *(f"acc@{j}" for j in range(1, n + 1)),
+        f"mean accepted (<= {n})",
+        "replay tokens/step",
+        "train s",
+    ]
+    cells = [
+        [
+            r["name"],
+            *(f"{x:.3f}" for x in r["acceptance"]),
+            f"{sum(r['acceptance']):.3f}",
+            f"{r['tokens_per_step']:.2f}",
+            f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "",
+        ]
+        for r in rows
+    ]
     out = [
         f"# Speculator acceptance on {meta['held_out']} held-out prompts",
         "",
@@ -237,15 +255,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{meta['max_new_tokens']} new tokens, n_predict {n}, suffix k {meta['k']} "
         f"(depth {meta['depth']}), {meta['device']} {meta['dtype']}, {meta['steps']} steps.",
         "",
-        head,
-        "|---" * (n + 4) + "|",
+        *table(header, cells, "l" * (n + 4)),
     ]
-    for r in rows:
-        acc = " | ".join(f"{x:.3f}" for x in r["acceptance"])
-        secs = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else ""
-        out.append(
-            f"| {r['name']} | {acc} | {sum(r['acceptance']):.3f} | {r['tokens_per_step']:.2f} | {secs} |"
-        )
     return "\n".join(out) + "\n"
 
 
@@ -272,9 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--depth", type=int, default=64, help="suffix tree depth")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results" / "speculators")
+    p.add_argument("--out-dir", type=Path, default=RESULTS / "speculators")
     a = p.parse_args(argv)
     a.out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = version_stamp()
 
     runs = train_heads(a)
     held, train_seqs = load_split(a, runs[0]["dir"], runs[0]["eval"])
@@ -313,11 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "steps": a.steps,
     }
     md = render(rows, meta)
-    (a.out_dir / "speculator_acceptance.md").write_text(md)
-    (a.out_dir / "speculator_acceptance.json").write_text(
-        json.dumps({"meta": meta, "rows": rows}, indent=1)
-    )
-    print(md)
+    write_results(a.out_dir, "speculator_acceptance", md, {"meta": meta, "rows": rows}, stamp, 1)
+    print(stamped_markdown(md, stamp))
     return 0
 
 

@@ -1,0 +1,167 @@
+"""The vLLM engine the serving benchmarks share (``bench/vllm_compare.py``,
+``bench/step_profile.py``): the speculation methods and their configs, the
+model and prompts to serve, the engine built in a worker process, and vLLM's
+spec-decode counters.
+
+Worker side: :func:`build_engine` takes the worker's parsed arguments
+(``worker`` the method, ``prompts_file``, ``model``, ``k``, ``depth``,
+``speculator``, ``max_tokens``, ``max_model_len``, ``gpu_memory_utilization``,
+``enforce_eager``, ``cudagraph_mode``, and optionally ``suffix_budget`` and
+``async_scheduling``). Parent side: :func:`resolve_model`, :func:`load_prompts`
+and :func:`worker_env`; the process itself is run by
+:func:`benchlib.worker.run_worker_process`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from arctic_inference_core.traces import read_prompt_records
+from benchlib.paths import AGENTIC_TRACES, BENCH_LM
+
+METHODS = ("none", "ngram", "suffix", "arctic", "arctic+suffix")
+DEFAULT_METHODS = ("none", "ngram", "suffix")  # arctic ones need --speculator
+EDIT_FAMILIES = ("edit_file", "edit_diff")
+EXTRAS_ENV = "ARCTIC_INFERENCE_VLLM_EXTRAS"  # the adapter's opt-in switch
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def resolve_model(arg: str | None, out_dir: Path) -> tuple[str, str]:
+    """(path, description) of the model to serve: ``arg``, else
+    ``../shared/bench-lm``, else a tiny random Llama built in ``out_dir``."""
+    if arg:
+        return arg, arg
+    if (BENCH_LM / "config.json").is_file():
+        return str(BENCH_LM), "bench-lm (27M-parameter code model, ../shared/bench-lm)"
+    from arctic_inference_vllm.testing import build_tiny_llama
+
+    path = out_dir / "tiny-llama"
+    if not (path / "config.json").is_file():
+        build_tiny_llama(path)
+    return str(path), "tiny random Llama built on the fly (no ../shared/bench-lm)"
+
+
+def load_prompts(traces: str | None, n: int) -> tuple[list[str], str]:
+    """Up to ``n`` prompts and where they came from: the ``edit_*`` prompts of
+    ``traces`` (else ``../shared`` traces) from the end of the file, else
+    synthetic ones."""
+    if traces:
+        path = Path(traces)
+    elif AGENTIC_TRACES.is_file():
+        path = AGENTIC_TRACES
+    else:
+        from benchlib.synthetic import generate
+
+        rows = generate(max(n, 12), seed=0)
+        prompts = [r["prompt"] for r in rows if r["family"] != "new_file"]
+        return prompts[:n], "synthetic stdlib traces"
+    rows = read_prompt_records(path)
+    # Held-out-looking slice from the end, mixing the edit families.
+    picked = [r["prompt"] for r in reversed(rows) if r["family"] in EDIT_FAMILIES]
+    return picked[:n], str(path)
+
+
+def worker_env(method: str) -> dict[str, str]:
+    """The environment of a worker serving ``method`` (the arctic methods are
+    an opt-in extra of the adapter)."""
+    env = dict(os.environ)
+    if method.startswith("arctic"):
+        env[EXTRAS_ENV] = "1"
+    return env
+
+
+def spec_config(
+    method: str, k: int, depth: int, speculator: str | None = None
+) -> dict[str, Any] | None:
+    """vLLM's ``speculative_config`` for ``method`` (None: no speculation)."""
+    if method == "none":
+        return None
+    if method == "ngram":
+        return {
+            "method": "ngram",
+            "num_speculative_tokens": k,
+            "prompt_lookup_min": 2,
+            "prompt_lookup_max": 5,
+        }
+    if method.startswith("arctic"):
+        # the speculator drafts its n_predict tokens; with suffix, suffix
+        # drafts (up to k) win when their score says they will be accepted
+        if speculator is None:
+            raise ValueError(f"method {method!r} needs a speculator directory")
+        with_suffix = method == "arctic+suffix"
+        n_predict = json.loads((Path(speculator) / "config.json").read_text())["n_predict"]
+        return {
+            "method": "arctic",
+            "model": speculator,
+            "enable_suffix_decoding": with_suffix,
+            "num_speculative_tokens": k if with_suffix else n_predict,
+            "suffix_decoding_max_tree_depth": depth,
+        }
+    return {
+        "method": "suffix",
+        "num_speculative_tokens": k,
+        "suffix_decoding_max_tree_depth": depth,
+    }
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def spec_counters(llm: Any) -> dict[str, float]:
+    """vLLM's cumulative spec-decode counters: drafts, accepted and draft tokens."""
+    out = {"drafts": 0.0, "accepted": 0.0, "draft_tokens": 0.0}
+    names = {
+        "vllm:spec_decode_num_drafts": "drafts",
+        "vllm:spec_decode_num_accepted_tokens": "accepted",
+        "vllm:spec_decode_num_draft_tokens": "draft_tokens",
+    }
+    for m in llm.get_metrics():
+        if m.name in names and hasattr(m, "value"):
+            out[names[m.name]] += m.value
+    return out
+
+
+def build_engine(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
+    """The engine for ``args.worker`` (a method), its tokenizer, and the
+    prompts of ``args.prompts_file`` as token prompts that leave room for
+    ``max_tokens``."""
+    from transformers import AutoTokenizer
+    from vllm import LLM, TokensPrompt
+
+    prompts = json.loads(Path(args.prompts_file).read_text())
+    tok = AutoTokenizer.from_pretrained(args.model)
+    room = args.max_model_len - args.max_tokens - 1
+    token_prompts = [
+        TokensPrompt(
+            prompt_token_ids=([tok.bos_token_id or 0] + tok.encode(p, add_special_tokens=False))[
+                -room:
+            ]
+        )
+        for p in prompts
+    ]
+    extra: dict[str, Any] = {}
+    if getattr(args, "suffix_budget", None) is not None:
+        extra["additional_config"] = {
+            "arctic_inference": {"suffix_step_token_budget": args.suffix_budget}
+        }
+    if getattr(args, "async_scheduling", "default") != "default":
+        extra["async_scheduling"] = args.async_scheduling == "on"
+    if args.cudagraph_mode != "default":
+        extra["compilation_config"] = {"cudagraph_mode": args.cudagraph_mode}
+    llm = LLM(
+        model=args.model,
+        speculative_config=spec_config(args.worker, args.k, args.depth, args.speculator),
+        max_model_len=args.max_model_len,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        enforce_eager=bool(args.enforce_eager),
+        disable_log_stats=False,
+        seed=0,
+        **extra,
+    )
+    return llm, tok, token_prompts
