@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+import random
 import subprocess
 import sys
 import time
@@ -32,76 +32,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from vllm_compare import run_worker_process  # noqa: E402
+from benchlib.paths import RESULTS
+from benchlib.shapes import SHAPES, flops_per_prompt_token, write_llama_shape, write_swiftkv_shape
+from benchlib.stamps import stamped_markdown, version_stamp, write_results
+from benchlib.tables import median, ratio, table
+from benchlib.worker import emit_result, run_worker_process
 
-# Llama-3.1-8B's shape (random weights: timing only)
-SHAPES = {
-    "llama-8b": dict(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        vocab_size=128256,
-        max_position_embeddings=131072,
-        rms_norm_eps=1e-5,
-        rope_theta=500000.0,
-        tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=1,
-        torch_dtype="bfloat16",
-    ),
-}
 METHODS = ("llama", "swiftkv", "swiftkv-full")
 
-
-def flops_per_prompt_token(
-    cfg: dict[str, Any], k: int | None, prompt_len: int
-) -> tuple[float, float]:
-    """Multiply-adds per prompt token of the decoder, linear layers plus
-    causal attention (QK^T and PV over ``prompt_len / 2`` keys on average),
-    for all layers (``k`` None) or SwiftKV's first ``k`` layers plus the
-    stacked K/V projection. The LM head runs for the last token only in both."""
-    h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    d = cfg.get("head_dim") or h // cfg["num_attention_heads"]
-    q = h * cfg["num_attention_heads"] * d
-    kv = 2 * h * cfg["num_key_value_heads"] * d
-    attention = 2 * (prompt_len / 2) * cfg["num_attention_heads"] * d
-    layer = 2 * q + kv + 3 * h * inter + attention  # q, o, k+v, gate/up/down, attention
-    if k is None:
-        return layers * layer, 0.0
-    return layers * layer, k * layer + (layers - k) * kv
+__all__ = ["METHODS", "flops_per_prompt_token", "main", "report", "run_worker", "write_shape"]
 
 
 def write_shape(name: str, out: Path, k: int) -> tuple[Path, Path]:
     """Config-only Llama and SwiftKV directories of a named shape."""
-    base = dict(SHAPES[name], architectures=["LlamaForCausalLM"], model_type="llama")
-    llama, swiftkv = out / f"{name}-llama", out / f"{name}-swiftkv-k{k}"
-    for path, cfg in (
-        (llama, base),
-        (
-            swiftkv,
-            dict(
-                base,
-                architectures=["SwiftKVLlamaForCausalLM"],
-                model_type="swiftkv_llama",
-                num_key_value_layers=k,
-                key_value_group_size=1,
-            ),
-        ),
-    ):
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps(cfg, indent=1))
-    return llama, swiftkv
+    return write_llama_shape(name, out), write_swiftkv_shape(name, out, k)
 
 
 def run_worker(a: argparse.Namespace) -> None:
     from vllm import LLM, SamplingParams, TokensPrompt
 
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     vocab = json.loads((Path(a.model) / "config.json").read_text())["vocab_size"]
     prompts = [
         TokensPrompt(prompt_token_ids=[rng.randrange(3, vocab) for _ in range(a.prompt_len)])
@@ -140,14 +90,14 @@ def run_worker(a: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         llm.generate([p], SamplingParams(max_tokens=1, **params), use_tqdm=False)
         ttft.append(time.perf_counter() - t0)
-    out["ttft_ms"] = 1000 * statistics.median(ttft)
-    for ratio in a.ratios:
-        n_out = max(1, a.prompt_len // ratio)
+    out["ttft_ms"] = 1000 * median(ttft)
+    for n in a.ratios:
+        n_out = max(1, a.prompt_len // n)
         t0 = time.perf_counter()
         llm.generate(prompts, SamplingParams(max_tokens=n_out, **params), use_tqdm=False)
         wall = time.perf_counter() - t0
-        out[f"{ratio}:1"] = {"seconds": wall, "output_tokens_per_s": a.num_prompts * n_out / wall}
-    print("RESULT " + json.dumps(out), flush=True)
+        out[f"{n}:1"] = {"seconds": wall, "output_tokens_per_s": a.num_prompts * n_out / wall}
+    emit_result(out)
 
 
 def report(
@@ -169,26 +119,23 @@ def report(
         f"{f_swiftkv / f_llama:.2f}x of the Llama's FLOPs (linear layers and attention; "
         f"{1 - f_swiftkv / f_llama:.0%} saved) when it skips the later layers (`swiftkv`); "
         "`swiftkv-full` runs every token through every layer (fast prefill off).",
-        "",
-        "| model | prefill tokens/s | vs Llama | TTFT one prompt (ms) | "
-        + " | ".join(f"{r}:1 output tok/s | vs Llama" for r in a.ratios)
-        + " |",
-        "|---|---:|---:|---:|" + "---:|---:|" * len(a.ratios),
     ]
+    header = ["model", "prefill tokens/s", "vs Llama", "TTFT one prompt (ms)"]
+    for n in a.ratios:
+        header += [f"{n}:1 output tok/s", "vs Llama"]
+    cells = []
     for r in rows:
-        cells = [
+        row = [
             r["model"],
             f"{r['prefill_tokens_per_s']:.0f}",
-            f"{r['prefill_tokens_per_s'] / base['prefill_tokens_per_s']:.2f}x",
+            ratio(r["prefill_tokens_per_s"], base["prefill_tokens_per_s"]),
             f"{r['ttft_ms']:.1f}",
         ]
-        for ratio in a.ratios:
-            got, ref = (
-                r[f"{ratio}:1"]["output_tokens_per_s"],
-                base[f"{ratio}:1"]["output_tokens_per_s"],
-            )
-            cells += [f"{got:.1f}", f"{got / ref:.2f}x"]
-        lines.append("| " + " | ".join(cells) + " |")
+        for n in a.ratios:
+            got = r[f"{n}:1"]["output_tokens_per_s"]
+            row += [f"{got:.1f}", ratio(got, base[f"{n}:1"]["output_tokens_per_s"])]
+        cells.append(row)
+    lines += ["", *table(header, cells)]
     return "\n".join(lines) + "\n"
 
 
@@ -209,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ratios", type=int, nargs="+", default=[10, 1], help="prompt:output ratios")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     p.add_argument("--enforce-eager", action="store_true", help="(default on CPU)")
-    p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
+    p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--dummy", action="store_true", help=argparse.SUPPRESS)
@@ -220,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     a.out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = version_stamp()
     a.device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     a.enforce_eager = a.enforce_eager or a.device_name is None
     if a.shape:
@@ -276,11 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += run_worker_process(name, cmd, a.out_dir / f"swiftkv_prefill_{name}.log", env, 1)
         # written after each configuration: a run cut short keeps what it measured
         md = report(a, cfg, flops, rows, source)
-        (a.out_dir / "swiftkv_prefill.md").write_text(md)
-        (a.out_dir / "swiftkv_prefill.json").write_text(
-            json.dumps({"rows": rows, "flops": flops}, indent=1)
-        )
-    print(md)
+        write_results(a.out_dir, "swiftkv_prefill", md, {"rows": rows, "flops": flops}, stamp, 1)
+    print(stamped_markdown(md, stamp))
     return 0
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -47,6 +46,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from benchlib.paths import RESULTS
+from benchlib.stamps import stamped_markdown, version_stamp
+from benchlib.tables import median, table
 
 from arctic_inference_core.ulysses import (
     expand_kv_heads_for,
@@ -84,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="start this many local processes (no torchrun; Gloo smoke tests)",
     )
-    p.add_argument("--out-dir", default=str(Path(__file__).with_name("results")))
+    p.add_argument("--out-dir", default=str(RESULTS))
     p.add_argument("--tag", default="", help="suffix for the output file name")
     return p.parse_args(argv)
 
@@ -109,7 +111,7 @@ def _time(fn, device: torch.device, iters: int, warmup: int) -> float:
         dt = torch.tensor([time.perf_counter() - t0], dtype=torch.float64, device=device)
         dist.all_reduce(dt, op=dist.ReduceOp.MAX)
         times.append(float(dt.item()))
-    return statistics.median(times)
+    return median(times)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -207,20 +209,28 @@ def write_table(args, rows, world: int, backend: str, device: torch.device) -> N
         f"- command: `{' '.join(sys.argv)}`",
         "- algbw = bytes per rank / time; busbw = algbw * (W-1)/W; "
         "'% base' = algbw relative to the plain all_to_all_single of the q-sized buffer",
-        "",
-        "| model | total seq | tokens/rank | MiB/rank | op | median ms | algbw GB/s | busbw GB/s | % base |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
-    for m, total, local, mib, name, ms, alg, bus, pct in rows:
-        lines.append(
-            f"| {m} | {total} | {local} | {mib:.2f} | {name} | {ms:.3f} | "
-            f"{alg:.2f} | {bus:.2f} | {pct:.0f} |"
-        )
+    header = [
+        "model",
+        "total seq",
+        "tokens/rank",
+        "MiB/rank",
+        "op",
+        "median ms",
+        "algbw GB/s",
+        "busbw GB/s",
+        "% base",
+    ]
+    cells = [
+        [m, total, local, f"{mib:.2f}", name, f"{ms:.3f}", f"{alg:.2f}", f"{bus:.2f}", f"{pct:.0f}"]
+        for m, total, local, mib, name, ms, alg, bus, pct in rows
+    ]
+    lines += ["", *table(header, cells, "lrrrlrrrr")]
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tag = f"-{args.tag}" if args.tag else ""
     path = out / f"ulysses_bw-{backend}-w{world}{tag}.md"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(stamped_markdown("\n".join(lines) + "\n", version_stamp()))
     print(f"wrote {path}")
 
 

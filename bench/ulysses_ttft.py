@@ -22,18 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
-import statistics
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from swiftkv_prefill import SHAPES  # noqa: E402
-from vllm_compare import run_worker_process  # noqa: E402
+from benchlib.paths import RESULTS
+from benchlib.shapes import SHAPES, write_llama_shape
+from benchlib.stamps import stamped_markdown, version_stamp, write_results
+from benchlib.tables import median, ratio, table
+from benchlib.worker import emit_result, run_worker_process
 
 CONFIG = re.compile(r"^(?:tp(\d+))?(?:sp(\d+))?$")
 
@@ -48,21 +49,13 @@ def parse_config(name: str) -> tuple[int, int]:
     return int(m.group(1) or 1), int(m.group(2) or 1)
 
 
-def write_shape(name: str, out: Path) -> Path:
-    path = out / f"{name}-llama"
-    path.mkdir(parents=True, exist_ok=True)
-    cfg = dict(SHAPES[name], architectures=["LlamaForCausalLM"], model_type="llama")
-    (path / "config.json").write_text(json.dumps(cfg, indent=1))
-    return path
-
-
 def run_worker(a: argparse.Namespace) -> None:
     from vllm import LLM, SamplingParams, TokensPrompt
     from vllm.plugins import load_general_plugins
 
     load_general_plugins()  # LLM(...) accepts ulysses_sequence_parallel_size once plugins are in
     tp, sp = parse_config(a.worker)
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     vocab = json.loads((Path(a.model) / "config.json").read_text())["vocab_size"]
 
     def prompt(n: int) -> Any:
@@ -97,12 +90,12 @@ def run_worker(a: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             llm.generate([p], SamplingParams(max_tokens=1, **params), use_tqdm=False)
             times.append(time.perf_counter() - t0)
-        out["ttft_ms"][str(n)] = 1000 * statistics.median(times)
+        out["ttft_ms"][str(n)] = 1000 * median(times)
         (res,) = llm.generate(
             [check], SamplingParams(max_tokens=a.check_tokens, **params), use_tqdm=False
         )
         out["tokens"][str(n)] = list(res.outputs[0].token_ids)
-    print("RESULT " + json.dumps(out), flush=True)
+    emit_result(out)
 
 
 def first_difference(a: list[int], b: list[int]) -> int | None:
@@ -122,23 +115,23 @@ def report(a: argparse.Namespace, rows: list[dict], source: str) -> str:
         f"{' except TP (compiled, CUDA graphs)' if a.compiled_tp else ''}. "
         f"Greedy: the first {a.check_tokens} tokens of one prompt per length against "
         f"`{base['config']}` (identical, or the first position that differs).",
-        "",
-        "| config | ranks | "
-        + " | ".join(f"TTFT {n} (ms) | vs {base['config']}" for n in lens)
-        + " | greedy |",
-        "|---|---:|" + "---:|---:|" * len(lens) + "---|",
     ]
+    header = ["config", "ranks"]
+    for n in lens:
+        header += [f"TTFT {n} (ms)", f"vs {base['config']}"]
+    cells = []
     for r in rows:
-        cells = [r["config"], str(r["tp"] * r["sp"])]
+        row = [r["config"], str(r["tp"] * r["sp"])]
         for n in lens:
-            cells += [f"{r['ttft_ms'][n]:.1f}", f"{base['ttft_ms'][n] / r['ttft_ms'][n]:.2f}x"]
+            row += [f"{r['ttft_ms'][n]:.1f}", ratio(base["ttft_ms"][n], r["ttft_ms"][n])]
         diffs = {n: first_difference(r["tokens"][n], base["tokens"][n]) for n in lens}
-        cells.append(
+        row.append(
             "identical"
             if all(d is None for d in diffs.values())
             else ", ".join(f"{n}: differs at {d}" for n, d in diffs.items() if d is not None)
         )
-        lines.append("| " + " | ".join(cells) + " |")
+        cells.append(row)
+    lines += ["", *table([*header, "greedy"], cells, "lr" + "rr" * len(lens) + "l")]
     lines += ["", f"`vs {base['config']}`: its TTFT divided by the row's (above 1: faster)."]
     return "\n".join(lines) + "\n"
 
@@ -173,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="TP configurations with vLLM's default compilation and CUDA graphs",
     )
-    p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
+    p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--dummy", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -186,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     a.device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    model = write_shape(a.shape, a.out_dir) if a.shape else Path(a.model)
+    stamp = version_stamp()
+    model = write_llama_shape(a.shape, a.out_dir) if a.shape else Path(a.model)
     source = (
         f"Llama of {a.shape} shape, random weights (timing only)" if a.shape else f"`{a.model}`"
     )
@@ -219,9 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_binding(tp * sp))
         rows += run_worker_process(name, cmd, a.out_dir / f"ulysses_ttft_{name}.log", env, 1)
         md = report(a, rows, source)  # after each configuration: a cut-short run keeps its rows
-        (a.out_dir / "ulysses_ttft.md").write_text(md)
-        (a.out_dir / "ulysses_ttft.json").write_text(json.dumps({"rows": rows}, indent=1))
-    print(md)
+        write_results(a.out_dir, "ulysses_ttft", md, {"rows": rows}, stamp, 1)
+    print(stamped_markdown(md, stamp))
     return 0
 
 
