@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,11 +10,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "speculator_acceptance.py"
 PROMPTS = [f"{w} item {i}: " for i in range(6) for w in ("alpha", "beta", "gamma", "delta")]
 
 
-def test_heads_and_suffix_are_compared_on_the_same_held_out_outputs(tmp_path: Path) -> None:
+def test_heads_and_suffix_are_compared_on_the_same_held_out_outputs(
+    load_script, tmp_path: Path
+) -> None:
     from arctic_inference_vllm.testing import build_tiny_llama
 
     model = build_tiny_llama(tmp_path / "tiny")
@@ -23,9 +23,7 @@ def test_heads_and_suffix_are_compared_on_the_same_held_out_outputs(tmp_path: Pa
     prompts.write_text(
         "".join(json.dumps({"id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(PROMPTS))
     )
-    spec = importlib.util.spec_from_file_location("speculator_acceptance", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("speculator_acceptance")
     out = tmp_path / "out"
     assert (
         mod.main(
