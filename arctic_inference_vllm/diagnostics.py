@@ -46,10 +46,10 @@ class SwiftKVInspector:
         if getattr(self, "_swiftkv_hooks", None):
             return
 
-        def full(_module: Any, args: tuple) -> None:
+        def full(_module: Any, args: tuple[Any, ...]) -> None:
             self._swiftkv_rows.append([args[1].shape[0], 0])
 
-        def later(_module: Any, args: tuple) -> None:
+        def later(_module: Any, args: tuple[Any, ...]) -> None:
             if self._swiftkv_rows:
                 self._swiftkv_rows[-1][1] = args[1].shape[0]
 
@@ -93,14 +93,14 @@ class UlyssesInspector:
         layer's heads and KV cache shape on this rank."""
         from vllm.distributed import parallel_state as ps
 
-        from arctic_inference_vllm import ulysses
+        from arctic_inference_vllm.ulysses import runtime
 
         _, attn = self._ulysses_layers()
         cache = attn.kv_cache[0] if isinstance(attn.kv_cache, (list, tuple)) else attn.kv_cache
         return {
             "worker": type(self).__name__,
-            "sp": ulysses.size(),
-            "sp_rank": ulysses._state.rank,
+            "sp": runtime.size(),
+            "sp_rank": runtime.rank(),
             "tp": ps.get_tensor_model_parallel_world_size(),
             "heads": attn.num_heads,
             "kv_heads": attn.num_kv_heads,
@@ -136,4 +136,4 @@ def _same_cache(a: Any, b: Any) -> bool:
     """vLLM keeps a layer's cache as a tensor or a one-per-engine list."""
     a = a[0] if isinstance(a, (list, tuple)) else a
     b = b[0] if isinstance(b, (list, tuple)) else b
-    return a.numel() > 0 and a.data_ptr() == b.data_ptr()
+    return bool(a.numel() > 0 and a.data_ptr() == b.data_ptr())

@@ -1,12 +1,14 @@
 """The ``vllm.general_plugins`` entry point.
 
 vLLM calls :func:`register` once in every process (front end, engine core,
-workers), so it must be idempotent and fast. It installs the suffix decoding
-backend, checks the vLLM version, and logs one start-up line (in the first
-process with vLLM logging set up; its children inherit a marker). It also
-installs the front-end hook of the ``arctic`` speculative method, which
+workers), so it must be idempotent and fast. It checks the vLLM version,
+applies the front-end patches of the manifest (patches/__init__.py: the
+suffix decoding backend, and the ``arctic`` method's front-end hook, which
 changes nothing for other configs; the method itself, like every extra, is
-refused unless the opt-in switch is on where it is used.
+refused unless the opt-in switch is on where it is used), with the switch on
+also the extras' patches and model registrations, and logs one start-up line
+(in the first process with vLLM logging set up; its children inherit a
+marker).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Callable
 
 from arctic_inference_core import __version__ as core_version
 from arctic_inference_vllm import envs, versions
+from arctic_inference_vllm.patches import Patch, Phase, apply_phase
 
 _LOGGED_MARKER = "_ARCTIC_INFERENCE_VLLM_LOGGED"
 _registered = False
@@ -39,50 +43,33 @@ def _extras_wanted(log: logging.Logger) -> bool:
         return False
 
 
-def _install_front_end(log: logging.Logger, vllm_version: str) -> None:
-    """The ``arctic`` method's front-end hook. Installed with the switch off
-    too: it passes every other config through untouched, and an arctic one
-    then fails with an error naming the switch (vLLM alone would only say
-    that 'arctic' is not a method)."""
-    from arctic_inference_vllm.patches import arctic_config
-
-    try:
-        arctic_config.apply()
-    except (ImportError, AttributeError) as e:
+def _report(log: logging.Logger, vllm_version: str) -> Callable[[Patch, Exception], None]:
+    def report(patch: Patch, error: Exception) -> None:
         log.warning(
-            "arctic_inference_vllm: speculative method 'arctic' is unavailable on vLLM %s (%s).",
+            "arctic_inference_vllm: patch %s does not fit vLLM %s (%s); %s.",
+            patch.name,
             vllm_version,
-            e,
+            error,
+            patch.without,
         )
 
+    return report
 
-def _register_models(log: logging.Logger) -> None:
-    """Extras: model architectures, through vLLM's public ModelRegistry (lazy:
-    the model module is imported only when a checkpoint asks for it)."""
+
+def install_extras(log: logging.Logger | None = None) -> None:
+    """The extras: SwiftKV architectures through vLLM's public ModelRegistry,
+    then the extras' patches. :func:`register` calls it with the switch on
+    (tests call it too, in a process that registered before turning the
+    switch on)."""
+    log = log or _logger()
+    vllm_version, _ = _vllm_version()
+    from arctic_inference_vllm.swiftkv import registry
+
     try:
-        from vllm import ModelRegistry
-
-        import arctic_inference_core.swiftkv.hf_llama  # noqa: F401  registers the HF config
-        from arctic_inference_vllm.models import MODELS
-        from arctic_inference_vllm.patches import swiftkv_config
-
-        for arch, target in MODELS.items():
-            if arch not in ModelRegistry.get_supported_archs():
-                ModelRegistry.register_model(arch, target)
-        swiftkv_config.apply()  # the architecture's config hook: fast prefill on
+        registry.register_models()
     except ImportError as e:
         log.warning("arctic_inference_vllm: SwiftKV models are unavailable (%s).", e)
-
-
-def _install_ulysses(log: logging.Logger) -> None:
-    """Extras: the Ulysses flag and start-up checks (front end; the workers'
-    side is selected per deployment through worker_cls)."""
-    from arctic_inference_vllm.patches import ulysses_args
-
-    try:
-        ulysses_args.apply()
-    except (ImportError, AttributeError) as e:
-        log.warning("arctic_inference_vllm: Ulysses sequence parallelism is unavailable (%s).", e)
+    apply_phase(Phase.FRONT_END_EXTRAS, on_error=_report(log, vllm_version))
 
 
 def _vllm_version() -> tuple[str, bool]:
@@ -108,25 +95,12 @@ def register() -> None:
         )
     extras = supported and _extras_wanted(log)
 
-    from arctic_inference_vllm.patches import suffix_backend
-
-    try:
-        suffix_backend.apply()
-        suffix = "on"
-    except (ImportError, AttributeError) as e:
-        suffix = "off"
-        log.warning(
-            "arctic_inference_vllm could not install its suffix decoding backend on vLLM %s "
-            "(%s); vLLM's own suffix path is unchanged.",
-            vllm_version,
-            e,
-        )
-
-    if supported:
-        _install_front_end(log, vllm_version)
+    applied = apply_phase(
+        Phase.FRONT_END, vllm_supported=supported, on_error=_report(log, vllm_version)
+    )
+    suffix = "on" if "suffix_backend" in applied else "off"
     if extras:
-        _register_models(log)
-        _install_ulysses(log)
+        install_extras(log)
 
     # One line per deployment: in the first process where vLLM's logging is
     # configured (the engine core; the front end loads plugins before that),

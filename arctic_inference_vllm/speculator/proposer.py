@@ -1,9 +1,10 @@
 """The drafter of the ``arctic`` speculative method (worker side).
 
-vLLM builds it through its ``custom_class`` path (arctic_method.py rewrote
-the config) and calls ``load_model(target_model)`` and, after each step's
-bookkeeping, ``propose(...)``; patches/arctic_runner.py hands it the step's
-hidden states just before. Per step:
+vLLM builds it through its ``custom_class`` path (speculator/config.py
+rewrote the config) and calls ``load_model(target_model)`` and, after each
+step's bookkeeping, ``propose(...)``; patches/speculator_runner.py (applied
+here, in the arctic-worker phase) hands it the step's hidden states just
+before. Per step:
 
 1. Above ``disable_by_batch_size`` running requests: no drafts (the suffix
    cache still takes the new tokens, so later drafts stay right).
@@ -21,26 +22,15 @@ as is (like suffix and n-gram drafts).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from arctic_inference_vllm.arctic_method import ArcticSettings, check_switch
+from arctic_inference_vllm.patches import Phase, apply_phase
+from arctic_inference_vllm.speculator.config import ArcticSettings, check_switch
+from arctic_inference_vllm.speculator.step import StepInputs, StepInputsReceiver
 
 if TYPE_CHECKING:
-    import torch
-
     from arctic_inference_core.speculator import GraphDrafter
-    from arctic_inference_vllm.arctic_suffix import ScoredSuffixProposer
-
-
-@dataclass
-class StepInputs:
-    """What vLLM's runner knows about the step and the custom_class call lacks."""
-
-    input_batch: Any  # vLLM's InputBatch: req_ids, num_tokens_no_spec, ...
-    sample_hidden_states: torch.Tensor  # [rows, hidden]: the rows logits were computed for
-    num_draft_tokens: list[int] | None  # per request, drafts verified this step (None: none)
-    num_spec_tokens: int  # most draft tokens per request for the next step
+    from arctic_inference_vllm.speculator.scored_suffix import ScoredSuffixProposer
 
 
 def last_sampled_rows(
@@ -75,12 +65,10 @@ def choose_drafts(
     return [list(d) if k else [] for d, k in zip(suffix_drafts, keep)], [not k for k in keep]
 
 
-class ArcticProposer:
+class ArcticProposer(StepInputsReceiver):
     def __init__(self, vllm_config: Any) -> None:
         check_switch()
-        from arctic_inference_vllm.patches import arctic_runner
-
-        arctic_runner.apply()  # before the first step; raises on an unchecked vLLM
+        apply_phase(Phase.ARCTIC_WORKER)  # before the first step; raises on an unchecked vLLM
         self.settings = ArcticSettings.from_additional_config(vllm_config.additional_config)
         self.model_config = vllm_config.model_config
         self.device_config = vllm_config.device_config
@@ -88,9 +76,10 @@ class ArcticProposer:
         self.max_num_seqs: int = vllm_config.scheduler_config.max_num_seqs
         self.suffix: ScoredSuffixProposer | None = None
         if self.settings.enable_suffix_decoding:
-            from arctic_inference_vllm import arctic_suffix  # imports vLLM's suffix proposer
+            # imports vLLM's suffix proposer
+            from arctic_inference_vllm.speculator.scored_suffix import ScoredSuffixProposer
 
-            self.suffix = arctic_suffix.ScoredSuffixProposer(vllm_config)
+            self.suffix = ScoredSuffixProposer(vllm_config)
         self.drafter: GraphDrafter | None = None
         self._step: StepInputs | None = None
 
@@ -128,7 +117,7 @@ class ArcticProposer:
         if step is None or self.drafter is None:
             raise RuntimeError(
                 "arctic proposer: no step inputs or no speculator; vLLM did not run the "
-                "arctic runner hook (patches/arctic_runner.py) or load_model"
+                "arctic runner hook (patches/speculator_runner.py) or load_model"
             )
         n = len(sampled_token_ids)
         batch = step.input_batch

@@ -2,7 +2,7 @@
 
 The arctic method keeps a request's suffix draft only when its score (the
 expected number of accepted tokens) is at least the speculator's draft length.
-:class:`~arctic_inference_vllm.suffix_proposer.ArcticSuffixDecodingProposer`
+:class:`~arctic_inference_vllm.suffix.proposer.ArcticSuffixDecodingProposer`
 returns drafts only, so this subclass records each ``speculate_batch`` result
 and scores the drafts it returned (after its caps and step budget trimmed
 them: what is kept is always a prefix).
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from arctic_inference_core.suffix import SuffixDecodingCache, SuffixDecodingDraftBatch
-from arctic_inference_vllm.suffix_proposer import ArcticSuffixDecodingProposer
+from arctic_inference_vllm.suffix.proposer import ArcticSuffixDecodingProposer
 
 
 class _RecordingCache(SuffixDecodingCache):
@@ -40,8 +40,9 @@ class ScoredSuffixProposer(ArcticSuffixDecodingProposer):
         """Score (sum of token probabilities) of each row's draft from the
         last ``propose`` call; 0 for rows it did not draft."""
         out = np.zeros(len(drafts), dtype=np.float64)
-        last = self.suffix_cache.last  # type: ignore[attr-defined]
-        self.suffix_cache.last = None  # type: ignore[attr-defined]
+        cache = self.suffix_cache
+        assert isinstance(cache, _RecordingCache)  # cache_cls
+        last, cache.last = cache.last, None
         if last is None:
             return out
         batch_ids, batch = last

@@ -16,15 +16,16 @@ are padded to full CUDA graphs (graph_padding.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
 from vllm.v1.spec_decode.suffix_decoding import SuffixDecodingProposer
 
 from arctic_inference_core.suffix import SuffixDecodingCache
-from arctic_inference_vllm.draft_budget import DraftBudget
-from arctic_inference_vllm.graph_padding import full_graph_tokens, pad_drafts, should_pad
 from arctic_inference_vllm.settings import adapter_settings
+from arctic_inference_vllm.suffix.draft_budget import DraftBudget
+from arctic_inference_vllm.suffix.graph_padding import full_graph_tokens, pad_drafts, should_pad
 
 DEFAULT_STEP_TOKEN_BUDGET = 512  # without CUDA graphs (CPU, enforce_eager)
 
@@ -45,10 +46,10 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
         self.suffix_cache = self.cache_cls(
             max_tree_depth=config.suffix_decoding_max_tree_depth,
             max_cached_requests=config.suffix_decoding_max_cached_requests,
-            num_threads=settings["num_threads"],
+            num_threads=settings.suffix_num_threads,
         )
         self.compilation_config = vllm_config.compilation_config
-        self.fixed_budget = settings["step_token_budget"]
+        self.fixed_budget = settings.suffix_step_token_budget
         self.budget = DraftBudget(self._step_token_budget())
 
     def propose(
@@ -112,15 +113,18 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
             self.budget.forget(req_id)
         return drafts
 
-    def _longer_draft(self, k: int):  # type: ignore[no-untyped-def]
+    def _longer_draft(self, k: int) -> Callable[[Hashable], Sequence[int]]:
         """Padding source: the tree's continuation without the length and
         probability limits (see graph_padding.py)."""
-        cache = self.suffix_cache
-        return lambda req_id: (
-            cache.speculate(
+        cache: SuffixDecodingCache = self.suffix_cache
+
+        def longer(req_id: Hashable) -> Sequence[int]:
+            draft = cache.speculate(
                 req_id, None, max_spec_tokens=k, max_spec_factor=float(k), min_token_prob=0.0
-            ).token_ids
-        )
+            )
+            return draft.token_ids
+
+        return longer
 
     def _step_token_budget(self) -> int:
         """The configured budget, else the largest CUDA graph size: a bigger

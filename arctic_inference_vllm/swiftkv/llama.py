@@ -16,7 +16,7 @@ one cache instead of ``g``.
 
 Prefill: because the later layers share caches, vLLM's own
 ``kv_sharing_fast_prefill`` applies to them (the SwiftKV config hook turns it
-on, patches/swiftkv_config.py). In a step with a prefill vLLM then builds
+on: swiftkv/config.py). In a step with a prefill vLLM then builds
 their attention metadata for the tokens whose logits are read only (the last
 scheduled token of each request, every token of a decoding one), and the
 model runs only those rows through the later layers: ``q_proj``, attention,
@@ -71,7 +71,9 @@ _STACKED = (
 
 
 def _head_dim(config: Any) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return int(
+        getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    )
 
 
 def _attention(
@@ -136,6 +138,7 @@ class SwiftKVAttention(nn.Module):
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
         q, _ = self.q_proj(hidden_states)
         q, _ = self.rotary_emb(positions, q)
+        out: torch.Tensor
         out, _ = self.o_proj(self.attn(q, None, None))
         return out
 
@@ -184,19 +187,20 @@ class SwiftKVLlamaModel(nn.Module):
         # treats the trailing run of KV-sharing attention layers as the ones
         # that may skip prompt tokens. Indices past the decoder's own layers
         # keep every attention layer's index unique.
-        self.kv_writers = nn.ModuleList(
+        writers = [
             SwiftKVCacheWriter(vllm_config, f"{prefix}.swiftkv_cache.{total + s}")
             for s in range(lay.num_kv_slots)
-        )
+        ]
+        self.kv_writers = nn.ModuleList(writers)
         later = [
             SwiftKVDecoderLayer(
                 vllm_config,
                 f"{prefix}.layers.{i}",
-                self.kv_writers[lay.slot_for_layer(i)].attn.layer_name,
+                writers[lay.slot_for_layer(i)].attn.layer_name,
             )
             for i in range(n, total)
         ]
-        self.layers = nn.ModuleList(full + later)
+        self.layers = nn.ModuleList([*full, *later])
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.norm_swiftkv = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.swiftkv_proj = ReplicatedLinear(
@@ -206,15 +210,17 @@ class SwiftKVLlamaModel(nn.Module):
             prefix=f"{prefix}.swiftkv_proj",
         )
         self.rotary_emb = _rope(config, self.head_dim)
-        self._writer_name = self.kv_writers[0].attn.layer_name
-        self._later_name = later[0].self_attn.attn.layer_name
+        self._writer_name = str(writers[0].attn.layer_name)
+        self._later_name = str(later[0].self_attn.attn.layer_name)
 
     def _rows_to_run(self) -> torch.Tensor | None:
         """The tokens the later layers run (None: all), as vLLM's fast-prefill
         metadata for those layers chose them."""
         meta = get_forward_context().attn_metadata
         if isinstance(meta, list):  # per speculative step; [0] is the target model's
-            meta = meta[0] if meta else None
+            if not meta:
+                return None
+            meta = meta[0]
         if not isinstance(meta, dict):
             return None  # profiling run
         later, writer = meta.get(self._later_name), meta.get(self._writer_name)
@@ -223,19 +229,20 @@ class SwiftKVLlamaModel(nn.Module):
             later is None
             or writer is None
             or count is None
-            or later.num_actual_tokens >= writer.num_actual_tokens
+            # the backends' metadata classes have these fields; vLLM's base type does not
+            or later.num_actual_tokens >= writer.num_actual_tokens  # type: ignore[attr-defined]
         ):
             return None  # fast prefill off, or every token's logits are read (decode)
-        return later.logits_indices_padded[
-            :count
-        ].long()  # int32 in the runner; index_copy_ takes int64
+        indices: torch.Tensor = later.logits_indices_padded  # type: ignore[attr-defined]
+        return indices[:count].long()  # int32 in the runner; index_copy_ takes int64
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         lay = self.layout
-        hidden_states = self.embed_tokens(input_ids)
-        residual = None
+        hidden_states: torch.Tensor = self.embed_tokens(input_ids)
+        residual: torch.Tensor | None = None
         for layer in self.layers[: lay.num_key_value_layers]:
             hidden_states, residual = layer(positions, hidden_states, residual)
+        assert residual is not None  # the layout has at least one full layer
         hidden_states = hidden_states + residual
         # K/V of every later layer from one projection of the normalized state.
         kv, _ = self.swiftkv_proj(self.norm_swiftkv(hidden_states))
@@ -282,21 +289,24 @@ class SwiftKVLlamaForCausalLM(nn.Module):
         )
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.embed_tokens(input_ids)
+        embeds: torch.Tensor = self.model.embed_tokens(input_ids)
+        return embeds
 
     def forward(
         self,
         input_ids: torch.Tensor,
         positions: torch.Tensor,
-        intermediate_tensors=None,  # type: ignore[no-untyped-def]
+        intermediate_tensors: Any = None,
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if inputs_embeds is not None:
             raise ValueError("SwiftKVLlamaForCausalLM takes token ids, not input embeddings")
-        return self.model(input_ids, positions)
+        hidden_states: torch.Tensor = self.model(input_ids, positions)
+        return hidden_states
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
-        return self.logits_processor(self.lm_head, hidden_states)
+        logits: torch.Tensor | None = self.logits_processor(self.lm_head, hidden_states)
+        return logits
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         params = dict(self.named_parameters())
@@ -308,7 +318,8 @@ class SwiftKVLlamaForCausalLM(nn.Module):
             for stacked, hf, shard in _STACKED:
                 target = name.replace(hf, stacked)
                 if hf in name and target in params:  # later layers' q_proj is not stacked
-                    params[target].weight_loader(params[target], w, shard)
+                    # vLLM sets weight_loader on its layers' parameters
+                    params[target].weight_loader(params[target], w, shard)  # type: ignore[attr-defined]
                     loaded.add(target)
                     break
             else:

@@ -1,5 +1,23 @@
-"""Model architectures the extras register with vLLM's ModelRegistry."""
+"""The SwiftKV architectures the extras register with vLLM's public
+``ModelRegistry`` (lazily: the model module is imported only when a
+checkpoint asks for it)."""
 
+from __future__ import annotations
+
+ARCHITECTURE = "SwiftKVLlamaForCausalLM"
 MODELS = {
-    "SwiftKVLlamaForCausalLM": "arctic_inference_vllm.models.swiftkv_llama:SwiftKVLlamaForCausalLM",
+    ARCHITECTURE: "arctic_inference_vllm.swiftkv.llama:SwiftKVLlamaForCausalLM",
 }
+
+
+def register_models() -> None:
+    """Register the HF config (``model_type`` "swiftkv_llama") with transformers
+    and each architecture with vLLM; idempotent. Raises ImportError where a
+    dependency is missing."""
+    from vllm import ModelRegistry
+
+    import arctic_inference_core.swiftkv.hf_llama  # noqa: F401  registers the HF config
+
+    for arch, target in MODELS.items():
+        if arch not in ModelRegistry.get_supported_archs():
+            ModelRegistry.register_model(arch, target)

@@ -1,95 +1,20 @@
-"""Ulysses sequence parallelism in vLLM: the configuration rules and the
-per-worker runtime (docs/ulysses.md).
+"""Ulysses in vLLM: one worker's runtime (docs/ulysses.md).
 
-``SP`` ranks share one step. Each rank embeds and runs the projections and
-MLPs of a contiguous slice of the step's tokens; around attention,
-``arctic_inference_core.ulysses`` exchanges q/k/v so that each rank attends
-over *all* the step's tokens for ``1/SP`` of the heads, writing its heads'
-K/V into its own KV cache (the cache is sharded by heads, as under tensor
-parallelism of the same size). The final hidden states are all-gathered, so
-every rank computes the same logits, as TP ranks do.
-
-Layout: vLLM is told ``tensor_parallel_size = TP * SP`` so it starts that
-many workers and sizes the attention side (heads and KV cache per rank) for
-``TP * SP``; inside the workers the weight-sharding TP group has ``TP``
-ranks (``patches/ulysses_groups.py``) and the layers' weights are
-replicated over the ``SP`` ranks of a sequence-parallel group.
+This rank's sequence-parallel group (set by patches/ulysses_groups.py when
+vLLM builds its groups), the split of the current forward pass's tokens, the
+model forward that runs this rank's slice (:func:`wrap_model_forward`) and
+the attention forward that exchanges heads around vLLM's attention
+(:func:`attention_forward`). The state is this module's own: other modules
+read it through :func:`active`, :func:`size` and :func:`rank`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-SETTING = "ulysses_sequence_parallel_size"
-FLAG = "--ulysses-sequence-parallel-size"
-
-
-def check_size(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{SETTING} must be an int >= 1, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{SETTING} must be >= 1, got {value}")
-    return value
-
-
-def requested_size(args: Any) -> Any:
-    """The SP value as given in ``args.additional_config["arctic_inference"]``
-    (unchecked; None when absent). ``args``: EngineArgs in the front end."""
-    extra = getattr(args, "additional_config", None)
-    ours = extra.get("arctic_inference") if isinstance(extra, dict) else None
-    return ours.get(SETTING) if isinstance(ours, dict) else None
-
-
-def require_switch(args: Any) -> None:
-    """Refuse SP > 1 in ``additional_config`` with the extras switch off: vLLM
-    would otherwise run on one rank without a word (called from the one
-    front-end hook present with the switch off, patches/arctic_config.py)."""
-    from arctic_inference_vllm import envs
-
-    sp = requested_size(args)
-    if sp not in (None, 1) and not envs.extras_enabled():
-        raise ValueError(
-            f"{SETTING}={sp!r} needs the opt-in switch {envs.EXTRAS_ENV}=1 "
-            "(Ulysses sequence parallelism is an extra of arctic_inference_vllm)"
-        )
-
-
-def configured_size(vllm_config: Any) -> int:
-    """SP of a built VllmConfig (1 when not configured)."""
-    from arctic_inference_vllm.settings import adapter_settings
-
-    return adapter_settings(vllm_config)["ulysses_sequence_parallel_size"]
-
-
-def attention_heads(num_heads: int, num_kv_heads: int, sp: int) -> tuple[int, int]:
-    """Heads one rank attends over, given a TP rank's query and K/V heads:
-    ``(num_heads // sp, num_kv_heads * replicas // sp)`` with the K/V
-    replication rule of ``expand_kv_heads_for``. Raises ValueError naming
-    the numbers when no split exists."""
-    from arctic_inference_core.ulysses import expand_kv_heads_for
-
-    try:
-        replicas = expand_kv_heads_for(sp, num_kv_heads, num_heads)
-    except ValueError as e:
-        raise ValueError(f"{SETTING}={sp}: {e}") from None
-    return num_heads // sp, num_kv_heads * replicas // sp
-
-
-def check_model_heads(num_heads: int, num_kv_heads: int, tp: int, sp: int) -> tuple[int, int]:
-    """The start-up check of a model's head counts against TP x SP; returns the
-    heads per rank. vLLM's TP gives each TP rank ``num_heads / tp`` query heads
-    and ``max(1, num_kv_heads / tp)`` K/V heads; SP splits those further."""
-    if num_heads % (tp * sp) != 0:
-        raise ValueError(
-            f"{SETTING}={sp} with tensor_parallel_size={tp}: the model's {num_heads} attention "
-            f"heads cannot be split over {tp * sp} ranks ({num_heads} is not divisible by "
-            f"{tp} x {sp}); choose sizes whose product divides {num_heads}"
-        )
-    return attention_heads(num_heads // tp, max(1, num_kv_heads // tp), sp)
-
-
-# ------------------------------------------------------------ worker runtime
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -125,7 +50,13 @@ def active() -> bool:
 
 
 def size() -> int:
+    """This rank's sequence-parallel size (1 outside a Ulysses worker)."""
     return _state.size
+
+
+def rank() -> int:
+    """This rank's index in its sequence-parallel group."""
+    return _state.rank
 
 
 def _slice_tokens(x: Any, lo: int, hi: int, total: int, dim: int) -> Any:
@@ -210,14 +141,18 @@ def attention_forward(layer: Any, original: Any, tp_heads: int, tp_kv_heads: int
         if local != split.local:
             raise RuntimeError(f"Ulysses: attention got {local} tokens, expected {split.local}")
         q = query.reshape(local, tp_heads, dim)
+        # async_op=False (the default): tensors, not UlyssesWork handles
         if key is None:
-            q = seq_to_head(q, group)
+            q = cast("torch.Tensor", seq_to_head(q, group))
         else:
-            q, key, value = seq_to_head_qkv(
-                q,
-                key.reshape(local, tp_kv_heads, dim),
-                value.reshape(local, tp_kv_heads, dim),
-                group,
+            q, key, value = cast(
+                "tuple[torch.Tensor, torch.Tensor, torch.Tensor]",
+                seq_to_head_qkv(
+                    q,
+                    key.reshape(local, tp_kv_heads, dim),
+                    value.reshape(local, tp_kv_heads, dim),
+                    group,
+                ),
             )
             key = key[: split.total].reshape(split.total, -1)
             value = value[: split.total].reshape(split.total, -1)
@@ -226,7 +161,7 @@ def attention_forward(layer: Any, original: Any, tp_heads: int, tp_kv_heads: int
         out = out.view(split.total, layer.num_heads, -1)
         if split.padded > split.total:
             out = _slice_tokens(out, 0, split.padded, split.total, 0)
-        out = head_to_seq(out, group)
+        out = cast("torch.Tensor", head_to_seq(out, group))
         return out.reshape(output_shape if output_shape is not None else (local, -1))
 
     return forward

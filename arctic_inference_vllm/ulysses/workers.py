@@ -1,8 +1,9 @@
 """The workers of a Ulysses deployment: vLLM's own CPU or GPU worker with
-the sequence-parallel groups, attention layers and model forward
-(ulysses.py). The front end selects them through vLLM's public
-``parallel_config.worker_cls`` (patches/ulysses_args.py), so no other
-process is touched.
+the Ulysses-worker patches (sequence-parallel groups, attention layers)
+applied before the device and the model exist, and the model's forward
+wrapped after it loads (runtime.py). The front end selects them through
+vLLM's public ``parallel_config.worker_cls`` (patches/ulysses_args.py), so
+no other process is touched.
 
 The classes are built on first access (``resolve_obj_by_qualname`` reads
 them from this module), so importing it never imports a platform's worker.
@@ -30,18 +31,21 @@ def worker_cls_for(vllm_worker_cls: str) -> str:
 
 
 class _UlyssesWorkerMixin:
-    def init_device(self) -> None:
-        from arctic_inference_vllm.patches import ulysses_attention, ulysses_groups
+    """Mixed in before vLLM's worker class (built in :func:`__getattr__`)."""
 
-        ulysses_groups.apply()  # before vLLM builds its groups in init_device
-        ulysses_attention.apply()  # before the model is built
-        super().init_device()  # type: ignore[misc]
+    def init_device(self) -> None:
+        from arctic_inference_vllm.patches import Phase, apply_phase
+
+        # the groups before vLLM builds them in init_device, Attention before
+        # the model is built; raises on an unchecked vLLM
+        apply_phase(Phase.ULYSSES_WORKER)
+        super().init_device()  # type: ignore[misc]  # vLLM's worker, mixed in at runtime
 
     def load_model(self, *args: Any, **kwargs: Any) -> None:
-        from arctic_inference_vllm import ulysses
+        from arctic_inference_vllm.ulysses import runtime
 
-        super().load_model(*args, **kwargs)  # type: ignore[misc]
-        ulysses.wrap_model_forward(self.model_runner.model)  # type: ignore[attr-defined]
+        super().load_model(*args, **kwargs)  # type: ignore[misc]  # vLLM's worker
+        runtime.wrap_model_forward(self.model_runner.model)  # type: ignore[attr-defined]  # vLLM's worker
 
 
 def __getattr__(name: str) -> type:

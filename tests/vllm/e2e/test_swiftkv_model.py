@@ -112,9 +112,7 @@ def switch_on(extras_switch):
     import arctic_inference_vllm.plugin as plugin
 
     with extras_switch():
-        plugin._register_models(
-            plugin._logger()
-        )  # this process registered before the switch was on
+        plugin.install_extras()  # this process registered before the switch was on
         yield
 
 
@@ -163,7 +161,8 @@ def test_vllm_matches_the_reference(swiftkv_model: Path, switch_on, case: str) -
 def test_the_config_hook_sets_fast_prefill_and_no_compilation(
     swiftkv_model: Path, switch_on
 ) -> None:
-    """patches/swiftkv_config.py, on the engine config vLLM builds (no engine)."""
+    """patches/swiftkv_config.py (swiftkv/config.py's rules), on the engine
+    config vLLM builds (no engine)."""
     from vllm.config.compilation import CompilationMode
     from vllm.engine.arg_utils import EngineArgs
 

@@ -40,9 +40,7 @@ def switch_on(extras_switch):
     import arctic_inference_vllm.plugin as plugin
 
     with extras_switch():
-        plugin._install_ulysses(
-            plugin._logger()
-        )  # this process registered before the switch was on
+        plugin.install_extras()  # this process registered before the switch was on
         yield
 
 
@@ -237,7 +235,7 @@ def test_unsupported_combinations_are_refused(
 
 
 def test_more_ranks_than_gpus_is_refused() -> None:
-    from arctic_inference_vllm.patches.ulysses_args import check_combination
+    from arctic_inference_vllm.ulysses.rules import check_combination
 
     args = SimpleNamespace(tensor_parallel_size=2)
     with pytest.raises(ValueError, match="needs 4 GPUs .TP x SP., but 2 are visible"):
@@ -277,7 +275,8 @@ def test_sp2_config(tiny_model: str, switch_on) -> None:
     config = args.create_engine_config()
     assert config.parallel_config.world_size == 2
     assert (
-        config.parallel_config.worker_cls == "arctic_inference_vllm.ulysses_worker.UlyssesCPUWorker"
+        config.parallel_config.worker_cls
+        == "arctic_inference_vllm.ulysses.workers.UlyssesCPUWorker"
     )
     assert config.model_config.enforce_eager
     assert config.additional_config["arctic_inference"]["ulysses_sequence_parallel_size"] == 2
@@ -403,7 +402,7 @@ def rank_kv_heads(heads: int, kv_heads: int, tp: int, sp: int, t: int, s: int) -
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 64), st.integers(1, 64), st.sampled_from([1, 2, 4, 8]), st.integers(1, 16))
 def test_head_split_matches_the_reference(heads: int, kv_heads: int, tp: int, sp: int) -> None:
-    from arctic_inference_vllm.ulysses import check_model_heads
+    from arctic_inference_vllm.ulysses.rules import check_model_heads
 
     # models vLLM's TP accepts: GQA groups, and K/V heads split or replicated over TP
     if heads % kv_heads or (kv_heads >= tp and kv_heads % tp) or (kv_heads < tp and tp % kv_heads):

@@ -1,11 +1,14 @@
-"""Registering the plugin changes exactly the suffix-decoding hooks of vLLM
-and the arctic method's front-end hook (a pass-through for every other
-config: tests/vllm/e2e/test_arctic_method.py), with the opt-in switch off or on;
-the switch adds the SwiftKV architecture's config hook and the Ulysses
+"""Registering the plugin changes exactly the targets of the manifest's
+front-end patches (arctic_inference_vllm/patches/__init__.py): the
+suffix-decoding hooks of vLLM and the arctic method's front-end hook (a
+pass-through for every other config: tests/vllm/e2e/test_arctic_method.py),
+with the opt-in switch off or on; the switch adds the targets of the
+front-end extras: the SwiftKV architecture's config hook and the Ulysses
 flag's EngineArgs wrappers (a pass-through without the flag:
 tests/vllm/e2e/test_ulysses_vllm.py); registering is idempotent. Worker-side
 hooks are installed only by the components that need them (Ulysses: only in
-the workers of a Ulysses deployment, selected through worker_cls)."""
+the workers of a Ulysses deployment, selected through worker_cls), and each
+worker phase changes exactly its own targets."""
 
 from __future__ import annotations
 
@@ -15,7 +18,27 @@ import textwrap
 
 import pytest
 
+from arctic_inference_vllm.patches import PATCHES, Phase
+
 pytestmark = pytest.mark.vllm
+
+
+def targets(phase: Phase) -> list[str]:
+    """The manifest's targets of a phase that are attributes (not map entries)."""
+    return [t for p in PATCHES if p.phase is phase for t in p.targets if "[" not in t]
+
+
+def map_entries(phase: Phase) -> list[str]:
+    """The keys of the manifest's MODELS_CONFIG_MAP entries of a phase."""
+    prefix = "vllm.model_executor.models.config.MODELS_CONFIG_MAP['"
+    return [
+        t.removeprefix(prefix).removesuffix("']")
+        for p in PATCHES
+        if p.phase is phase
+        for t in p.targets
+        if t.startswith(prefix)
+    ]
+
 
 SNAPSHOT = textwrap.dedent(
     """
@@ -55,12 +78,7 @@ SNAPSHOT = textwrap.dedent(
 )
 
 
-HOOKS = [
-    "vllm.config.speculative.SpeculativeConfig._validate_suffix_decoding",
-    "vllm.config.speculative.has_arctic_inference",
-    "vllm.engine.arg_utils.EngineArgs.create_speculative_config",
-    "vllm.v1.spec_decode.suffix_decoding.SuffixDecodingProposer",
-]
+HOOKS = sorted(targets(Phase.FRONT_END))
 
 
 def changed_attributes(switch: str, what: str = "CHANGED") -> list[str]:
@@ -82,13 +100,16 @@ def test_only_the_suffix_and_front_end_hooks_change() -> None:
 
 
 # patches/ulysses_args.py: the flag, its checks, and the TP x SP config
-ULYSSES_HOOKS = [
-    "vllm.engine.arg_utils.AsyncEngineArgs.__init__",
-    "vllm.engine.arg_utils.EngineArgs.__init__",
-    "vllm.engine.arg_utils.EngineArgs.add_cli_args",
-    "vllm.engine.arg_utils.EngineArgs.create_engine_config",
-    "vllm.engine.arg_utils.EngineArgs.from_cli_args",
-]
+ULYSSES_HOOKS = targets(Phase.FRONT_END_EXTRAS)
+
+
+def test_the_manifest_lists_the_hooks_checked_here() -> None:
+    """The expected lists come from the manifest; they must not be empty or
+    overlap (a target in two phases would hide in the 'on' run)."""
+    assert len(HOOKS) == 4 and len(ULYSSES_HOOKS) == 5
+    assert not set(HOOKS) & set(ULYSSES_HOOKS)
+    assert map_entries(Phase.FRONT_END) == []
+    assert map_entries(Phase.FRONT_END_EXTRAS) == ["SwiftKVLlamaForCausalLM"]
 
 
 def test_the_switch_adds_only_the_ulysses_flag_at_start_up() -> None:
@@ -97,5 +118,58 @@ def test_the_switch_adds_only_the_ulysses_flag_at_start_up() -> None:
 
 def test_only_the_switch_adds_the_swiftkv_config_hook() -> None:
     """patches/swiftkv_config.py: one entry in vLLM's per-architecture map."""
-    assert changed_attributes("off", "CONFIGHOOKS") == []
-    assert changed_attributes("on", "CONFIGHOOKS") == ["SwiftKVLlamaForCausalLM"]
+    assert changed_attributes("off", "CONFIGHOOKS") == map_entries(Phase.FRONT_END)
+    assert changed_attributes("on", "CONFIGHOOKS") == map_entries(Phase.FRONT_END_EXTRAS)
+
+
+WORKER_PHASE = textwrap.dedent(
+    """
+    import importlib, sys
+    from arctic_inference_vllm.patches import PATCHES, Phase, apply_phase
+    from arctic_inference_vllm.patches._wrap import ORIGINAL, is_patched
+
+    phase = Phase[sys.argv[1]]
+
+    def owner_and_name(target):
+        parts = target.split(".")
+        for i in range(len(parts) - 1, 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            for part in parts[i:-1]:
+                obj = getattr(obj, part)
+            return obj, parts[-1]
+        raise LookupError(target)
+
+    every = [t for p in PATCHES for t in p.targets if "[" not in t]
+    owners = {t: owner_and_name(t) for t in every}  # imports every target's module
+    before = {t: vars(o).get(n, getattr(o, n)) for t, (o, n) in owners.items()}
+    apply_phase(phase)
+    apply_phase(phase)  # idempotent
+    after = {t: vars(o).get(n, getattr(o, n)) for t, (o, n) in owners.items()}
+    changed = sorted(t for t in every if before[t] is not after[t])
+    print("CHANGED", changed)
+    for t in changed:
+        fn = getattr(after[t], "__func__", after[t])
+        assert is_patched(fn), t
+        assert getattr(fn, ORIGINAL) is getattr(before[t], "__func__", before[t]), t
+    """
+)
+
+
+@pytest.mark.parametrize("phase", [Phase.ARCTIC_WORKER, Phase.ULYSSES_WORKER])
+def test_each_worker_phase_changes_exactly_its_targets(phase: Phase) -> None:
+    """A worker phase, applied (twice) in a fresh process where every target of
+    the manifest is imported, replaces exactly its own targets, each marked as
+    ours with vLLM's original kept."""
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER_PHASE, phase.name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(x for x in out.stdout.splitlines() if x.startswith("CHANGED"))
+    assert eval(line.split(" ", 1)[1]) == sorted(targets(phase))
+    assert targets(phase)

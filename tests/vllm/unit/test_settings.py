@@ -52,15 +52,15 @@ def test_good_settings_build_a_config(tiny_model: str) -> None:
 def test_bad_adapter_settings_are_rejected() -> None:
     from types import SimpleNamespace
 
-    from arctic_inference_vllm.settings import adapter_settings
+    from arctic_inference_vllm.settings import AdapterSettings, adapter_settings
 
     ok = adapter_settings(SimpleNamespace(additional_config={}))
-    assert ok == {
-        "step_token_budget": None,
-        "num_threads": 1,
-        "swiftkv_fast_prefill": True,
-        "ulysses_sequence_parallel_size": 1,
-    }  # None: automatic
+    assert ok == AdapterSettings(
+        suffix_step_token_budget=None,
+        suffix_num_threads=1,
+        swiftkv_fast_prefill=True,
+        ulysses_sequence_parallel_size=1,
+    )  # None: automatic
     for bad, match in [
         ({"arctic_inference": {"nope": 1}}, "unknown keys"),
         ({"arctic_inference": {"suffix_step_token_budget": -1}}, "suffix_step_token_budget"),
@@ -84,7 +84,7 @@ def test_step_budget_follows_the_cuda_graph_sizes(tiny_model: str) -> None:
     from vllm.config import CUDAGraphMode
     from vllm.engine.arg_utils import EngineArgs
 
-    from arctic_inference_vllm.suffix_proposer import ArcticSuffixDecodingProposer
+    from arctic_inference_vllm.suffix.proposer import ArcticSuffixDecodingProposer
 
     cfg = EngineArgs(
         model=tiny_model,
@@ -133,7 +133,7 @@ def test_small_decode_steps_are_padded_to_full_cuda_graphs(tiny_model: str) -> N
     from vllm.config import CUDAGraphMode
     from vllm.engine.arg_utils import EngineArgs
 
-    from arctic_inference_vllm.suffix_proposer import ArcticSuffixDecodingProposer
+    from arctic_inference_vllm.suffix.proposer import ArcticSuffixDecodingProposer
 
     k = 8
     cfg = EngineArgs(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from arctic_inference_vllm import envs, versions
-from arctic_inference_vllm.draft_budget import DraftBudget
+from arctic_inference_vllm.suffix.draft_budget import DraftBudget
 
 
 def flat(drafts, probs):
@@ -51,7 +51,7 @@ def test_budget_rejects_negative() -> None:
 
 
 def test_pad_drafts_extends_consistently_or_repeats() -> None:
-    from arctic_inference_vllm.graph_padding import pad_drafts, should_pad
+    from arctic_inference_vllm.suffix.graph_padding import pad_drafts, should_pad
 
     longer = {"a": [1, 2, 3, 4, 5, 6], "b": [9, 9], "c": [7, 8]}
     out = pad_drafts(
@@ -97,7 +97,7 @@ def test_extras_switch_rejects_garbage(monkeypatch) -> None:
 
 
 def test_last_sampled_rows() -> None:
-    from arctic_inference_vllm.arctic_proposer import last_sampled_rows
+    from arctic_inference_vllm.speculator.proposer import last_sampled_rows
 
     assert last_sampled_rows([1, 0, 1], None) == [0, 1, 2]  # no drafts verified: one row each
     # rows per request: drafts + 1; the last sampled token's row inside it
@@ -107,7 +107,7 @@ def test_last_sampled_rows() -> None:
 
 
 def test_suffix_drafts_win_at_the_speculator_length() -> None:
-    from arctic_inference_vllm.arctic_proposer import choose_drafts
+    from arctic_inference_vllm.speculator.proposer import choose_drafts
 
     drafts, need = choose_drafts([[1, 2, 3, 4], [5, 6, 7], [8], []], [3.0, 2.9, 1.0, 0.0], 3)
     assert drafts == [[1, 2, 3, 4], [], [], []]
@@ -132,7 +132,7 @@ def spec_dir(tmp_path, monkeypatch):
 
 
 def test_arctic_translates_to_custom_class(spec_dir) -> None:
-    from arctic_inference_vllm import arctic_method as am
+    from arctic_inference_vllm.speculator import config as am
 
     spec = {
         "method": "arctic",
@@ -182,7 +182,7 @@ def test_arctic_translates_to_custom_class(spec_dir) -> None:
     ],
 )
 def test_arctic_bad_settings(spec_dir, change, message) -> None:
-    from arctic_inference_vllm import arctic_method as am
+    from arctic_inference_vllm.speculator import config as am
 
     with pytest.raises(am.ArcticConfigError, match=message) as e:
         am.translate({"method": "arctic", "model": spec_dir, **change}, 16, 50)
@@ -190,7 +190,7 @@ def test_arctic_bad_settings(spec_dir, change, message) -> None:
 
 
 def test_arctic_checks_the_base_model_and_the_switch(spec_dir, monkeypatch) -> None:
-    from arctic_inference_vllm import arctic_method as am
+    from arctic_inference_vllm.speculator import config as am
 
     with pytest.raises(ValueError, match="hidden size mismatch"):
         am.translate({"method": "arctic", "model": spec_dir}, 32, 50)
@@ -204,7 +204,7 @@ def test_arctic_checks_the_base_model_and_the_switch(spec_dir, monkeypatch) -> N
 
 
 def test_arctic_needs_the_weights(spec_dir, tmp_path) -> None:
-    from arctic_inference_vllm import arctic_method as am
+    from arctic_inference_vllm.speculator import config as am
 
     (tmp_path / "s" / "model.safetensors").unlink()
     with pytest.raises(ValueError, match="no weights"):
