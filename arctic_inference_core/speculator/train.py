@@ -7,7 +7,11 @@ Usage::
         [--inner-dim 512] [--steps N] [--batch-size B] [--lr LR] \\
         [--max-new-tokens 64] [--max-prompt-tokens 512] [--eval-every K] \\
         [--num-eval P] [--use-response] [--gen-batch-size B] [--resume] \\
-        [--dtype float32|bfloat16] [--device cpu|cuda]
+        [--dtype float32|bfloat16] [--device cpu|cuda] [--threads N] [--no-progress]
+
+The command skeleton (flags, ``CommandError``, progress lines, ``--resume``)
+is shared with :mod:`arctic_inference_core.swiftkv.convert` and
+:mod:`arctic_inference_core.swiftkv.distill`.
 
 Pipeline:
 
@@ -42,8 +46,8 @@ Pipeline:
 5. Checkpoints: ``DIR/checkpoint/`` holds the speculator in the
    :func:`save_speculator` format plus ``trainer_state.pt`` (step, optimizer,
    scheduler, RNG, eval history), rewritten at every evaluation;
-   ``--resume`` continues from it. The final speculator is also written to
-   ``DIR/speculator/``.
+   ``--resume`` continues from it (and is an error without it). The final
+   speculator is also written to ``DIR/speculator/``.
 
 Single process only (CPU or one GPU); no torch.distributed data parallelism.
 """
@@ -65,6 +69,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from arctic_inference_core._command import (
+    CHECKPOINT_DIR,
+    EVAL_NAME,
+    CommandError,
+    Log,
+    Reporter,
+    add_base_model,
+    add_out,
+    add_prompts,
+    add_training_args,
+    apply_threads,
+    check_ints,
+    check_training_args,
+    new_parser,
+    progress,
+    resume_checkpoint,
+    run_main,
+    torch_dtype,
+)
 from arctic_inference_core.speculator.checkpoint import (
     build_speculator,
     load_speculator,
@@ -75,36 +98,38 @@ from arctic_inference_core.speculator.draft import draft
 from arctic_inference_core.speculator.modules import SpeculatorBase
 from arctic_inference_core.traces import read_prompt_records
 
-__all__ = ["main", "parse_args", "run", "load_prompts", "evaluate", "TrainingError"]
+__all__ = [
+    "CACHE_NAME",
+    "FINAL_DIR",
+    "TrainingError",
+    "build_parser",
+    "evaluate",
+    "load_prompts",
+    "main",
+    "parse_args",
+    "run",
+]
 
 CACHE_NAME = "data_cache.pt"
-CKPT_DIR = "checkpoint"
+CKPT_DIR = CHECKPOINT_DIR
 FINAL_DIR = "speculator"
 STATE_NAME = "trainer_state.pt"
-EVAL_NAME = "eval.json"
 _CACHE_VERSION = 1
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+_DTYPES = ("float32", "bfloat16")
 
-
-class TrainingError(ValueError):
-    """Bad input or settings (the message says what and where)."""
+#: The error of the training commands (the name this module had for it).
+TrainingError = CommandError
 
 
 # --------------------------------------------------------------------- args
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m arctic_inference_core.speculator.train",
-        description="Distil an Arctic speculator (MLP / sum-LSTM draft heads) from a HF causal LM.",
+def build_parser() -> argparse.ArgumentParser:
+    p = new_parser(
+        "arctic_inference_core.speculator.train",
+        "Distil an Arctic speculator (MLP / sum-LSTM draft heads) from a HF causal LM.",
     )
-    p.add_argument(
-        "--base-model",
-        required=True,
-        help="Hugging Face model directory (config + weights + tokenizer)",
-    )
-    p.add_argument(
-        "--prompts", required=True, help="JSONL file, one object with a 'prompt' field per line"
-    )
-    p.add_argument("--out", required=True, help="output directory (cache, checkpoints, eval.json)")
+    add_base_model(p, "Hugging Face model directory (config + weights + tokenizer)")
+    add_prompts(p, "JSONL file, one object with a 'prompt' field per line")
+    add_out(p, "output directory (cache, checkpoints, eval.json)")
     p.add_argument("--method", choices=("lstm", "mlp"), default="lstm")
     p.add_argument("--n-predict", type=int, default=3)
     p.add_argument("--inner-dim", type=int, default=512)
@@ -112,14 +137,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--scale-input", action="store_true", help="RMS-normalise the base hidden state first"
     )
-    p.add_argument("--steps", type=int, default=1000, help="total optimizer steps")
-    p.add_argument("--batch-size", type=int, default=64, help="positions per step")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--warmup-steps", type=int, default=None, help="default: min(100, steps // 10)")
+    add_training_args(
+        p,
+        steps=1000,
+        batch_size=64,
+        lr=1e-3,
+        weight_decay=0.01,
+        warmup_steps=None,
+        warmup_help="default: min(100, steps // 10)",
+        grad_clip=1.0,
+        eval_every=100,
+        eval_every_help="evaluate (and checkpoint) every K steps",
+        dtypes=_DTYPES,
+        dtype_help="base model dtype; with bfloat16 the speculator is trained under bf16 "
+        "autocast (fp32 master weights) and saved in bf16",
+    )
     p.add_argument("--schedule", choices=("cosine", "linear", "constant"), default="cosine")
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final lr = lr * ratio")
-    p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument(
         "--head-weights", default=None, help="comma-separated loss weight per head (default all 1)"
     )
@@ -142,48 +176,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--num-eval", type=int, default=None, help="held-out prompts (default: 20%%, at least 1)"
     )
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
-    p.add_argument(
-        "--dtype",
-        choices=tuple(_DTYPES),
-        default="float32",
-        help="base model dtype; with bfloat16 the speculator is trained under bf16 autocast "
-        "(fp32 master weights) and saved in bf16",
-    )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (1 avoids OpenMP spin-wait slowdowns on a busy machine)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _check_args(a: argparse.Namespace) -> None:
-    for name in (
-        "n_predict",
-        "inner_dim",
-        "steps",
-        "batch_size",
-        "max_new_tokens",
-        "max_prompt_tokens",
-        "eval_every",
-        "gen_batch_size",
-    ):
-        if getattr(a, name) < 1:
-            raise TrainingError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
-    if a.lr <= 0:
-        raise TrainingError("--lr must be > 0")
-    if a.num_eval is not None and a.num_eval < 1:
-        raise TrainingError(f"--num-eval must be >= 1, got {a.num_eval}")
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError(f"--device {a.device}: CUDA is not available")
-    if not (a.device == "cpu" or a.device.startswith("cuda")):
-        raise TrainingError(f"--device must be cpu or cuda[:N], got {a.device!r}")
+    check_training_args(a)
+    check_ints(
+        a,
+        {
+            "n_predict": 1,
+            "inner_dim": 1,
+            "max_new_tokens": 1,
+            "max_prompt_tokens": 1,
+            "gen_batch_size": 1,
+        },
+    )
+    if a.num_eval is not None:
+        check_ints(a, {"num_eval": 1})
+    torch_dtype(a.dtype, _DTYPES)
 
 
 def _head_weights(a: argparse.Namespace) -> list[float]:
@@ -192,11 +206,11 @@ def _head_weights(a: argparse.Namespace) -> list[float]:
     try:
         w = [float(x) for x in a.head_weights.split(",")]
     except ValueError:
-        raise TrainingError(
+        raise CommandError(
             f"--head-weights must be comma-separated numbers, got {a.head_weights!r}"
         ) from None
     if len(w) != a.n_predict or any(x < 0 for x in w):
-        raise TrainingError(
+        raise CommandError(
             f"--head-weights needs {a.n_predict} non-negative numbers, got {a.head_weights!r}"
         )
     return w
@@ -209,21 +223,21 @@ def load_prompts(
     """Read a JSONL prompt file into ``[{"id", "family", "prompt", "response"}]``.
 
     Raises:
-        TrainingError: missing/unreadable file, bad JSON (with line number),
+        CommandError: missing/unreadable file, bad JSON (with line number),
             missing or non-string ``prompt`` (or ``response`` with
             ``use_response``), or no prompts at all.
     """
     try:
         return read_prompt_records(path, limit=limit, need_response=use_response)
     except ValueError as e:
-        raise TrainingError(f"--prompts: {e}") from None
+        raise CommandError(f"--prompts: {e}") from None
 
 
 def _load_base(path: str, dtype: torch.dtype, device: str):
     if not os.path.isdir(path):
-        raise TrainingError(f"--base-model: {path!r} is not a directory")
+        raise CommandError(f"--base-model: {path!r} is not a directory")
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise TrainingError(
+        raise CommandError(
             f"--base-model: {path!r} has no config.json (not a Hugging Face model directory)"
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -231,11 +245,11 @@ def _load_base(path: str, dtype: torch.dtype, device: str):
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as e:  # noqa: BLE001 - surface any tokenizer loading problem
-        raise TrainingError(f"--base-model: cannot load the tokenizer from {path!r}: {e}") from None
+        raise CommandError(f"--base-model: cannot load the tokenizer from {path!r}: {e}") from None
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except Exception as e:  # noqa: BLE001
-        raise TrainingError(f"--base-model: cannot load the model from {path!r}: {e}") from None
+        raise CommandError(f"--base-model: cannot load the model from {path!r}: {e}") from None
     return tok, model.to(device).eval()
 
 
@@ -284,7 +298,7 @@ def _generate(
     conts: list[list[int]] = [[] for _ in prompt_ids]
     bs = a.gen_batch_size
     batches = [order[i : i + bs] for i in range(0, len(order), bs)]
-    for batch in _progress(batches, a, desc="generate"):
+    for batch in progress(batches, a, desc="generate"):
         width = max(len(prompt_ids[i]) for i in batch)
         inp = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -313,7 +327,7 @@ def _generate(
 
 @torch.no_grad()
 def build_distillation_data(
-    a: argparse.Namespace, prompts: list[dict[str, Any]], log=print
+    a: argparse.Namespace, prompts: list[dict[str, Any]], log: Log | None = None
 ) -> dict[str, Any]:
     """Generate (or read) continuations and record hidden states; cached on disk.
 
@@ -322,23 +336,22 @@ def build_distillation_data(
     continuation tokens), ``hidden`` ([G+1, hidden] base last-layer states at
     those positions, post final norm), ``prompt_len`` and ``id``.
     """
+    say = Reporter("train", log)
     cache_path = os.path.join(a.out, CACHE_NAME)
     key = _cache_key(a, prompts)
     if os.path.isfile(cache_path):
         try:
             cached = torch.load(cache_path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
-            log(f"[train] ignoring unreadable data cache {cache_path}: {e}")
+            say(f"ignoring unreadable data cache {cache_path}: {e}")
             cached = None
         if cached is not None and cached.get("key") == key:
-            log(
-                f"[train] using cached distillation data {cache_path} ({len(cached['records'])} sequences)"
-            )
+            say(f"using cached distillation data {cache_path} ({len(cached['records'])} sequences)")
             return cached
         if cached is not None:
-            log(f"[train] data cache {cache_path} was built with other settings; regenerating")
+            say(f"data cache {cache_path} was built with other settings; regenerating")
 
-    dtype = _DTYPES[a.dtype]
+    dtype = torch_dtype(a.dtype, _DTYPES)
     tok, model = _load_base(a.base_model, dtype, a.device)
     cfg = model.config
     hidden_size = int(cfg.hidden_size)
@@ -348,7 +361,7 @@ def build_distillation_data(
     for r in prompts:
         pids = _tokenize(tok, r["prompt"])[-a.max_prompt_tokens :]
         if not pids:
-            raise TrainingError(f"--prompts: prompt {r['id']!r} tokenizes to nothing")
+            raise CommandError(f"--prompts: prompt {r['id']!r} tokenizes to nothing")
         prompt_ids.append(pids)
     t0 = time.time()
     if a.use_response:
@@ -360,7 +373,7 @@ def build_distillation_data(
         conts = _generate(model, prompt_ids, a, pad_id, tok.eos_token_id)
     records = []
     checked = False
-    for r, pids, rids in zip(prompts, prompt_ids, _progress(conts, a, desc="hidden states")):
+    for r, pids, rids in zip(prompts, prompt_ids, progress(conts, a, desc="hidden states")):
         full = torch.tensor([pids + rids], dtype=torch.long, device=a.device)
         out = model(full, output_hidden_states=True)
         h = out.hidden_states[-1][0]
@@ -370,7 +383,7 @@ def build_distillation_data(
             got = model.get_output_embeddings()(h[-4:]).float()
             tol = 1e-3 if dtype == torch.float32 else 5e-2
             if not torch.allclose(got, ref, atol=tol * max(1.0, ref.abs().max().item()), rtol=tol):
-                raise TrainingError(
+                raise CommandError(
                     "base model: lm_head(hidden_states[-1]) != logits; this model's last hidden "
                     "state is not the LM-head input (unsupported architecture)"
                 )
@@ -385,8 +398,8 @@ def build_distillation_data(
             }
         )
     gen = sum(len(r["ids"]) - 1 for r in records)
-    log(
-        f"[train] distillation data: {len(records)} sequences, {gen} continuation tokens "
+    say(
+        f"distillation data: {len(records)} sequences, {gen} continuation tokens "
         f"({time.time() - t0:.1f}s)"
     )
     data = {"key": key, "hidden_size": hidden_size, "vocab_size": vocab_size, "records": records}
@@ -464,16 +477,6 @@ def evaluate(
 
 
 # --------------------------------------------------------------------- utils
-def _progress(it, a: argparse.Namespace, **kw):
-    if a.no_progress:
-        return it
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return it
-    return tqdm(it, dynamic_ncols=True, **kw)
-
-
 def _lr_lambda(a: argparse.Namespace):
     warm = a.warmup_steps if a.warmup_steps is not None else min(100, a.steps // 10)
 
@@ -538,30 +541,37 @@ def _write_eval(a, history: list[dict[str, Any]], extra: dict[str, Any]) -> None
 
 
 # --------------------------------------------------------------------- main
-def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
-    """Run the whole pipeline; returns the ``eval.json`` document."""
+def run(a: argparse.Namespace, log: Log | None = None) -> dict[str, Any]:
+    """Run the whole pipeline; returns the ``eval.json`` document.
+
+    Progress lines go to ``log`` (``None``: stderr).
+
+    Raises:
+        CommandError: bad flags or input (the message names the flag).
+    """
+    say = Reporter("train", log)
     _check_args(a)
     weights = _head_weights(a)
     # validate the base model path before reading prompts/generating
     if not os.path.isdir(a.base_model):
-        raise TrainingError(f"--base-model: {a.base_model!r} is not a directory")
+        raise CommandError(f"--base-model: {a.base_model!r} is not a directory")
     if not os.path.isfile(os.path.join(a.base_model, "config.json")):
-        raise TrainingError(
+        raise CommandError(
             f"--base-model: {a.base_model!r} has no config.json (not a Hugging Face model directory)"
         )
+    resume_from = resume_checkpoint(a, STATE_NAME)
     prompts = load_prompts(a.prompts, a.use_response, a.max_prompts)
     if len(prompts) < 2:
-        raise TrainingError(
+        raise CommandError(
             f"--prompts: need at least 2 prompts (train + held-out eval), got {len(prompts)}"
         )
     n_eval = a.num_eval if a.num_eval is not None else max(1, round(0.2 * len(prompts)))
     if n_eval >= len(prompts):
-        raise TrainingError(
+        raise CommandError(
             f"--num-eval {n_eval} leaves no training prompts ({len(prompts)} prompts)"
         )
     os.makedirs(a.out, exist_ok=True)
-    if a.threads is not None:
-        torch.set_num_threads(max(1, a.threads))
+    apply_threads(a)
     torch.manual_seed(a.seed)
 
     data = build_distillation_data(a, prompts, log)
@@ -573,15 +583,15 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
     train = _examples(train_recs, a.n_predict, full_only=False)
     ev = _examples(eval_recs, a.n_predict, full_only=True)
     if train is None:
-        raise TrainingError(
+        raise CommandError(
             "no training positions: continuations are too short (raise --max-new-tokens)"
         )
     if ev is None:
-        raise TrainingError(
+        raise CommandError(
             "no eval positions: held-out continuations are shorter than n_predict+2 tokens"
         )
-    log(
-        f"[train] {len(train_recs)} train prompts ({train[0].shape[0]} positions), "
+    say(
+        f"{len(train_recs)} train prompts ({train[0].shape[0]} positions), "
         f"{len(eval_recs)} held-out prompts ({ev[0].shape[0]} positions)"
     )
 
@@ -589,21 +599,16 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
     use_autocast = a.dtype == "bfloat16"
     ckpt = os.path.join(a.out, CKPT_DIR)
     state = None
-    if a.resume:
-        if os.path.isfile(os.path.join(ckpt, STATE_NAME)):
-            spec = load_speculator(ckpt, dtype=torch.float32, device="cpu")
-            state = torch.load(
-                os.path.join(ckpt, STATE_NAME), map_location="cpu", weights_only=False
+    if resume_from is not None:
+        spec = load_speculator(resume_from, dtype=torch.float32, device="cpu")
+        state = torch.load(resume_from / STATE_NAME, map_location="cpu", weights_only=False)
+        spec.load_state_dict(state["fp32_weights"])
+        if spec.n_predict != a.n_predict:
+            raise CommandError(
+                f"--resume: checkpoint has n_predict={spec.n_predict}, --n-predict={a.n_predict}"
             )
-            spec.load_state_dict(state["fp32_weights"])
-            if spec.n_predict != a.n_predict:
-                raise TrainingError(
-                    f"--resume: checkpoint has n_predict={spec.n_predict}, --n-predict={a.n_predict}"
-                )
-            log(f"[train] resuming from {ckpt} at step {state['step']}")
-        else:
-            log(f"[train] --resume: no checkpoint in {ckpt}; starting from scratch")
-    if state is None:
+        say.resuming(resume_from, state["step"])
+    else:
         cfg = SpeculatorConfig(
             method="sum_lstm" if a.method == "lstm" else "mlp",
             n_predict=a.n_predict,
@@ -655,9 +660,10 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
         r = {"step": step, "train_loss": loss_val, **r}
         history.append(r)
         acc = " ".join(f"{v:.3f}" for v in r["acceptance"])
-        log(
-            f"[eval] step {step}: acceptance per position [{acc}], mean accepted length "
-            f"{r['mean_accepted_length']:.3f} ({r['positions']} positions)"
+        say.evaluation(
+            step,
+            f"acceptance per position [{acc}], mean accepted length "
+            f"{r['mean_accepted_length']:.3f} ({r['positions']} positions)",
         )
         _write_eval(a, history, extra)
         return r
@@ -665,12 +671,8 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
     if not history:
         do_eval(None)
     if step >= a.steps:
-        log(f"[train] checkpoint already at step {step} >= --steps {a.steps}; nothing to train")
-    bar = (
-        _progress(range(step, a.steps), a, desc="train", initial=step, total=a.steps)
-        if step < a.steps
-        else []
-    )
+        say(f"checkpoint already at step {step} >= --steps {a.steps}; nothing to train")
+    bar = progress(range(step, a.steps), a, desc="train", initial=step, total=a.steps)
     running = None
     last_loss = None
     for _ in bar:
@@ -696,22 +698,20 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
         step += 1
         last_loss = float(loss.detach())
         running = last_loss if running is None else 0.95 * running + 0.05 * last_loss
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        bar.set_postfix(loss=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
         if step % a.eval_every == 0 or step == a.steps:
             do_eval(running)
             _save_checkpoint(a, spec, opt, sched, step, history, gen)
-    if hasattr(bar, "close"):
-        bar.close()
+    bar.close()
     if not os.path.isfile(os.path.join(ckpt, STATE_NAME)) or (
         history and history[-1]["step"] != step
     ):
         do_eval(running)
         _save_checkpoint(a, spec, opt, sched, step, history, gen)
     _save_spec(a, spec, os.path.join(a.out, FINAL_DIR))
-    log(
-        f"[train] done at step {step}; speculator in {os.path.join(a.out, FINAL_DIR)}, "
-        f"eval in {os.path.join(a.out, EVAL_NAME)}"
+    say.done(
+        f"speculator in {os.path.join(a.out, FINAL_DIR)}, eval in {os.path.join(a.out, EVAL_NAME)}",
+        step,
     )
     doc = dict(extra)
     doc["history"] = history
@@ -721,13 +721,9 @@ def run(a: argparse.Namespace, log=print) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    a = parse_args(argv)
-    try:
-        run(a)
-    except TrainingError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    """The command line: ``error: ...`` and status 2 on bad input; the
+    ``eval.json`` document on stdout."""
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

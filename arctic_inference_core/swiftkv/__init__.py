@@ -8,9 +8,11 @@ shares one K/V slot between ``key_value_group_size`` adjacent later layers.
 Layout/bookkeeping (:class:`SwiftKVLayout`, :func:`kv_slot_for_layer`,
 :func:`num_kv_slots`) is pure Python; the ops are PyTorch. The reference
 Hugging Face model lives in :mod:`arctic_inference_core.swiftkv.hf_llama`
-(imported on demand; needs ``transformers``). See docs/swiftkv.md.
+(imported on demand; needs ``transformers``); :func:`register_hf_model`
+registers it with ``transformers``' Auto classes. See docs/swiftkv.md.
 
-Not yet part of the frozen API snapshot (tests/core/api/public_api.py).
+Experimental (docs/compatibility.md); its names and signatures are recorded in
+the API snapshot (tests/core/api/public_api.py).
 """
 
 from arctic_inference_core.swiftkv.layout import SwiftKVLayout, kv_slot_for_layer, num_kv_slots
@@ -24,6 +26,18 @@ from arctic_inference_core.swiftkv.ops import (
     swiftkv_project,
 )
 
+
+def register_hf_model() -> None:
+    """Register ``model_type="swiftkv_llama"`` (:class:`SwiftKVLlamaConfig`,
+    :class:`SwiftKVLlamaForCausalLM` of :mod:`arctic_inference_core.swiftkv.hf_llama`)
+    with ``transformers``' ``AutoConfig`` and ``AutoModelForCausalLM``, so that
+    SwiftKV checkpoints load through them. Idempotent; needs ``transformers``.
+    """
+    from arctic_inference_core.swiftkv import hf_llama
+
+    hf_llama._register()
+
+
 __all__ = [
     "SwiftKVLayout",
     "SwiftKVProjection",
@@ -31,6 +45,7 @@ __all__ = [
     "kv_slot_for_layer",
     "num_kv_slots",
     "reference_project",
+    "register_hf_model",
     "rope_cos_sin",
     "split_kv_weights",
     "stack_kv_weights",

@@ -1,7 +1,9 @@
 """Convert a Hugging Face Llama checkpoint into a SwiftKV (``swiftkv_llama``) one.
 
-    python -m arctic_inference_core.swiftkv.convert --llama PATH --out DIR \\
-        --num-key-value-layers K [--group-size G] [--reduce first|mean] [--force]
+    python -m arctic_inference_core.swiftkv.convert --base-model LLAMA --out DIR \\
+        --num-key-value-layers K [--group-size G] [--reduce first|mean] [--force] [--no-verify]
+
+(``--llama`` is the older spelling of ``--base-model``.)
 
 Every weight is copied; ``norm_swiftkv`` is initialized from layer K's
 ``input_layernorm`` and the stacked K/V projection from the later layers'
@@ -13,6 +15,10 @@ files are copied, and the saved directory is reloaded through
 The converted model is only the starting point: for K < L - 1 it is an
 approximation of the Llama; run :mod:`arctic_inference_core.swiftkv.distill`
 to train the new projection against the original model.
+
+The command skeleton (flags, ``CommandError``, progress lines, JSON result on
+stdout) is shared with :mod:`arctic_inference_core.speculator.train` and
+:mod:`arctic_inference_core.swiftkv.distill`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,33 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from arctic_inference_core._command import (
+    CommandError,
+    Log,
+    Reporter,
+    add_base_model,
+    add_force,
+    add_out,
+    check_flag_int,
+    log_stderr,
+    new_parser,
+    run_main,
+)
+
+__all__ = [
+    "ConversionError",
+    "TOKENIZER_FILES",
+    "build_parser",
+    "convert",
+    "main",
+    "parse_args",
+    "read_llama_config",
+    "run",
+]
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -36,22 +68,26 @@ TOKENIZER_FILES = (
 )
 
 
-class ConversionError(ValueError):
-    """Bad input to the conversion (missing directory, non-Llama config, bad K)."""
+#: The error of the commands (the name this module had for it).
+ConversionError = CommandError
 
 
-def read_llama_config(path: Path) -> dict:
-    """The ``config.json`` of a Llama checkpoint directory, validated."""
+def read_llama_config(path: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a Llama checkpoint directory, validated.
+
+    Raises:
+        CommandError: no such directory, no ``config.json``, not a Llama.
+    """
     path = Path(path)
     if not path.is_dir():
-        raise ConversionError(f"Llama checkpoint directory not found: {path}")
+        raise CommandError(f"Llama checkpoint directory not found: {path}")
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
-        raise ConversionError(f"no config.json in {path}")
-    cfg = json.loads(cfg_file.read_text())
+        raise CommandError(f"no config.json in {path}")
+    cfg: dict[str, Any] = json.loads(cfg_file.read_text())
     model_type = cfg.get("model_type")
     if model_type != "llama":
-        raise ConversionError(
+        raise CommandError(
             f"{path} is not a Llama checkpoint: model_type={model_type!r} (expected 'llama')"
         )
     return cfg
@@ -59,39 +95,48 @@ def read_llama_config(path: Path) -> dict:
 
 def check_num_key_value_layers(num_key_value_layers: int, num_hidden_layers: int) -> None:
     if not 1 <= num_key_value_layers <= num_hidden_layers - 1:
-        raise ConversionError(
+        raise CommandError(
             f"--num-key-value-layers must be in [1, num_hidden_layers - 1] = [1, {num_hidden_layers - 1}], "
             f"got {num_key_value_layers}"
         )
 
 
 def convert(
-    llama_path: str | Path,
+    base_model: str | Path,
     out: str | Path,
     num_key_value_layers: int,
     group_size: int = 1,
     reduce: str = "first",
     force: bool = False,
     verify: bool = True,
-) -> dict:
-    """Convert and save; returns a small summary dict (also written as
-    ``swiftkv_conversion.json`` in ``out``)."""
-    llama_path, out = Path(llama_path), Path(out)
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Convert the Llama in ``base_model`` and save it in ``out``; returns a
+    small summary dict (also written as ``swiftkv_conversion.json`` in ``out``).
+
+    Raises:
+        CommandError: bad input (the message names the flag).
+    """
+    say = Reporter("convert", log if log is not None else lambda line: None)
+    llama_path, out = Path(base_model), Path(out)
     cfg = read_llama_config(llama_path)
     check_num_key_value_layers(num_key_value_layers, int(cfg["num_hidden_layers"]))
     if reduce not in ("first", "mean"):
-        raise ConversionError(f"--reduce must be 'first' or 'mean', got {reduce!r}")
-    if group_size < 1:
-        raise ConversionError(f"--group-size must be >= 1, got {group_size}")
+        raise CommandError(f"--reduce must be 'first' or 'mean', got {reduce!r}")
+    check_flag_int("--group-size", group_size, 1)
     later = int(cfg["num_hidden_layers"]) - num_key_value_layers
     if group_size > later:
-        raise ConversionError(
+        raise CommandError(
             f"--group-size ({group_size}) is larger than the number of later layers ({later})"
         )
     if out.resolve() == llama_path.resolve():
-        raise ConversionError("--out must differ from --llama")
+        raise CommandError("--out must differ from --base-model")
     if out.exists() and any(out.iterdir()) and not force:
-        raise ConversionError(f"output directory {out} exists and is not empty (use --force)")
+        raise CommandError(f"output directory {out} exists and is not empty (use --force)")
+    say(
+        f"{llama_path} ({cfg['num_hidden_layers']} layers) -> {out}: "
+        f"{num_key_value_layers} full layers, AcrossKV group size {group_size}"
+    )
 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
@@ -115,7 +160,7 @@ def convert(
         shutil.copyfile(src, dst)
         copied.append(name)
 
-    summary = {
+    summary: dict[str, Any] = {
         "source": str(llama_path),
         "num_hidden_layers": int(cfg["num_hidden_layers"]),
         "num_key_value_layers": num_key_value_layers,
@@ -151,16 +196,17 @@ def convert(
             (a.argmax(-1) == ref.argmax(-1)).float().mean()
         )
     (out / "swiftkv_conversion.json").write_text(json.dumps(summary, indent=2) + "\n")
+    say.done(f"swiftkv_llama checkpoint in {out}")
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m arctic_inference_core.swiftkv.convert",
-        description="Convert a Hugging Face Llama checkpoint into a SwiftKV (swiftkv_llama) checkpoint.",
+def build_parser() -> argparse.ArgumentParser:
+    p = new_parser(
+        "arctic_inference_core.swiftkv.convert",
+        "Convert a Hugging Face Llama checkpoint into a SwiftKV (swiftkv_llama) checkpoint.",
     )
-    p.add_argument("--llama", required=True, help="Llama checkpoint directory (HF format)")
-    p.add_argument("--out", required=True, help="output directory")
+    add_base_model(p, "Llama checkpoint directory (HF format)", "--llama")
+    add_out(p, "output directory")
     p.add_argument(
         "--num-key-value-layers",
         type=int,
@@ -174,24 +220,34 @@ def main(argv: list[str] | None = None) -> int:
         default="first",
         help="how a group's K/V weights are initialized from its layers (default first)",
     )
-    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    add_force(p, "write into a non-empty --out")
     p.add_argument("--no-verify", action="store_true", help="skip the reload check")
-    args = p.parse_args(argv)
-    try:
-        summary = convert(
-            args.llama,
-            args.out,
-            args.num_key_value_layers,
-            args.group_size,
-            args.reduce,
-            force=args.force,
-            verify=not args.no_verify,
-        )
-    except ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2))
-    return 0
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def run(args: argparse.Namespace, log: Log | None = None) -> dict[str, Any]:
+    """:func:`convert` with the command's flags; returns its summary. Progress
+    lines go to ``log`` (``None``: stderr)."""
+    return convert(
+        args.base_model,
+        args.out,
+        args.num_key_value_layers,
+        args.group_size,
+        args.reduce,
+        force=args.force,
+        verify=not args.no_verify,
+        log=log_stderr if log is None else log,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: ``error: ...`` and status 2 on bad input; the summary
+    on stdout."""
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
 """Distill a converted SwiftKV model against its original Llama (the teacher).
 
-    python -m arctic_inference_core.swiftkv.distill --teacher LLAMA --student SWIFTKV \\
+    python -m arctic_inference_core.swiftkv.distill --base-model LLAMA --student SWIFTKV \\
         --prompts FILE.jsonl --out DIR [--steps 200 --lr 1e-3 --batch-size 4 --seq-len 256 \\
-        --eval-every 50 --device cpu --dtype float32 --resume]
+        --eval-every 50 --device cpu --dtype float32 --resume --threads N --no-progress]
+
+``--base-model`` is the teacher (the original Llama; ``--teacher`` is its older
+spelling), ``--no-progress`` was ``--quiet`` and ``--warmup-steps`` was
+``--warmup``; the old spellings still work. The command skeleton (flags,
+``CommandError``, progress lines, ``--resume``) is shared with
+:mod:`arctic_inference_core.speculator.train` and
+:mod:`arctic_inference_core.swiftkv.convert`.
 
 Only the parameters that SwiftKV adds are trained: ``model.swiftkv_proj.*``
 (the stacked K/V projection) and ``model.norm_swiftkv.weight``
@@ -28,7 +35,8 @@ cross-entropy (next-token loss, nats/token), mean KL, and greedy agreement
 (fraction of positions where ``argmax(student) == argmax(teacher)``).
 
 Outputs in ``--out``: ``eval.json``, ``checkpoint/`` (trainable tensors,
-optimizer, step: small; ``--resume`` continues from it with the same data order),
+optimizer, step: small; ``--resume`` continues from it with the same data order
+and is an error without it),
 and ``final/`` (full student, ``save_pretrained`` in the student's saved dtype,
 plus tokenizer files).
 """
@@ -42,18 +50,51 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from arctic_inference_core._command import (
+    CHECKPOINT_DIR,
+    EVAL_NAME,
+    CommandError,
+    Log,
+    Reporter,
+    add_base_model,
+    add_force,
+    add_out,
+    add_prompts,
+    add_training_args,
+    apply_threads,
+    check_ints,
+    check_training_args,
+    new_parser,
+    progress,
+    resume_checkpoint,
+    run_main,
+    torch_dtype,
+)
 from arctic_inference_core.traces import read_prompt_records
 
+__all__ = [
+    "DistillError",
+    "build_parser",
+    "distill",
+    "evaluate",
+    "main",
+    "parse_args",
+    "run",
+]
+
 SWIFTKV_PREFIXES = ("model.swiftkv_proj.", "model.norm_swiftkv.")
+_DTYPES = ("float32", "bfloat16", "float16")
+_STATE_NAME = "state.json"
 
-
-class DistillError(ValueError):
-    """Bad input to distillation."""
+#: The error of the commands (the name this module had for it).
+DistillError = CommandError
 
 
 # ----------------------------------------------------------------------------- data
@@ -63,7 +104,7 @@ def read_texts(path: Path, max_bytes: int | None = None) -> list[str]:
     try:
         recs = read_prompt_records(path, max_bytes=max_bytes)
     except ValueError as e:
-        raise DistillError(str(e)) from None
+        raise CommandError(str(e)) from None
     return [r["prompt"] + (r["response"] or "") for r in recs]
 
 
@@ -95,7 +136,7 @@ def build_data(
     eval_chunks = chunk_tokens(encode(order[:n_eval]), seq_len)[:max_eval_chunks]
     train_chunks = chunk_tokens(encode(order[n_eval:]), seq_len)
     if len(train_chunks) == 0:
-        raise DistillError(f"not enough training text for one chunk of --seq-len {seq_len}")
+        raise CommandError(f"not enough training text for one chunk of --seq-len {seq_len}")
     if len(eval_chunks) == 0:
         # Tiny data sets: fall back to the last training chunk (reported in eval.json).
         eval_chunks = train_chunks[-1:]
@@ -174,21 +215,7 @@ def evaluate(teacher, student, chunks: torch.Tensor, device: str, batch_size: in
     }
 
 
-def _dtype(name: str) -> torch.dtype:
-    table = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-    }
-    if name not in table:
-        raise DistillError(f"--dtype must be one of {sorted(table)}, got {name!r}")
-    return table[name]
-
-
-def _check_pair(teacher, student) -> None:
+def _check_pair(teacher, student, say: Reporter) -> None:
     tc, sc = teacher.config, student.config
     for key in (
         "vocab_size",
@@ -198,64 +225,64 @@ def _check_pair(teacher, student) -> None:
         "num_key_value_heads",
     ):
         if getattr(tc, key) != getattr(sc, key):
-            raise DistillError(
+            raise CommandError(
                 f"teacher and student differ in {key}: {getattr(tc, key)} vs {getattr(sc, key)}"
             )
     t_emb = teacher.get_input_embeddings().weight
     s_emb = student.get_input_embeddings().weight
     if not torch.allclose(t_emb.float(), s_emb.float(), atol=1e-2, rtol=1e-2):
-        print(
-            "warning: student embeddings differ from the teacher's; was the student converted from it?",
-            file=sys.stderr,
+        say(
+            "warning: student embeddings differ from the teacher's; was the student converted from it?"
         )
 
 
 # ----------------------------------------------------------------------------- main loop
 
 
-def distill(args: argparse.Namespace) -> dict:
-    from tqdm import tqdm
+def run(args: argparse.Namespace, log: Log | None = None) -> dict[str, Any]:
+    """Distill; returns ``{"before", "after", "out"}`` (the first and last
+    evaluations; ``"stopped_at"`` too with ``--stop-at``).
+
+    Progress lines go to ``log`` (``None``: stderr).
+
+    Raises:
+        CommandError: bad flags or input (the message names the flag).
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from arctic_inference_core.swiftkv.hf_llama import SwiftKVLlamaConfig, SwiftKVLlamaForCausalLM
 
-    for flag in ("steps", "batch_size", "seq_len", "eval_every"):
-        if getattr(args, flag) < (0 if flag in ("steps", "eval_every") else 1):
-            raise DistillError(
-                f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}"
-            )
-    if args.seq_len < 2:
-        raise DistillError("--seq-len must be >= 2")
-    if not args.lr > 0:
-        raise DistillError(f"--lr must be > 0, got {args.lr}")
+    say = Reporter("distill", log)
+    check_training_args(args, min_steps=0, min_eval_every=0)
+    check_ints(args, {"seq_len": 2})
     if not 0 < args.eval_fraction < 1:
-        raise DistillError(f"--eval-fraction must be in (0, 1), got {args.eval_fraction}")
-    dtype = _dtype(args.dtype)
-    teacher_path, student_path, out = Path(args.teacher), Path(args.student), Path(args.out)
-    for what, pth in (("teacher", teacher_path), ("student", student_path)):
+        raise CommandError(f"--eval-fraction must be in (0, 1), got {args.eval_fraction}")
+    dtype = torch_dtype(args.dtype, _DTYPES)
+    teacher_path, student_path, out = Path(args.base_model), Path(args.student), Path(args.out)
+    for what, pth in (("base-model", teacher_path), ("student", student_path)):
         if not (pth / "config.json").is_file():
-            raise DistillError(f"--{what} {pth}: not a model directory (no config.json)")
+            raise CommandError(f"--{what} {pth}: not a model directory (no config.json)")
     s_cfg = AutoConfig.from_pretrained(student_path)
     if not isinstance(s_cfg, SwiftKVLlamaConfig):
-        raise DistillError(
+        raise CommandError(
             f"--student {student_path} is not a swiftkv_llama checkpoint "
             f"(model_type={s_cfg.model_type!r}); convert it first"
         )
     t_cfg = AutoConfig.from_pretrained(teacher_path)
     if t_cfg.model_type != "llama":
-        raise DistillError(
-            f"--teacher {teacher_path} is not a Llama checkpoint (model_type={t_cfg.model_type!r})"
+        raise CommandError(
+            f"--base-model {teacher_path} is not a Llama checkpoint "
+            f"(model_type={t_cfg.model_type!r})"
         )
-    ckpt = out / "checkpoint"
-    if args.resume and not (ckpt / "state.json").is_file():
-        raise DistillError(f"--resume: no checkpoint in {ckpt}")
-    if not args.resume and (out / "eval.json").exists() and not args.force:
-        raise DistillError(
+    ckpt = out / CHECKPOINT_DIR
+    resume_from = resume_checkpoint(args, _STATE_NAME)
+    if resume_from is None and (out / EVAL_NAME).exists() and not args.force:
+        raise CommandError(
             f"{out} already has a run (use --resume to continue or --force to overwrite)"
         )
 
     torch.manual_seed(args.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    apply_threads(args)
     device = args.device
     teacher = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=dtype).to(device).eval()
     student = AutoModelForCausalLM.from_pretrained(student_path, dtype=dtype).to(device)
@@ -263,7 +290,7 @@ def distill(args: argparse.Namespace) -> dict:
     saved_dtype = getattr(s_cfg, "dtype", None) or getattr(s_cfg, "torch_dtype", None)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    _check_pair(teacher, student)
+    _check_pair(teacher, student, say)
     names = trainable_names(student, args.train_qo)
     params = freeze_all_but(student, names)
     n_train = sum(p.numel() for p in params)
@@ -277,7 +304,7 @@ def distill(args: argparse.Namespace) -> dict:
     )
 
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.95))
-    warmup = min(args.warmup, max(args.steps // 10, 1))
+    warmup = min(args.warmup_steps, max(args.steps // 10, 1))
 
     def lr_at(step: int) -> float:  # linear warmup, cosine to 10%
         if step < warmup:
@@ -286,26 +313,31 @@ def distill(args: argparse.Namespace) -> dict:
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
     start = 0
-    history: list[dict] = []
-    if args.resume:
+    history: list[dict[str, Any]] = []
+    if resume_from is not None:
         from safetensors.torch import load_file
 
-        state = json.loads((ckpt / "state.json").read_text())
-        tensors = load_file(str(ckpt / "trainable.safetensors"))
+        state = json.loads((resume_from / _STATE_NAME).read_text())
+        tensors = load_file(str(resume_from / "trainable.safetensors"))
         if set(tensors) != set(names):
-            raise DistillError(
+            raise CommandError(
                 f"--resume: checkpoint tensors {sorted(tensors)} != trainable {sorted(names)}"
             )
         with torch.no_grad():
             pdict = dict(student.named_parameters())
             for k, v in tensors.items():
                 pdict[k].copy_(v.to(pdict[k].dtype))
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device))
+        opt.load_state_dict(torch.load(resume_from / "optimizer.pt", map_location=device))
         start = int(state["step"])
-        if (out / "eval.json").is_file():
-            history = json.loads((out / "eval.json").read_text()).get("history", [])
+        if (out / EVAL_NAME).is_file():
+            history = json.loads((out / EVAL_NAME).read_text()).get("history", [])
             history = [h for h in history if h["step"] <= start]
+        say.resuming(resume_from, start)
     out.mkdir(parents=True, exist_ok=True)
+    say(
+        f"{len(train_chunks)} train chunks, {len(eval_chunks)} held-out chunks "
+        f"of {args.seq_len} tokens; training {n_train} of {n_total} parameters"
+    )
 
     meta = {
         "teacher": str(teacher_path),
@@ -332,16 +364,21 @@ def distill(args: argparse.Namespace) -> dict:
     }
 
     def write_eval() -> None:
-        (out / "eval.json").write_text(
+        (out / EVAL_NAME).write_text(
             json.dumps({"meta": meta, "history": history}, indent=2) + "\n"
         )
 
-    def do_eval(step: int, train_loss: float | None) -> dict:
+    def do_eval(step: int, train_loss: float | None) -> dict[str, Any]:
         t0 = time.time()
         r = evaluate(teacher, student, eval_chunks, device, args.batch_size)
         r = {"step": step, **r, "train_kl": train_loss, "eval_s": round(time.time() - t0, 2)}
         history.append(r)
         write_eval()
+        say.evaluation(
+            step,
+            f"student_ce {r['student_ce']:.4f} (teacher {r['teacher_ce']:.4f}) "
+            f"kl {r['kl']:.4f} agreement {r['greedy_agreement']:.4f}",
+        )
         return r
 
     def save_checkpoint(step: int) -> None:
@@ -363,12 +400,7 @@ def distill(args: argparse.Namespace) -> dict:
         tmp.rename(ckpt)
 
     if not history or history[-1]["step"] != start:
-        r = do_eval(start, None)
-        print(
-            f"eval step {start}: "
-            + json.dumps({k: r[k] for k in ("teacher_ce", "student_ce", "kl", "greedy_agreement")}),
-            file=sys.stderr,
-        )
+        do_eval(start, None)
 
     frozen_before = None
     if args.check_frozen:
@@ -377,9 +409,7 @@ def distill(args: argparse.Namespace) -> dict:
         }
 
     end = args.steps if args.stop_at is None else max(start, min(args.steps, args.stop_at))
-    bar = tqdm(
-        range(start, end), initial=start, total=args.steps, desc="distill", disable=args.quiet
-    )
+    bar = progress(range(start, end), args, initial=start, total=args.steps, desc="distill")
     running = None
     for step in bar:
         student.train()
@@ -401,18 +431,15 @@ def distill(args: argparse.Namespace) -> dict:
         bar.set_postfix(kl=f"{running:.4f}", lr=f"{lr_at(step):.2e}")
         done = step + 1
         if args.eval_every and done % args.eval_every == 0 and done != args.steps:
-            r = do_eval(done, running)
-            bar.write(
-                f"eval step {done}: student_ce {r['student_ce']:.4f} (teacher {r['teacher_ce']:.4f}) "
-                f"kl {r['kl']:.4f} agreement {r['greedy_agreement']:.4f}"
-            )
+            do_eval(done, running)
             save_checkpoint(done)
     bar.close()
     if end < args.steps:  # --stop-at: checkpoint only, continue later with --resume
         save_checkpoint(end)
+        say(f"stopped at step {end}; continue with --resume")
         return {"before": history[0], "after": history[-1], "stopped_at": end, "out": str(out)}
     if not history or history[-1]["step"] != args.steps:
-        r = do_eval(args.steps, running)
+        do_eval(args.steps, running)
     save_checkpoint(args.steps)
     if frozen_before is not None:
         changed = [
@@ -436,60 +463,67 @@ def distill(args: argparse.Namespace) -> dict:
         src = tok_dir / name
         if src.is_file() and not (final / name).exists():
             shutil.copyfile(src, final / name)
-    summary = {"before": history[0], "after": history[-1], "out": str(out)}
-    return summary
+    say.done(f"student in {final}, eval in {out / EVAL_NAME}", args.steps)
+    return {"before": history[0], "after": history[-1], "out": str(out)}
+
+
+#: The old name of :func:`run`.
+distill = run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m arctic_inference_core.swiftkv.distill",
-        description="Train a converted SwiftKV model's new K/V projection to match the original Llama.",
+    p = new_parser(
+        "arctic_inference_core.swiftkv.distill",
+        "Train a converted SwiftKV model's new K/V projection to match the original Llama.",
     )
-    p.add_argument("--teacher", required=True, help="original Llama checkpoint directory")
+    add_base_model(p, "original Llama checkpoint directory (the teacher)", "--teacher")
     p.add_argument("--student", required=True, help="converted swiftkv_llama directory")
-    p.add_argument("--prompts", required=True, help="JSONL with 'prompt' (and optional 'response')")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=4)
+    add_prompts(p, "JSONL with 'prompt' (and optional 'response')")
+    add_out(p, "output directory")
+    add_training_args(
+        p,
+        steps=200,
+        batch_size=4,
+        lr=1e-3,
+        weight_decay=0.0,
+        warmup_steps=20,
+        warmup_help="linear warm-up steps (at most max(steps // 10, 1))",
+        grad_clip=1.0,
+        eval_every=50,
+        eval_every_help="evaluate (and checkpoint) every K steps; 0: only before and after",
+        dtypes=_DTYPES,
+        dtype_help="teacher and student dtype while training",
+        warmup_aliases=("--warmup",),
+        no_progress_aliases=("--quiet",),
+    )
     p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--eval-every", type=int, default=50, help="0: only before and after")
     p.add_argument("--eval-fraction", type=float, default=0.05, help="fraction of records held out")
     p.add_argument("--max-eval-chunks", type=int, default=32)
     p.add_argument("--max-bytes", type=int, default=None, help="read at most this much text")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--train-qo", action="store_true", help="also train the later layers' q_proj/o_proj"
     )
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument(
         "--stop-at",
         type=int,
         default=None,
         help="stop after this step (checkpoint saved; same LR schedule as --steps); continue with --resume",
     )
-    p.add_argument("--force", action="store_true", help="overwrite a previous run in OUT")
+    add_force(p, "overwrite a previous run in OUT")
     p.add_argument(
         "--check-frozen", action="store_true", help="assert frozen parameters are unchanged"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        summary = distill(args)
-    except DistillError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2))
-    return 0
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: ``error: ...`` and status 2 on bad input; the summary
+    on stdout."""
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

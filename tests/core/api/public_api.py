@@ -8,15 +8,31 @@ docs/compatibility.md).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import json
 import sys
 from pathlib import Path
 
+# Every module the vLLM adapter or a user imports (stability levels in
+# docs/compatibility.md). The torch parts are collected only where torch is
+# installed.
 PUBLIC_MODULES = [
     "arctic_inference_core",
     "arctic_inference_core.suffix",
     "arctic_inference_core.traces",
+    "arctic_inference_core.speculator",
+    "arctic_inference_core.speculator.train",
+    "arctic_inference_core.swiftkv",
+    "arctic_inference_core.swiftkv.convert",
+    "arctic_inference_core.swiftkv.distill",
+    "arctic_inference_core.ulysses",
+]
+TORCH_MODULES = [
+    m
+    for m in PUBLIC_MODULES
+    if m.startswith(("arctic_inference_core.speculator", "arctic_inference_core.swiftkv"))
+    or m == "arctic_inference_core.ulysses"
 ]
 SNAPSHOT = Path(__file__).with_name("api_snapshot.json")
 
@@ -52,9 +68,20 @@ def _describe(obj: object) -> object:
     return type(obj).__name__
 
 
-def collect() -> dict[str, object]:
+def available_modules() -> list[str]:
+    """PUBLIC_MODULES that can be imported here (the torch parts need torch)."""
+    have_torch = importlib.util.find_spec("torch") is not None
+    return [m for m in PUBLIC_MODULES if have_torch or m not in TORCH_MODULES]
+
+
+def module_of(key: str) -> str:
+    """The PUBLIC_MODULES entry a snapshot key (``module.name``) belongs to."""
+    return key.rsplit(".", 1)[0]
+
+
+def collect(modules: list[str] | None = None) -> dict[str, object]:
     api: dict[str, object] = {}
-    for mod_name in PUBLIC_MODULES:
+    for mod_name in PUBLIC_MODULES if modules is None else modules:
         mod = importlib.import_module(mod_name)
         for name in sorted(mod.__all__):
             if name == "__version__":
