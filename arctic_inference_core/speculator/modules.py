@@ -10,6 +10,8 @@ docs/speculator.md) so that ``state_dict()`` is the checkpoint layout.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -20,6 +22,18 @@ from arctic_inference_core.speculator.draft import draft
 __all__ = ["SpeculatorLayerNorm", "MLPSpeculator", "LSTMSpeculator", "SpeculatorBase"]
 
 _SQRT2 = math.sqrt(2.0)
+
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _each(modules: Iterable[nn.Module], kind: type[_M]) -> list[_M]:
+    """The modules of a ModuleList, typed (all are ``kind`` by construction)."""
+    out = []
+    for m in modules:
+        if not isinstance(m, kind):
+            raise TypeError(f"expected {kind.__name__}, got {type(m).__name__}")
+        out.append(m)
+    return out
 
 
 class SpeculatorLayerNorm(nn.Module):
@@ -100,7 +114,8 @@ class SpeculatorBase(nn.Module):
 
     def _scale_input(self, h: torch.Tensor) -> torch.Tensor:
         if self.scale_input:
-            return self.ln0(h) / _SQRT2
+            scaled: torch.Tensor = self.ln0(h) / _SQRT2
+            return scaled
         return h
 
     def initial_cell(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
@@ -190,13 +205,13 @@ class MLPSpeculator(SpeculatorBase):
     def reset_parameters(self) -> None:
         """Random init (fms-extras style); checkpoints overwrite it."""
         d = self.inner_dim
-        for e in self.emb:
+        for e in _each(self.emb, nn.Embedding):
             nn.init.normal_(e.weight, 0.0, 1.0 / math.sqrt(d))
-        for p in self.proj:
+        for p in _each(self.proj, nn.Linear):
             nn.init.normal_(p.weight, 0.0, 1.0 / math.sqrt(p.in_features))
-        for h in self.head:
+        for h in _each(self.head, nn.Linear):
             nn.init.normal_(h.weight, 0.0, 1.0 / math.sqrt(d))
-        for ln in self.ln:
+        for ln in _each(self.ln, SpeculatorLayerNorm):
             nn.init.ones_(ln.weight)
             nn.init.zeros_(ln.bias)
 
@@ -272,11 +287,11 @@ class LSTMSpeculator(SpeculatorBase):
         for name in ("forget_emb", "input_emb", "output_emb", "cell_emb"):
             for e in getattr(self, name, ()):
                 nn.init.normal_(e.weight, 0.0, 1.0 / math.sqrt(p))
-        for lin in self.projs:
+        for lin in _each(self.projs, nn.Linear):
             nn.init.normal_(lin.weight, 0.0, 1.0 / math.sqrt(lin.in_features))
-        for h in self.head:
+        for h in _each(self.head, nn.Linear):
             nn.init.normal_(h.weight, 0.0, 1.0 / math.sqrt(p))
-        for ln in list(self.cell_ln) + list(self.state_ln):
+        for ln in _each([*self.cell_ln, *self.state_ln], SpeculatorLayerNorm):
             nn.init.ones_(ln.weight)
             nn.init.zeros_(ln.bias)
 

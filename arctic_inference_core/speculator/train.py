@@ -63,8 +63,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +97,9 @@ from arctic_inference_core.speculator.config import SpeculatorConfig
 from arctic_inference_core.speculator.draft import draft
 from arctic_inference_core.speculator.modules import SpeculatorBase
 from arctic_inference_core.traces import read_prompt_records
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "CACHE_NAME",
@@ -233,7 +236,9 @@ def load_prompts(
         raise CommandError(f"--prompts: {e}") from None
 
 
-def _load_base(path: str, dtype: torch.dtype, device: str):
+def _load_base(
+    path: str, dtype: torch.dtype, device: str
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     if not os.path.isdir(path):
         raise CommandError(f"--base-model: {path!r} is not a directory")
     if not os.path.isfile(os.path.join(path, "config.json")):
@@ -250,7 +255,8 @@ def _load_base(path: str, dtype: torch.dtype, device: str):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except Exception as e:  # noqa: BLE001
         raise CommandError(f"--base-model: cannot load the model from {path!r}: {e}") from None
-    return tok, model.to(device).eval()
+    # PreTrainedModel.to's decorator hides its signature from mypy
+    return tok, model.to(device).eval()  # type: ignore[arg-type]
 
 
 def _cache_key(a: argparse.Namespace, prompts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -281,13 +287,17 @@ def _cache_key(a: argparse.Namespace, prompts: list[dict[str, Any]]) -> dict[str
     }
 
 
-def _tokenize(tok, text: str) -> list[int]:
+def _tokenize(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tok(text, add_special_tokens=True)["input_ids"])
 
 
 @torch.no_grad()
 def _generate(
-    model, prompt_ids: list[list[int]], a: argparse.Namespace, pad_id: int, eos_id: int | None
+    model: PreTrainedModel,
+    prompt_ids: list[list[int]],
+    a: argparse.Namespace,
+    pad_id: int,
+    eos_id: int | None,
 ) -> list[list[int]]:
     """Greedy continuations, ``--gen-batch-size`` prompts at a time.
 
@@ -306,7 +316,8 @@ def _generate(
             p = prompt_ids[i]
             inp[row, width - len(p) :] = torch.tensor(p)
             mask[row, width - len(p) :] = 1
-        out = model.generate(
+        # transformers types PreTrainedModel without GenerationMixin (causal LMs have it)
+        out = model.generate(  # type: ignore[operator]
             inp.to(a.device),
             attention_mask=mask.to(a.device),
             max_new_tokens=a.max_new_tokens,
@@ -341,7 +352,9 @@ def build_distillation_data(
     key = _cache_key(a, prompts)
     if os.path.isfile(cache_path):
         try:
-            cached = torch.load(cache_path, map_location="cpu", weights_only=True)
+            cached = cast(
+                "dict[str, Any]", torch.load(cache_path, map_location="cpu", weights_only=True)
+            )
         except Exception as e:  # noqa: BLE001
             say(f"ignoring unreadable data cache {cache_path}: {e}")
             cached = None
@@ -411,7 +424,9 @@ def build_distillation_data(
     return data
 
 
-def _examples(records: list[dict[str, Any]], n_predict: int, full_only: bool):
+def _examples(
+    records: list[dict[str, Any]], n_predict: int, full_only: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Flatten records into (hidden [N, H], inputs [N, n], targets [N, n]).
 
     In a record, ``hidden[q]`` produced ``ids[q+1]`` (``q = 0`` is the last
@@ -477,12 +492,12 @@ def evaluate(
 
 
 # --------------------------------------------------------------------- utils
-def _lr_lambda(a: argparse.Namespace):
+def _lr_lambda(a: argparse.Namespace) -> Callable[[int], float]:
     warm = a.warmup_steps if a.warmup_steps is not None else min(100, a.steps // 10)
 
     def f(step: int) -> float:
         if warm > 0 and step < warm:
-            return (step + 1) / warm
+            return float((step + 1) / warm)
         if a.schedule == "constant":
             return 1.0
         frac = min(1.0, (step - warm) / max(1, a.steps - warm))
@@ -490,12 +505,20 @@ def _lr_lambda(a: argparse.Namespace):
             decay = 0.5 * (1.0 + math.cos(math.pi * frac))
         else:
             decay = 1.0 - frac
-        return a.min_lr_ratio + (1.0 - a.min_lr_ratio) * decay
+        return float(a.min_lr_ratio + (1.0 - a.min_lr_ratio) * decay)
 
     return f
 
 
-def _save_checkpoint(a, spec, opt, sched, step, history, rng_gen) -> None:
+def _save_checkpoint(
+    a: argparse.Namespace,
+    spec: SpeculatorBase,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+    history: list[dict[str, Any]],
+    rng_gen: torch.Generator,
+) -> None:
     ckpt = os.path.join(a.out, CKPT_DIR)
     tmp = ckpt + ".tmp"
     if os.path.isdir(tmp):
@@ -523,14 +546,16 @@ def _save_checkpoint(a, spec, opt, sched, step, history, rng_gen) -> None:
         shutil.rmtree(old)
 
 
-def _save_spec(a, spec: SpeculatorBase, path: str) -> None:
+def _save_spec(a: argparse.Namespace, spec: SpeculatorBase, path: str) -> None:
     if a.dtype == "bfloat16":
         save_speculator(copy.deepcopy(spec).to(torch.bfloat16), path)
     else:
         save_speculator(spec, path)
 
 
-def _write_eval(a, history: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+def _write_eval(
+    a: argparse.Namespace, history: list[dict[str, Any]], extra: dict[str, Any]
+) -> None:
     doc = dict(extra)
     doc["history"] = history
     doc["final"] = history[-1] if history else None
@@ -654,7 +679,7 @@ def run(a: argparse.Namespace, log: Log | None = None) -> dict[str, Any]:
         "dtype": a.dtype,
     }
 
-    def do_eval(loss_val):
+    def do_eval(loss_val: float | None) -> dict[str, Any]:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_autocast):
             r = evaluate(spec, eh, ex, ey)
         r = {"step": step, "train_loss": loss_val, **r}

@@ -10,7 +10,7 @@ from typing import Union
 import numpy as np
 import numpy.typing as npt
 
-from arctic_inference_core import _C
+import arctic_inference_core._C as _C  # the native module (a stub _C.pyi is built with it)
 from arctic_inference_core._validate import check_int
 
 TokenIds = Union[Sequence[int], npt.NDArray[np.integer]]  # noqa: UP007 - a runtime alias

@@ -29,7 +29,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from arctic_inference_core._command import (
     CommandError,
@@ -121,8 +121,9 @@ def convert(
     llama_path, out = Path(base_model), Path(out)
     cfg = read_llama_config(llama_path)
     check_num_key_value_layers(num_key_value_layers, int(cfg["num_hidden_layers"]))
-    if reduce not in ("first", "mean"):
+    if reduce != "first" and reduce != "mean":
         raise CommandError(f"--reduce must be 'first' or 'mean', got {reduce!r}")
+    mode: Literal["first", "mean"] = "first" if reduce == "first" else "mean"
     check_flag_int("--group-size", group_size, 1)
     later = int(cfg["num_hidden_layers"]) - num_key_value_layers
     if group_size > later:
@@ -144,9 +145,8 @@ def convert(
     from arctic_inference_core.swiftkv.hf_llama import SwiftKVLlamaConfig, SwiftKVLlamaForCausalLM
 
     llama = LlamaForCausalLM.from_pretrained(llama_path, dtype="auto").eval()
-    model = SwiftKVLlamaForCausalLM.from_llama(
-        llama, num_key_value_layers, group_size, reduce=reduce
-    ).eval()
+    model = SwiftKVLlamaForCausalLM.from_llama(llama, num_key_value_layers, group_size, reduce=mode)
+    model.eval()  # type: ignore[no-untyped-call]  # transformers leaves PreTrainedModel.eval untyped
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     copied = []

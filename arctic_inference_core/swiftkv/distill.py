@@ -52,7 +52,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +78,11 @@ from arctic_inference_core._command import (
     torch_dtype,
 )
 from arctic_inference_core.traces import read_prompt_records
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from arctic_inference_core.swiftkv.hf_llama import SwiftKVLlamaForCausalLM
 
 __all__ = [
     "DistillError",
@@ -117,7 +122,12 @@ def chunk_tokens(token_lists: list[list[int]], seq_len: int) -> torch.Tensor:
 
 
 def build_data(
-    texts: list[str], tokenizer, seq_len: int, eval_fraction: float, seed: int, max_eval_chunks: int
+    texts: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    seq_len: int,
+    eval_fraction: float,
+    seed: int,
+    max_eval_chunks: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
@@ -157,15 +167,16 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
 # ----------------------------------------------------------------------------- model
 
 
-def trainable_names(model: torch.nn.Module, train_qo: bool = False) -> list[str]:
-    n = model.config.num_key_value_layers
+def trainable_names(model: SwiftKVLlamaForCausalLM, train_qo: bool = False) -> list[str]:
+    layout = model.config.swiftkv_layout()
+    n = layout.num_key_value_layers
     names = []
     for name, _ in model.named_parameters():
         if name.startswith(SWIFTKV_PREFIXES):
             names.append(name)
         elif train_qo and any(
             name.startswith(f"model.layers.{i}.self_attn.{p}_proj.")
-            for i in range(n, model.config.num_hidden_layers)
+            for i in range(n, layout.num_hidden_layers)
             for p in "qo"
         ):
             names.append(name)
@@ -190,7 +201,13 @@ def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch
 
 
 @torch.no_grad()
-def evaluate(teacher, student, chunks: torch.Tensor, device: str, batch_size: int) -> dict:
+def evaluate(
+    teacher: PreTrainedModel,
+    student: PreTrainedModel,
+    chunks: torch.Tensor,
+    device: str,
+    batch_size: int,
+) -> dict[str, Any]:
     student.eval()
     tot = {"teacher_ce": 0.0, "student_ce": 0.0, "kl": 0.0, "agree": 0.0}
     n_pos = n_next = 0
@@ -215,7 +232,7 @@ def evaluate(teacher, student, chunks: torch.Tensor, device: str, batch_size: in
     }
 
 
-def _check_pair(teacher, student, say: Reporter) -> None:
+def _check_pair(teacher: PreTrainedModel, student: PreTrainedModel, say: Reporter) -> None:
     tc, sc = teacher.config, student.config
     for key in (
         "vocab_size",
@@ -230,6 +247,7 @@ def _check_pair(teacher, student, say: Reporter) -> None:
             )
     t_emb = teacher.get_input_embeddings().weight
     s_emb = student.get_input_embeddings().weight
+    assert isinstance(t_emb, torch.Tensor) and isinstance(s_emb, torch.Tensor)
     if not torch.allclose(t_emb.float(), s_emb.float(), atol=1e-2, rtol=1e-2):
         say(
             "warning: student embeddings differ from the teacher's; was the student converted from it?"
@@ -308,9 +326,9 @@ def run(args: argparse.Namespace, log: Log | None = None) -> dict[str, Any]:
 
     def lr_at(step: int) -> float:  # linear warmup, cosine to 10%
         if step < warmup:
-            return args.lr * (step + 1) / warmup
+            return float(args.lr * (step + 1) / warmup)
         frac = (step - warmup) / max(1, args.steps - warmup)
-        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+        return float(args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))))
 
     start = 0
     history: list[dict[str, Any]] = []
@@ -453,9 +471,10 @@ def run(args: argparse.Namespace, log: Log | None = None) -> dict[str, Any]:
     final = out / "final"
     if isinstance(saved_dtype, str):
         saved_dtype = getattr(torch, saved_dtype, None)
-    student.eval()
+    student.eval()  # type: ignore[no-untyped-call]  # transformers leaves it untyped
     if isinstance(saved_dtype, torch.dtype) and saved_dtype != dtype:
-        student.to(saved_dtype)
+        # PreTrainedModel.to's decorator hides its signature from mypy
+        student.to(saved_dtype)  # type: ignore[arg-type]
     student.save_pretrained(final, safe_serialization=True)
     from arctic_inference_core.swiftkv.convert import TOKENIZER_FILES
 

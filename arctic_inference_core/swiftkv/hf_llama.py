@@ -32,7 +32,7 @@ HF-supported RoPE scaling through ``LlamaRotaryEmbedding``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -47,17 +47,24 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
 
-try:  # transformers >= 5: configs are @strict dataclasses
-    from huggingface_hub.dataclasses import strict
-except ImportError:  # pragma: no cover
-    strict = None
-
 from arctic_inference_core.swiftkv.layout import SwiftKVLayout
 from arctic_inference_core.swiftkv.ops import SwiftKVProjection, apply_rope
 
 __all__ = ["SwiftKVLlamaConfig", "SwiftKVLlamaForCausalLM", "SwiftKVLlamaModel"]
 
+_Config = TypeVar("_Config", bound=type)
 
+
+def _strict_if_available(cls: _Config) -> _Config:
+    """transformers >= 5: configs are ``huggingface_hub`` @strict dataclasses."""
+    try:
+        from huggingface_hub.dataclasses import strict
+    except ImportError:  # pragma: no cover
+        return cls
+    return cast(_Config, strict(cls))  # strict(cls) returns cls, made strict
+
+
+@_strict_if_available
 class SwiftKVLlamaConfig(LlamaConfig):
     """:class:`~transformers.LlamaConfig` plus ``num_key_value_layers`` (full layers
     before the SwiftKV projection; default ``num_hidden_layers // 2``) and
@@ -68,7 +75,7 @@ class SwiftKVLlamaConfig(LlamaConfig):
     num_key_value_layers: int | None = None
     key_value_group_size: int = 1
 
-    def __post_init__(self, **kwargs):
+    def __post_init__(self, **kwargs: object) -> None:
         super().__post_init__(**kwargs)
         if self.num_key_value_layers is None:
             self.num_key_value_layers = max(1, self.num_hidden_layers // 2)
@@ -85,10 +92,6 @@ class SwiftKVLlamaConfig(LlamaConfig):
             head_dim=self.head_dim,
             hidden_size=self.hidden_size,
         )
-
-
-if strict is not None:
-    SwiftKVLlamaConfig = strict(SwiftKVLlamaConfig)  # type: ignore[misc]
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -112,8 +115,14 @@ class SwiftKVLlamaAttention(nn.Module):
     def __init__(self, config: SwiftKVLlamaConfig, layer_idx: int, swiftkv: bool) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
-        self.head_dim = config.head_dim
+        num_kv_heads = config.num_key_value_heads
+        if num_kv_heads is None:  # LlamaConfig fills it in the same way; its type allows None
+            num_kv_heads = config.num_attention_heads
+        self.num_kv_heads: int = num_kv_heads
+        head_dim = config.head_dim
+        if head_dim is None:  # LlamaConfig fills it in the same way; its type allows None
+            head_dim = config.hidden_size // config.num_attention_heads
+        self.head_dim: int = head_dim
         self.scaling = self.head_dim**-0.5
         self.layer_idx = layer_idx
         self.swiftkv = swiftkv
@@ -190,6 +199,9 @@ class SwiftKVLlamaModel(SwiftKVLlamaPreTrainedModel):
     def __init__(self, config: SwiftKVLlamaConfig) -> None:
         super().__init__(config)
         self.layout = config.swiftkv_layout()
+        if self.layout.num_kv_heads is None or self.layout.head_dim is None:
+            raise ValueError("swiftkv_llama needs num_key_value_heads and head_dim")
+        self._kv_shape = (self.layout.num_kv_heads, self.layout.head_dim)
         n = self.layout.num_key_value_layers
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList(
@@ -228,8 +240,8 @@ class SwiftKVLlamaModel(SwiftKVLlamaPreTrainedModel):
         # SwiftKV: K/V of every later layer from one projection of norm_swiftkv(x).
         h = self.norm_swiftkv(x).reshape(b * t, -1)
         k, v = self.swiftkv_proj(h, cos.reshape(b * t, -1), sin.reshape(b * t, -1))
-        k = k.view(lay.num_kv_slots, b, t, lay.num_kv_heads, lay.head_dim)
-        v = v.view(lay.num_kv_slots, b, t, lay.num_kv_heads, lay.head_dim)
+        k = k.view(lay.num_kv_slots, b, t, *self._kv_shape)
+        v = v.view(lay.num_kv_slots, b, t, *self._kv_shape)
         x, cos_q, sin_q = x[:, t - tq :], cos[:, t - tq :], sin[:, t - tq :]
         for i in range(lay.num_key_value_layers, lay.num_hidden_layers):
             s = lay.slot_for_layer(i)
@@ -272,7 +284,8 @@ class SwiftKVLlamaForCausalLM(SwiftKVLlamaPreTrainedModel):
                 labels[:, 1:].reshape(-1),
                 ignore_index=-100,
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits)
+        # transformers types loss as the legacy FloatTensor; any float tensor is fine
+        return CausalLMOutputWithPast(loss=loss, logits=logits)  # type: ignore[arg-type]
 
     @classmethod
     @torch.no_grad()
@@ -294,7 +307,8 @@ class SwiftKVLlamaForCausalLM(SwiftKVLlamaPreTrainedModel):
             num_key_value_layers=num_key_value_layers,
             key_value_group_size=key_value_group_size,
         )
-        model = cls(config).to(dtype=llama.dtype)
+        # PreTrainedModel.to's decorator hides its signature from mypy
+        model = cls(config).to(dtype=llama.dtype)  # type: ignore[call-arg]
         # .to(dtype) also cast the RoPE buffers (inv_freq); a bf16 inv_freq
         # visibly changes logits, and from_pretrained keeps it fp32: take the
         # Llama's own buffers back.

@@ -29,7 +29,8 @@ from typing import Literal
 from arctic_inference_core._optional import require_torch
 from arctic_inference_core._validate import check_int
 
-torch = require_torch("swiftkv")
+require_torch("swiftkv")
+import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -337,9 +338,9 @@ class SwiftKVProjection(nn.Module):
             )
         self.layout = layout
         self.use_reference = use_reference
-        factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(layout.weight_rows, layout.hidden_size, **factory))
-        self.bias = nn.Parameter(torch.zeros(layout.weight_rows, **factory)) if bias else None
+        rows, cols = layout.weight_rows, layout.hidden_size
+        self.weight = nn.Parameter(torch.empty(rows, cols, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(rows, device=device, dtype=dtype)) if bias else None
         nn.init.normal_(self.weight, std=layout.hidden_size**-0.5)
 
     def forward(
