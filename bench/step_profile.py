@@ -9,8 +9,11 @@ and the drafter (``sample_tokens``; the drafter alone is
 prompts, one request at a time by default (concurrency 1 is where per-step
 overhead decides the speed-up).
 
-    python bench/step_profile.py --model ../shared/bench-lm --methods none ngram suffix \\
-        --cudagraph-mode FULL
+    python bench/step_profile.py --methods none ngram suffix --cudagraph-mode FULL
+
+Model and prompts as in ``bench/vllm_compare.py``: the shipped bench-lm
+(on CPU in ``cpu_dtype()``) and the shipped agentic prompts, unless
+``--model`` / ``--prompts`` say otherwise.
 
 Results: ``<out-dir>/step_profile.{md,json}``: mean milliseconds per engine
 step for each phase, tokens per step and output tokens per second.
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import sys
 import time
@@ -29,15 +31,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vllm_compare import (
-    METHODS,
-    REPO,
-    build_engine,
-    load_prompts,
-    resolve_model,
-    run_worker_process,
-)  # noqa: E402
+from benchlib.assets import agentic_prompts_path, model_to_serve
+from benchlib.engine import METHODS, build_engine, load_prompts, worker_env
+from benchlib.paths import RESULTS
+from benchlib.stamps import stamped_markdown, version_stamp, write_results
+from benchlib.tables import table
+from benchlib.worker import emit_result, run_worker_process
 
 PHASES = (
     ("step", "vllm.v1.engine.core", "EngineCore", "step"),
@@ -89,45 +88,45 @@ def run_worker(a: argparse.Namespace) -> None:
         generated += sum(len(o.outputs[0].token_ids) for o in outs)
     wall = time.perf_counter() - t0
     steps = max(counts["step"], 1)
-    print(
-        "RESULT "
-        + json.dumps(
-            {
-                "method": a.worker,
-                "steps": counts["step"],
-                "generated_tokens": generated,
-                "seconds": wall,
-                "tokens_per_s": generated / wall,
-                "tokens_per_step": generated / steps,
-                "ms_per_step": {k: 1e3 * v / steps for k, v in totals.items()},
-                "wall_ms_per_step": 1e3 * wall / steps,
-            }
-        ),
-        flush=True,
+    emit_result(
+        {
+            "method": a.worker,
+            "steps": counts["step"],
+            "generated_tokens": generated,
+            "seconds": wall,
+            "tokens_per_s": generated / wall,
+            "tokens_per_step": generated / steps,
+            "ms_per_step": {k: 1e3 * v / steps for k, v in totals.items()},
+            "wall_ms_per_step": 1e3 * wall / steps,
+        }
     )
 
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     names = list(dict.fromkeys(p[0] for p in PHASES))
     out = [
-        f"# Engine step profile ({meta['machine']}, vLLM {meta['vllm']})",
+        f"# Engine step profile ({meta['machine']})",
         "",
-        f"Model {meta['model']}, {meta['requests']} requests at concurrency {meta['concurrency']}, "
-        f"up to {meta['max_tokens']} new tokens, k={meta['k']}, cudagraph mode {meta['cudagraph_mode']}. "
-        "Milliseconds per engine step (wall clock, engine-core process); `sample_tokens` includes "
-        "waiting for the GPU and the drafter (`propose`).",
+        f"Model {meta['model']}, served in {meta['dtype']}; {meta['requests']} requests at "
+        f"concurrency {meta['concurrency']}, up to {meta['max_tokens']} new tokens, k={meta['k']}, "
+        f"cudagraph mode {meta['cudagraph_mode']}. Milliseconds per engine step (wall clock, "
+        "engine-core process); `sample_tokens` includes waiting for the GPU and the drafter "
+        "(`propose`).",
         "",
-        "| method | tok/s | tokens/step | wall/step | " + " | ".join(names) + " |",
-        "|---|" + "---:|" * (3 + len(names)),
+        *table(
+            ["method", "tok/s", "tokens/step", "wall/step", *names],
+            [
+                [
+                    r["method"],
+                    f"{r['tokens_per_s']:.0f}",
+                    f"{r['tokens_per_step']:.2f}",
+                    f"{r['wall_ms_per_step']:.3f}",
+                    *(f"{r['ms_per_step'].get(n, 0.0):.3f}" for n in names),
+                ]
+                for r in rows
+            ],
+        ),
     ]
-    for r in rows:
-        ms = r["ms_per_step"]
-        out.append(
-            f"| {r['method']} | {r['tokens_per_s']:.0f} | {r['tokens_per_step']:.2f} | "
-            f"{r['wall_ms_per_step']:.3f} | "
-            + " | ".join(f"{ms.get(n, 0.0):.3f}" for n in names)
-            + " |"
-        )
     return "\n".join(out) + "\n"
 
 
@@ -135,8 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model")
-    p.add_argument("--traces")
+    p.add_argument("--model", help="model directory (default: the shipped bench-lm)")
+    p.add_argument(
+        "--prompts",
+        "--traces",
+        dest="prompts",
+        help="JSON lines with 'prompt' and 'family' (default: bench/assets/agentic-prompts.jsonl)",
+    )
     p.add_argument("--methods", nargs="+", choices=METHODS, default=["none", "ngram", "suffix"])
     p.add_argument("--speculator", help="speculator directory for the arctic methods")
     p.add_argument("--num-prompts", type=int, default=8)
@@ -148,75 +152,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.5)
     p.add_argument("--enforce-eager", action="store_true", default=None)
     p.add_argument("--cudagraph-mode", default="default")
-    p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
+    p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--prompts-file", help=argparse.SUPPRESS)
+    p.add_argument("--dtype", default="auto", help=argparse.SUPPRESS)  # the worker's, set by main
     a = p.parse_args(argv)
     if a.worker:
         run_worker(a)
         return 0
-    import platform
+    import json
 
-    import vllm
+    import torch
 
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    a.model, model_desc = resolve_model(a.model, a.out_dir)
+    on_gpu = torch.cuda.is_available()
     if a.enforce_eager is None:
-        import torch
-
-        a.enforce_eager = not torch.cuda.is_available()
-    prompts, _ = load_prompts(a.traces, a.num_prompts)
+        a.enforce_eager = not on_gpu
+    a.model, model_desc, a.dtype = model_to_serve(a.model, on_gpu)
+    prompts, _ = load_prompts(a.prompts or str(agentic_prompts_path()), a.num_prompts)
     pf = a.out_dir / "step_profile_prompts.json"
     pf.write_text(json.dumps(prompts))
+    stamp = version_stamp()
     rows = []
     for m in a.methods:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--worker",
-            m,
-            "--prompts-file",
-            str(pf),
-            "--model",
-            a.model,
-            "--concurrency",
-            str(a.concurrency),
-            "--k",
-            str(a.k),
-            "--depth",
-            str(a.depth),
-            "--max-tokens",
-            str(a.max_tokens),
-            "--max-model-len",
-            str(a.max_model_len),
-            "--gpu-memory-utilization",
-            str(a.gpu_memory_utilization),
-            "--cudagraph-mode",
-            a.cudagraph_mode,
-        ]
+        cmd = [sys.executable, __file__, "--worker", m, "--prompts-file", str(pf)]
+        cmd += ["--model", a.model, "--dtype", a.dtype, "--concurrency", str(a.concurrency)]
+        cmd += ["--k", str(a.k), "--depth", str(a.depth), "--max-tokens", str(a.max_tokens)]
+        cmd += ["--max-model-len", str(a.max_model_len)]
+        cmd += ["--gpu-memory-utilization", str(a.gpu_memory_utilization)]
+        cmd += ["--cudagraph-mode", a.cudagraph_mode]
         if a.enforce_eager:
             cmd.append("--enforce-eager")
         if a.speculator:
             cmd += ["--speculator", a.speculator]
-        env = dict(
-            os.environ, **({"ARCTIC_INFERENCE_VLLM_EXTRAS": "1"} if m.startswith("arctic") else {})
-        )
-        rows += run_worker_process(m, cmd, a.out_dir / f"step_profile_{m}.log", env, 1)
+        log = a.out_dir / f"step_profile_{m}.log"
+        rows += run_worker_process(m, cmd, log, worker_env(m), 1)
     meta = {
         "model": model_desc,
+        "dtype": a.dtype if a.dtype != "auto" else "the model's dtype",
         "requests": len(prompts),
         "concurrency": a.concurrency,
         "max_tokens": a.max_tokens,
         "k": a.k,
         "cudagraph_mode": a.cudagraph_mode,
-        "vllm": vllm.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"
-        + ("" if a.enforce_eager else ", GPU"),
+        "machine": "GPU" if on_gpu else "CPU, eager" if a.enforce_eager else "CPU",
     }
     md = render(rows, meta)
-    (a.out_dir / "step_profile.md").write_text(md)
-    (a.out_dir / "step_profile.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(md)
+    write_results(a.out_dir, "step_profile", md, {"meta": meta, "rows": rows}, stamp, 1)
+    print(stamped_markdown(md, stamp))
     return 0
 
 

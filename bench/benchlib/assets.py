@@ -82,17 +82,30 @@ def bench_model_dir(
     return out
 
 
-def model_to_serve(model: str | None, dtype: str) -> tuple[str, str]:
-    """(path, description) of the model a serving benchmark runs: ``model``
-    when given, else the shipped bench-lm materialized in ``dtype``. The one
+def model_to_serve(model: str | None, on_gpu: bool) -> tuple[str, str, str]:
+    """(path, description, vLLM dtype) of the model a serving benchmark runs.
+
+    The model is ``model`` when given, else the shipped bench-lm: the one
     default everywhere, so that numbers quoted from a default run are the
-    ones any checkout gets."""
+    ones any checkout gets. On CPU it is served in
+    ``arctic_inference_vllm.testing.cpu_dtype()`` (bfloat16 only where the
+    CPU has native bf16; the shipped model is materialized in that dtype);
+    on GPU in the model's own dtype (``"auto"``; the shipped one in
+    bfloat16)."""
+    if on_gpu:
+        dtype, materialize = "auto", "bfloat16"
+    else:
+        from arctic_inference_vllm.testing import cpu_dtype
+
+        dtype = materialize = cpu_dtype()
     if model:
-        return model, model
-    path = bench_model_dir(dtype)
-    return str(path), (
-        f"bench-lm (27.3M-parameter Llama code model, shipped int8 in bench/assets, "
-        f"dequantized to {dtype})"
+        return model, model, dtype
+    path = bench_model_dir(materialize)
+    return (
+        str(path),
+        "bench-lm (27.3M-parameter Llama code model, shipped int8 in bench/assets, "
+        f"dequantized to {materialize})",
+        dtype,
     )
 
 
