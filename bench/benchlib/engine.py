@@ -6,8 +6,8 @@ spec-decode counters.
 Worker side: :func:`build_engine` takes the worker's parsed arguments
 (``worker`` the method, ``prompts_file``, ``model``, ``k``, ``depth``,
 ``speculator``, ``max_tokens``, ``max_model_len``, ``gpu_memory_utilization``,
-``enforce_eager``, ``cudagraph_mode``, and optionally ``suffix_budget`` and
-``async_scheduling``). Parent side: :func:`resolve_model`, :func:`load_prompts`
+``enforce_eager``, ``cudagraph_mode``, and optionally ``suffix_budget``,
+``async_scheduling`` and ``dtype``). Parent side: :func:`resolve_model`, :func:`load_prompts`
 and :func:`worker_env`; the process itself is run by
 :func:`benchlib.worker.run_worker_process`.
 """
@@ -160,6 +160,7 @@ def build_engine(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
         max_model_len=args.max_model_len,
         gpu_memory_utilization=args.gpu_memory_utilization,
         enforce_eager=bool(args.enforce_eager),
+        dtype=getattr(args, "dtype", None) or "auto",  # CPU benchmarks: cpu_dtype()
         disable_log_stats=False,
         seed=0,
         **extra,
