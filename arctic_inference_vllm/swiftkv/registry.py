@@ -16,8 +16,9 @@ def register_models() -> None:
     dependency is missing."""
     from vllm import ModelRegistry
 
-    import arctic_inference_core.swiftkv.hf_llama  # noqa: F401  registers the HF config
+    from arctic_inference_core.swiftkv import register_hf_model
 
+    register_hf_model()
     for arch, target in MODELS.items():
         if arch not in ModelRegistry.get_supported_archs():
             ModelRegistry.register_model(arch, target)
