@@ -10,12 +10,6 @@ from public_api import PUBLIC_MODULES
 
 ADAPTER = Path(__file__).resolve().parents[3] / "arctic_inference_vllm"
 
-# Adapter imports still to be moved to a public name (the old module keeps
-# working meanwhile): module -> what to use instead.
-PENDING = {
-    "arctic_inference_core.swiftkv.hf_llama": "arctic_inference_core.swiftkv.register_hf_model()",
-}
-
 
 def _core_imports() -> list[tuple[str, str, str]]:
     """(file, module, name) for each import of the core in the adapter."""
@@ -41,8 +35,6 @@ def test_adapter_imports_only_public_core_names() -> None:
     assert imports, "no core import found: is the adapter at " + str(ADAPTER)
     bad = []
     for rel, module, name in imports:
-        if module in PENDING:
-            continue
         if module not in PUBLIC_MODULES or name.startswith("_") and name != "__version__":
             bad.append(f"{rel}: {module} {name}".strip())
     assert not bad, f"the adapter imports private core code: {bad}"
