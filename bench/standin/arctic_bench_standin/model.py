@@ -24,6 +24,12 @@ from a fixed seed (normal, std 0.02; norms 1).
 
 The heavy shape lives in the checkpoint's ``config.json`` under ``standin``
 (``make.py`` writes it). Tensor parallelism 1 only (a benchmark stand-in).
+
+One vLLM change, in the stand-in's processes only: FlashAttention 3's
+ahead-of-time scheduler metadata is built once per step for the model
+config's head counts, and the two stacks have different ones (8 and 32 query
+heads), so the stand-in runs FA3 with in-kernel scheduling, as vLLM itself
+does for models whose layers disagree (several sliding windows).
 """
 
 from __future__ import annotations
@@ -155,6 +161,25 @@ def init_heavy(module: nn.Module) -> set[str]:
     return names
 
 
+def no_flash_attn_aot_schedule() -> None:
+    """FA3 without ahead-of-time scheduler metadata (see the module
+    docstring); idempotent; nothing where FlashAttention is not importable."""
+    try:
+        from vllm.v1.attention.backends.flash_attn import FlashAttentionMetadataBuilder
+    except ImportError:
+        return
+    init = FlashAttentionMetadataBuilder.__init__
+    if getattr(init, "_standin", False):
+        return
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.aot_schedule = False
+
+    __init__._standin = True  # type: ignore[attr-defined]
+    FlashAttentionMetadataBuilder.__init__ = __init__  # type: ignore[method-assign]
+
+
 class StandInLlamaForCausalLM(LlamaForCausalLM):
     """bench-lm's tokens at the heavy stack's cost (see the module docstring)."""
 
@@ -162,6 +187,7 @@ class StandInLlamaForCausalLM(LlamaForCausalLM):
         parallel = vllm_config.parallel_config
         if parallel.tensor_parallel_size != 1 or parallel.pipeline_parallel_size != 1:
             raise ValueError("the stand-in model runs with tensor and pipeline parallel size 1")
+        no_flash_attn_aot_schedule()  # before vLLM builds the attention metadata builders
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         heavy = heavy_config(self.config)
         # The large model's LM head, applied to the rows whose logits are computed.
