@@ -61,7 +61,8 @@ def build_tiny_llama(
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():  # larger logits: fewer near-ties between runs
         model.lm_head.weight.mul_(8.0)
-    model.to(torch.float32).save_pretrained(path, safe_serialization=True)
+    model = model.float()  # transformers types .to() as a PreTrainedModel-only call
+    model.save_pretrained(path, safe_serialization=True)
     return path
 
 

@@ -16,9 +16,10 @@ pytest.importorskip("vllm")
 # vLLM's worker processes, which inherit this path.
 sys.path.insert(0, str(Path(__file__).parent / "e2e"))
 from arctic_inference_vllm.envs import EXTRAS_ENV  # noqa: E402
-from arctic_inference_vllm.testing import build_tiny_llama  # noqa: E402
+from arctic_inference_vllm.testing import build_tiny_llama, cpu_dtype  # noqa: E402
 
 ENGINE_KWARGS = dict(
+    dtype=cpu_dtype(),  # the CPU benchmarks' rule: bf16 only where the CPU has it natively
     max_model_len=512,
     gpu_memory_utilization=0.1,
     enforce_eager=True,
