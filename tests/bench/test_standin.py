@@ -78,3 +78,21 @@ def test_make_rejects_what_it_cannot_build(tmp_path: Path, tiny_model: str) -> N
         standin.make_standin(tmp_path, tmp_path / "out", TINY_HEAVY)
     with pytest.raises(ValueError, match="lacks"):
         standin.make_standin(Path(tiny_model), tmp_path / "out", {"hidden_size": 64})
+
+
+def test_standin_check_report(load_script) -> None:
+    """The check's table: ratios against the Llama-8B row, and the greedy line."""
+    mod = load_script("standin_check")
+    args = mod.argparse.Namespace(
+        batch_sizes=[1, 16], prefill_tokens=512, prompt_len=128, steps=64, repeats=3,
+        check_tokens=8, check_prompt_len=1024, device_name="GPU X",
+    )  # fmt: skip
+    rows = {
+        "base": {"decode_ms": {"1": 1.0, "16": 2.0}, "prefill_ms": 4.0, "tokens": [[1, 2], [3, 4]]},
+        "standin": {"decode_ms": {"1": 5.5, "16": 6.0}, "prefill_ms": 16.0, "tokens": [[1, 2], [3, 5]]},
+        "llama-8b": {"decode_ms": {"1": 5.0, "16": 6.0}, "prefill_ms": 16.0},
+    }  # fmt: skip
+    md = mod.report(args, rows, "base model")
+    assert "| standin | 5.50 (1.10x) | 6.00 (1.00x) | 16.00 (1.00x) |" in md, md
+    assert "| base | 1.00 (0.20x) |" in md, md
+    assert "1/2 prompts identical over 8 tokens; first differences at 1" in md, md
