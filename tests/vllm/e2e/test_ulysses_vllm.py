@@ -311,40 +311,18 @@ def test_vllm_serve_refuses_a_size_that_does_not_split(tiny_model: str) -> None:
     assert "2 attention heads cannot be split over 3 ranks" in out.stdout + out.stderr
 
 
-def test_vllm_serve_with_sp2(tiny_model: str, sp1_tiny: dict, tmp_path: Path) -> None:
+def test_vllm_serve_with_sp2(tiny_model: str, sp1_tiny: dict, tmp_path: Path, vllm_server) -> None:
     """``vllm serve --ulysses-sequence-parallel-size 2``: two ranks serve an
     OpenAI completion with the same greedy text as SP=1."""
     import json
     import urllib.request
 
-    from test_serve import free_port, serving
-
     from arctic_inference_vllm.testing import cpu_binding
 
-    port = free_port()
     log = tmp_path / "server.log"
-    cmd = [
-        sys.executable,
-        str(Path(__file__).with_name("vllm_cli.py")),
-        "serve",
-        tiny_model,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--max-model-len",
-        "512",
-        "--dtype",
-        "float32",
-        "--gpu-memory-utilization",
-        "0.1",
-        "--served-model-name",
-        "tiny",
-        "--ulysses-sequence-parallel-size",
-        "2",
-    ]
+    args = ["--dtype", "float32", "--ulysses-sequence-parallel-size", "2"]
     env = {**os.environ, SWITCH: "1", "VLLM_CPU_OMP_THREADS_BIND": cpu_binding(2)}
-    with serving(cmd, f"http://127.0.0.1:{port}", log, env) as base:
+    with vllm_server(tiny_model, args, log, env) as base:
         body = {
             "model": "tiny",
             "prompt": PROMPTS[0],
