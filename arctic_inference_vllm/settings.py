@@ -34,6 +34,10 @@ class AdapterSettings:
     swiftkv_fast_prefill: bool = True
     # ulysses/ (set by --ulysses-sequence-parallel-size)
     ulysses_sequence_parallel_size: int = 1
+    # ulysses/shift.py (set by --enable-shift-parallel, --shift-parallel-threshold):
+    # steps of at most the threshold's scheduled tokens take the TP path
+    enable_shift_parallel: bool = False
+    shift_parallel_threshold: int = 512
 
     def __post_init__(self) -> None:
         budget = self.suffix_step_token_budget
@@ -48,6 +52,13 @@ class AdapterSettings:
         sp = self.ulysses_sequence_parallel_size
         if not _is_int(sp) or sp < 1:
             raise ValueError(f"ulysses_sequence_parallel_size must be an integer >= 1, got {sp!r}")
+        if not isinstance(self.enable_shift_parallel, bool):
+            raise ValueError(
+                f"enable_shift_parallel must be true or false, got {self.enable_shift_parallel!r}"
+            )
+        threshold = self.shift_parallel_threshold
+        if not _is_int(threshold) or threshold < 1:
+            raise ValueError(f"shift_parallel_threshold must be an integer >= 1, got {threshold!r}")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
