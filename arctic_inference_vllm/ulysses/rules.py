@@ -55,6 +55,14 @@ def require_switch(args: Any) -> None:
             f"{SETTING}={sp!r} needs the opt-in switch {envs.EXTRAS_ENV}=1 "
             "(Ulysses sequence parallelism is an extra of arctic_inference_vllm)"
         )
+    shift = (settings.section(getattr(args, "additional_config", None)) or {}).get(
+        "enable_shift_parallel"
+    )
+    if shift and not envs.extras_enabled():
+        raise ValueError(
+            f"enable_shift_parallel={shift!r} needs the opt-in switch {envs.EXTRAS_ENV}=1 "
+            "(shift parallelism is an extra of arctic_inference_vllm)"
+        )
 
 
 def configured_size(vllm_config: Any) -> int:
