@@ -79,7 +79,7 @@ void SuffixCache::stop_request(int64_t handle) {
     r.global_seq = global_.insert_sequence(r.local->tokens(0).subspan(r.prompt_len));
     r.local.reset();
   } else {
-    requests_.erase(handle);
+    forget(requests_.find(handle));
   }
 }
 
@@ -92,7 +92,13 @@ void SuffixCache::evict_response(int64_t handle) {
   if (r.global_seq >= 0) global_.remove_sequence(r.global_seq);
   r.global_seq = -1;
   r.cached = false;
-  if (!r.local) requests_.erase(it);
+  if (!r.local) forget(it);
+}
+
+void SuffixCache::forget(Requests::iterator it) {
+  requests_.erase(it);
+  // The bucket array never shrinks on erase: drop it with the last request.
+  if (requests_.empty()) Requests().swap(requests_);
 }
 
 void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft& best, Scratch& s) {

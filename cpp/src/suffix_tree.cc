@@ -20,11 +20,13 @@ int32_t SuffixTree::add_sequence() {
   for (size_t i = 0; i < seqs_.size(); ++i) {
     if (!seqs_[i]) {
       seqs_[i] = std::make_unique<Sequence>();
+      seq_refs_[i] = 0;
       return static_cast<int32_t>(i);
     }
   }
   ARCTIC_CHECK(seqs_.size() < 0x7FFFFFFF, InvalidArgument, "too many sequences");
   seqs_.push_back(std::make_unique<Sequence>());
+  seq_refs_.push_back(0);
   return static_cast<int32_t>(seqs_.size() - 1);
 }
 
@@ -64,19 +66,18 @@ uint32_t SuffixTree::new_node(uint32_t parent, int32_t token, int32_t count, int
   n.token = token;
   n.ref_seq = ref_seq;
   n.ref_idx = ref_idx;
-  seqs_[ref_seq]->refs++;
+  seq_refs_[ref_seq]++;
   link_child(parent, id);
   return id;
 }
 
 void SuffixTree::release_seq_ref(int32_t seq) {
-  Sequence& s = *seqs_[seq];
-  if (--s.refs == 0 && !s.live) seqs_[seq].reset();
+  if (--seq_refs_[seq] == 0 && !seqs_[seq]->live) seqs_[seq].reset();
 }
 
 void SuffixTree::set_ref(Node& n, int32_t seq, int32_t idx) {
   if (n.ref_seq != seq) {
-    seqs_[seq]->refs++;
+    seq_refs_[seq]++;
     release_seq_ref(n.ref_seq);
     n.ref_seq = seq;
   }
@@ -273,10 +274,16 @@ int32_t SuffixTree::insert_sequence(std::span<const int32_t> tokens) {
         split(c, j);
         const uint32_t u = nodes_[c].parent;
         nodes_[u].count++;
+        set_ref(nodes_[u], id, idx);
         if (idx + j < end) new_node(u, seq[idx + j], 1, end - idx - j, id, idx + j);
         break;
       }
       nodes_[c].count++;
+      // Point every node this suffix passes at the newest occurrence: when
+      // sequences are removed oldest first (the cache's eviction order), a
+      // node then never outlives the sequence it reads its edge from, and a
+      // removed sequence's tokens are freed at once.
+      set_ref(nodes_[c], id, idx);
       v = c;
       idx += len;
     }
@@ -333,11 +340,27 @@ void SuffixTree::remove_sequence(int32_t seq_id) {
   }
   num_tokens_ -= seq.size();
   s.live = false;
-  if (s.refs == 0) {
+  if (seq_refs_[seq_id] == 0) {
     seqs_[seq_id].reset();
   } else {
     s.tokens.shrink_to_fit();  // kept: nodes still read their edges from it
   }
+  if (nodes_[kRoot].count == 0) release_storage();
+}
+
+void SuffixTree::release_storage() {
+  // The tree is empty (only the root is left): give the node pool, the edge
+  // map and the sequence slots back, so a cache that was emptied returns to
+  // an empty tree's memory (the pools only grow otherwise).
+  ARCTIC_CHECK(nodes_[kRoot].first_child == kNil, InternalError, "empty tree with children");
+  std::vector<Node>(1).swap(nodes_);
+  std::vector<uint32_t>().swap(free_nodes_);
+  edges_ = EdgeMap();
+  // Empty sequences may still be live: keep their slots, drop the rest.
+  while (!seqs_.empty() && !seqs_.back()) seqs_.pop_back();
+  seqs_.shrink_to_fit();
+  seq_refs_.resize(seqs_.size());
+  seq_refs_.shrink_to_fit();
 }
 
 // ---------------------------------------------------------------- matching
@@ -621,7 +644,8 @@ void SuffixTree::draft_tree(Locus at, int32_t budget, double min_prob, Draft& ou
 size_t SuffixTree::memory_bytes() const {
   size_t total = sizeof(*this) + nodes_.capacity() * sizeof(Node) +
                  free_nodes_.capacity() * sizeof(uint32_t) + edges_.memory_bytes() +
-                 seqs_.capacity() * sizeof(std::unique_ptr<Sequence>);
+                 seqs_.capacity() * sizeof(std::unique_ptr<Sequence>) +
+                 seq_refs_.capacity() * sizeof(int32_t);
   for (const auto& s : seqs_) {
     if (!s) continue;
     total += sizeof(Sequence) + s->tokens.capacity() * sizeof(int32_t) +

@@ -100,7 +100,10 @@ class SuffixCache {
     Draft draft, local_best, global_best;
   };
 
+  using Requests = std::unordered_map<int64_t, Request>;
+
   Request& active(int64_t handle);
+  void forget(Requests::iterator it);
   void speculate_locked(Request& r, std::span<const int32_t> context, bool own_tail,
                         const SpecParams& params, Draft& out, Scratch& s);
   void best_draft(const SuffixTree& tree, const SpecParams& params, Draft& best, Scratch& s);
@@ -108,7 +111,7 @@ class SuffixCache {
 
   int32_t max_depth_;
   SuffixTree global_;
-  std::unordered_map<int64_t, Request> requests_;
+  Requests requests_;
   std::mutex mu_;
   std::unique_ptr<WorkerPool> pool_;
   std::vector<Scratch> scratch_;  // one per pool thread

@@ -20,7 +20,8 @@
 // Invariants (checked by check_integrity()):
 // - a node's reference points at an occurrence of its whole path string, so
 //   the tokens after it are a real continuation; in an append-only tree it is
-//   the oldest such occurrence;
+//   the oldest such occurrence, in a tree grown by insert_sequence() the
+//   newest (so removing sequences oldest first frees each one's tokens);
 // - suffixes that stopped growing end at node ends, never inside an edge;
 // - in trees without active suffixes, no node has a single child with the
 //   same count (canonical form).
@@ -137,8 +138,7 @@ class SuffixTree {
     std::vector<Active> ring;
     int32_t ring_start = 0;
     int32_t ring_size = 0;
-    int32_t refs = 0;  // nodes referencing these tokens
-    bool live = true;  // false once removed; tokens kept while refs > 0
+    bool live = true;  // false once removed; tokens kept while nodes refer to them
   };
 
   int32_t tok(int32_t seq, int32_t idx) const { return seqs_[seq]->tokens[idx]; }
@@ -153,6 +153,7 @@ class SuffixTree {
   void link_child(uint32_t parent, uint32_t child);
   void unlink_child(uint32_t child);
   void release_seq_ref(int32_t seq);
+  void release_storage();
   void split(uint32_t child, int32_t keep);
   void diverge_inside(Sequence& s, Active& a, int32_t seq_id, int32_t pos, int32_t token);
   bool has_active_suffixes() const;
@@ -169,6 +170,9 @@ class SuffixTree {
   std::vector<uint32_t> free_nodes_;
   EdgeMap edges_;
   std::vector<std::unique_ptr<Sequence>> seqs_;
+  // Nodes referencing each sequence's tokens, flat beside seqs_ so that
+  // moving a reference touches no Sequence.
+  std::vector<int32_t> seq_refs_;
   size_t num_tokens_ = 0;  // tokens of live sequences
   uint64_t generation_ = 0;
   bool appended_ = false;  // grown by append(): active suffixes may exist
