@@ -6,8 +6,9 @@ later layer in one GEMM, so prompt tokens skip the later layers. AcrossKV
 shares one K/V slot between ``key_value_group_size`` adjacent later layers.
 
 Layout/bookkeeping (:class:`SwiftKVLayout`, :func:`kv_slot_for_layer`,
-:func:`num_kv_slots`) is pure Python; the ops are PyTorch. The reference
-Hugging Face model lives in :mod:`arctic_inference_core.swiftkv.hf_llama`
+:func:`num_kv_slots`) is pure Python; the ops are PyTorch. The Hugging Face
+model of the released checkpoint layout (ArcticTraining's ``LlamaSwiftKV``)
+lives in :mod:`arctic_inference_core.swiftkv.hf_llama`
 (imported on demand; needs ``transformers``); :func:`register_hf_model`
 registers it with ``transformers``' Auto classes. See docs/swiftkv.md.
 
@@ -28,10 +29,11 @@ from arctic_inference_core.swiftkv.ops import (
 
 
 def register_hf_model() -> None:
-    """Register ``model_type="swiftkv_llama"`` (:class:`SwiftKVLlamaConfig`,
-    :class:`SwiftKVLlamaForCausalLM` of :mod:`arctic_inference_core.swiftkv.hf_llama`)
-    with ``transformers``' ``AutoConfig`` and ``AutoModelForCausalLM``, so that
-    SwiftKV checkpoints load through them. Idempotent; needs ``transformers``.
+    """Register ``model_type="llama_swiftkv"`` (:class:`LlamaSwiftKVConfig`,
+    :class:`LlamaSwiftKVForCausalLM` of :mod:`arctic_inference_core.swiftkv.hf_llama`,
+    the released ArcticTraining layout) with ``transformers``' ``AutoConfig`` and
+    ``AutoModelForCausalLM``, so that SwiftKV checkpoints load through them.
+    Idempotent; needs ``transformers``.
     """
     from arctic_inference_core.swiftkv import hf_llama
 

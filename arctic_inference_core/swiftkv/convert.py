@@ -1,15 +1,19 @@
-"""Convert a Hugging Face Llama checkpoint into a SwiftKV (``swiftkv_llama``) one.
+"""Convert a Hugging Face Llama checkpoint into a SwiftKV one, in the released
+layout (ArcticTraining's ``LlamaSwiftKV``, ``model_type`` "llama_swiftkv").
 
     python -m arctic_inference_core.swiftkv.convert --base-model LLAMA --out DIR \\
         --num-key-value-layers K [--group-size G] [--reduce first|mean] [--force] [--no-verify]
 
 (``--llama`` is the older spelling of ``--base-model``.)
 
-Every weight is copied; ``norm_swiftkv`` is initialized from layer K's
-``input_layernorm`` and the stacked K/V projection from the later layers'
-``k_proj``/``v_proj`` (see :meth:`SwiftKVLlamaForCausalLM.from_llama`). The
-result is saved with ``save_pretrained`` (same dtype as the Llama), tokenizer
-files are copied, and the saved directory is reloaded through
+Every Llama weight is kept; ``norm_swiftkv`` is initialized from layer K's
+``input_layernorm``, each later layer's ``q_proj_swiftkv`` from its
+``q_proj``, and each AcrossKV group's ``k/v_proj_swiftkv`` (on its first
+layer) from the group's ``k_proj``/``v_proj`` (see
+:meth:`LlamaSwiftKVForCausalLM.from_llama`). The config says ``swiftkv:
+true``; with ``swiftkv: false`` the same checkpoint is the original Llama.
+The result is saved with ``save_pretrained`` (same dtype as the Llama),
+tokenizer files are copied, and the saved directory is reloaded through
 ``AutoConfig``/``AutoModelForCausalLM`` and checked to give the same logits.
 
 The converted model is only the starting point: for K < L - 1 it is an
@@ -130,6 +134,11 @@ def convert(
         raise CommandError(
             f"--group-size ({group_size}) is larger than the number of later layers ({later})"
         )
+    if later % group_size:
+        raise CommandError(
+            f"--group-size ({group_size}) must divide the number of later layers ({later}): "
+            "the released layout has no smaller last group"
+        )
     if out.resolve() == llama_path.resolve():
         raise CommandError("--out must differ from --base-model")
     if out.exists() and any(out.iterdir()) and not force:
@@ -142,10 +151,10 @@ def convert(
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
-    from arctic_inference_core.swiftkv.hf_llama import SwiftKVLlamaConfig, SwiftKVLlamaForCausalLM
+    from arctic_inference_core.swiftkv.hf_llama import LlamaSwiftKVConfig, LlamaSwiftKVForCausalLM
 
     llama = LlamaForCausalLM.from_pretrained(llama_path, dtype="auto").eval()
-    model = SwiftKVLlamaForCausalLM.from_llama(llama, num_key_value_layers, group_size, reduce=mode)
+    model = LlamaSwiftKVForCausalLM.from_llama(llama, num_key_value_layers, group_size, reduce=mode)
     model.eval()  # type: ignore[no-untyped-call]  # transformers leaves PreTrainedModel.eval untyped
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
@@ -171,14 +180,14 @@ def convert(
     }
     if verify:
         loaded_cfg = AutoConfig.from_pretrained(out)
-        if not isinstance(loaded_cfg, SwiftKVLlamaConfig):
+        if not isinstance(loaded_cfg, LlamaSwiftKVConfig):
             raise RuntimeError(
-                f"reloaded config is {type(loaded_cfg).__name__}, not SwiftKVLlamaConfig"
+                f"reloaded config is {type(loaded_cfg).__name__}, not LlamaSwiftKVConfig"
             )
         loaded = AutoModelForCausalLM.from_pretrained(out, dtype="auto").eval()
-        if not isinstance(loaded, SwiftKVLlamaForCausalLM):
+        if not isinstance(loaded, LlamaSwiftKVForCausalLM):
             raise RuntimeError(
-                f"reloaded model is {type(loaded).__name__}, not SwiftKVLlamaForCausalLM"
+                f"reloaded model is {type(loaded).__name__}, not LlamaSwiftKVForCausalLM"
             )
         g = torch.Generator().manual_seed(0)
         ids = torch.randint(0, int(cfg["vocab_size"]), (1, 16), generator=g)
@@ -196,14 +205,15 @@ def convert(
             (a.argmax(-1) == ref.argmax(-1)).float().mean()
         )
     (out / "swiftkv_conversion.json").write_text(json.dumps(summary, indent=2) + "\n")
-    say.done(f"swiftkv_llama checkpoint in {out}")
+    say.done(f"llama_swiftkv checkpoint in {out}")
     return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = new_parser(
         "arctic_inference_core.swiftkv.convert",
-        "Convert a Hugging Face Llama checkpoint into a SwiftKV (swiftkv_llama) checkpoint.",
+        "Convert a Hugging Face Llama checkpoint into a SwiftKV checkpoint (the released "
+        "LlamaSwiftKV layout, model_type llama_swiftkv).",
     )
     add_base_model(p, "Llama checkpoint directory (HF format)", "--llama")
     add_out(p, "output directory")
@@ -213,7 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="K: full layers before the SwiftKV projection, in [1, L-1]",
     )
-    p.add_argument("--group-size", type=int, default=1, help="AcrossKV group size (default 1)")
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=1,
+        help="AcrossKV group size, dividing L-K (default 1)",
+    )
     p.add_argument(
         "--reduce",
         choices=("first", "mean"),

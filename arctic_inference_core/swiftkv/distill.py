@@ -1,20 +1,25 @@
-"""Distill a converted SwiftKV model against its original Llama (the teacher).
+"""Distill a converted SwiftKV model (released ``llama_swiftkv`` layout) against
+its original Llama (the teacher).
 
     python -m arctic_inference_core.swiftkv.distill --base-model LLAMA --student SWIFTKV \\
         --prompts FILE.jsonl --out DIR [--steps 200 --lr 1e-3 --batch-size 4 --seq-len 256 \\
         --eval-every 50 --device cpu --dtype float32 --resume --threads N --no-progress]
 
-``--base-model`` is the teacher (the original Llama; ``--teacher`` is its older
-spelling), ``--no-progress`` was ``--quiet`` and ``--warmup-steps`` was
+``--base-model`` is the teacher (the original Llama, or a ``llama_swiftkv``
+checkpoint, which then runs with ``swiftkv`` off: the student's own directory
+works, since the released layout keeps every original weight; ``--teacher`` is
+its older spelling), ``--no-progress`` was ``--quiet`` and ``--warmup-steps`` was
 ``--warmup``; the old spellings still work. The command skeleton (flags,
 ``CommandError``, progress lines, ``--resume``) is shared with
 :mod:`arctic_inference_core.speculator.train` and
 :mod:`arctic_inference_core.swiftkv.convert`.
 
-Only the parameters that SwiftKV adds are trained: ``model.swiftkv_proj.*``
-(the stacked K/V projection) and ``model.norm_swiftkv.weight``
-(``--train-qo`` also trains the later layers' ``q_proj``/``o_proj``). Every other
-parameter is frozen (``requires_grad=False``) and stays bit-identical.
+Only the parameters that SwiftKV adds are trained, as in ArcticTraining's
+recipe: ``model.norm_swiftkv.weight`` and the later layers'
+``self_attn.q_proj_swiftkv`` and ``k/v_proj_swiftkv``. Every other parameter
+is frozen (``requires_grad=False``) and stays bit-identical, so the result with
+``swiftkv: false`` is still the original Llama. The student runs with
+``swiftkv`` on and is saved with it on.
 
 Loss: forward KL ``KL(p_teacher || p_student)`` of the next-token distributions
 (temperature 1), averaged over all positions of each chunk. All positions run all
@@ -82,7 +87,7 @@ from arctic_inference_core.traces import read_prompt_records
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from arctic_inference_core.swiftkv.hf_llama import SwiftKVLlamaForCausalLM
+    from arctic_inference_core.swiftkv.hf_llama import LlamaSwiftKVForCausalLM
 
 __all__ = [
     "DistillError",
@@ -94,7 +99,13 @@ __all__ = [
     "run",
 ]
 
-SWIFTKV_PREFIXES = ("model.swiftkv_proj.", "model.norm_swiftkv.")
+
+def is_swiftkv_param(name: str) -> bool:
+    """Whether parameter ``name`` is one SwiftKV adds to the Llama
+    (``norm_swiftkv``, ``*_proj_swiftkv``)."""
+    return "swiftkv" in name
+
+
 _DTYPES = ("float32", "bfloat16", "float16")
 _STATE_NAME = "state.json"
 
@@ -167,20 +178,8 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
 # ----------------------------------------------------------------------------- model
 
 
-def trainable_names(model: SwiftKVLlamaForCausalLM, train_qo: bool = False) -> list[str]:
-    layout = model.config.swiftkv_layout()
-    n = layout.num_key_value_layers
-    names = []
-    for name, _ in model.named_parameters():
-        if name.startswith(SWIFTKV_PREFIXES):
-            names.append(name)
-        elif train_qo and any(
-            name.startswith(f"model.layers.{i}.self_attn.{p}_proj.")
-            for i in range(n, layout.num_hidden_layers)
-            for p in "qo"
-        ):
-            names.append(name)
-    return names
+def trainable_names(model: LlamaSwiftKVForCausalLM) -> list[str]:
+    return [name for name, _ in model.named_parameters() if is_swiftkv_param(name)]
 
 
 def freeze_all_but(model: torch.nn.Module, names: list[str]) -> list[torch.nn.Parameter]:
@@ -268,7 +267,7 @@ def run(args: argparse.Namespace, log: Log | None = None) -> dict[str, Any]:
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from arctic_inference_core.swiftkv.hf_llama import SwiftKVLlamaConfig, SwiftKVLlamaForCausalLM
+    from arctic_inference_core.swiftkv.hf_llama import LlamaSwiftKVConfig, LlamaSwiftKVForCausalLM
 
     say = Reporter("distill", log)
     check_training_args(args, min_steps=0, min_eval_every=0)
@@ -281,16 +280,21 @@ def run(args: argparse.Namespace, log: Log | None = None) -> dict[str, Any]:
         if not (pth / "config.json").is_file():
             raise CommandError(f"--{what} {pth}: not a model directory (no config.json)")
     s_cfg = AutoConfig.from_pretrained(student_path)
-    if not isinstance(s_cfg, SwiftKVLlamaConfig):
+    if not isinstance(s_cfg, LlamaSwiftKVConfig):
         raise CommandError(
-            f"--student {student_path} is not a swiftkv_llama checkpoint "
+            f"--student {student_path} is not a llama_swiftkv checkpoint "
             f"(model_type={s_cfg.model_type!r}); convert it first"
         )
+    if s_cfg.num_key_value_layers == s_cfg.num_hidden_layers:
+        raise CommandError(
+            f"--student {student_path} has no later layer (num_key_value_layers = "
+            f"num_hidden_layers = {s_cfg.num_hidden_layers}); convert with a smaller K"
+        )
     t_cfg = AutoConfig.from_pretrained(teacher_path)
-    if t_cfg.model_type != "llama":
+    if t_cfg.model_type not in ("llama", "llama_swiftkv"):
         raise CommandError(
             f"--base-model {teacher_path} is not a Llama checkpoint "
-            f"(model_type={t_cfg.model_type!r})"
+            f"(model_type={t_cfg.model_type!r}; llama or llama_swiftkv)"
         )
     ckpt = out / CHECKPOINT_DIR
     resume_from = resume_checkpoint(args, _STATE_NAME)
@@ -303,13 +307,18 @@ def run(args: argparse.Namespace, log: Log | None = None) -> dict[str, Any]:
     apply_threads(args)
     device = args.device
     teacher = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=dtype).to(device).eval()
+    if isinstance(teacher, LlamaSwiftKVForCausalLM):
+        teacher.swiftkv(False)  # the original Llama the checkpoint keeps
     student = AutoModelForCausalLM.from_pretrained(student_path, dtype=dtype).to(device)
-    assert isinstance(student, SwiftKVLlamaForCausalLM)
+    assert isinstance(student, LlamaSwiftKVForCausalLM)
+    if not student.config.swiftkv:
+        say("the student's config has swiftkv: false; distilling (and saving) it with swiftkv on")
+        student.swiftkv(True)
     saved_dtype = getattr(s_cfg, "dtype", None) or getattr(s_cfg, "torch_dtype", None)
     for p in teacher.parameters():
         p.requires_grad_(False)
     _check_pair(teacher, student, say)
-    names = trainable_names(student, args.train_qo)
+    names = trainable_names(student)
     params = freeze_all_but(student, names)
     n_train = sum(p.numel() for p in params)
     n_total = sum(p.numel() for p in student.parameters())
@@ -496,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Train a converted SwiftKV model's new K/V projection to match the original Llama.",
     )
     add_base_model(p, "original Llama checkpoint directory (the teacher)", "--teacher")
-    p.add_argument("--student", required=True, help="converted swiftkv_llama directory")
+    p.add_argument("--student", required=True, help="converted llama_swiftkv directory")
     add_prompts(p, "JSONL with 'prompt' (and optional 'response')")
     add_out(p, "output directory")
     add_training_args(
@@ -519,9 +528,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-fraction", type=float, default=0.05, help="fraction of records held out")
     p.add_argument("--max-eval-chunks", type=int, default=32)
     p.add_argument("--max-bytes", type=int, default=None, help="read at most this much text")
-    p.add_argument(
-        "--train-qo", action="store_true", help="also train the later layers' q_proj/o_proj"
-    )
     p.add_argument(
         "--stop-at",
         type=int,

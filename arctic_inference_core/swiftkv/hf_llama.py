@@ -1,38 +1,44 @@
-"""Reference SwiftKV Llama for Hugging Face ``transformers`` (CPU-friendly, no KV cache).
+"""SwiftKV Llama for Hugging Face ``transformers``, in the released layout
+(ArcticTraining's ``LlamaSwiftKV``; CPU-friendly reference, no KV cache).
 
-Importing this module registers ``model_type="swiftkv_llama"`` with
+Importing this module registers ``model_type="llama_swiftkv"`` with
 ``AutoConfig`` and ``AutoModelForCausalLM``.
 
-Model (absolute layers ``0 .. N-1``, ``n = num_key_value_layers``):
+Checkpoint layout (``N = num_hidden_layers``, ``n = num_key_value_layers``,
+``g = key_value_group_size``; docs/swiftkv.md):
 
-- layers ``0 .. n-1`` are plain Llama decoder layers (own q/k/v/o projections);
-- ``x_n`` (hidden state after layer ``n-1``) is normalized by ``norm_swiftkv``
-  and fed to one :class:`~arctic_inference_core.swiftkv.SwiftKVProjection`
-  that produces K/V of all later layers (AcrossKV: one slot per group);
-- later layers ``n .. N-1`` have only ``q_proj``/``o_proj``: their attention
-  reads the slot's K/V; MLPs and norms are as in Llama.
+- config: ``model_type: "llama_swiftkv"``, ``architectures:
+  ["LlamaSwiftKVForCausalLM"]``, ``swiftkv``, ``num_key_value_layers``,
+  ``key_value_group_size``;
+- every layer keeps the Llama's ``self_attn.{q,k,v,o}_proj``;
+- layers ``i >= n`` add ``self_attn.q_proj_swiftkv``; the first layer of each
+  group of ``g`` (``(i - n) % g == 0``) adds ``self_attn.k_proj_swiftkv`` and
+  ``self_attn.v_proj_swiftkv``;
+- ``model.norm_swiftkv``.
 
-``forward(input_ids, logits_to_keep=k)`` with ``k > 0`` is the SwiftKV prefill
-shortcut: all tokens go through the first ``n`` layers and the projection, but
-only the last ``k`` tokens run the later layers. With ``k == 0`` all tokens run
-all layers (training/distillation form). Both give the same logits for the last
-``k`` tokens (tested).
+With ``swiftkv: true``, the hidden state entering layer ``n`` goes through
+``norm_swiftkv`` and each group's ``k/v_proj_swiftkv``; a later layer attends
+with ``q_proj_swiftkv`` of its own input over its group's K/V (RoPE applied
+in each layer, as to any key) and keeps its ``o_proj``, norms and MLP. Its
+original ``q/k/v_proj`` are unused. With ``swiftkv: false`` the model is the
+original Llama (every layer with its original projections).
 
-Initialization from a Llama (:meth:`SwiftKVLlamaForCausalLM.from_llama`) copies
-every weight, sets ``norm_swiftkv`` to layer ``n``'s ``input_layernorm`` and
-stacks the later layers' ``k_proj``/``v_proj`` (the starting point for SwiftKV
-distillation). With ``n == N - 1`` (one later layer, group size 1) this is
-exactly the original Llama (tested); for smaller ``n`` it is an approximation
-that distillation trains.
+``forward(input_ids, logits_to_keep=k)`` with ``k > 0`` and SwiftKV on is the
+prefill shortcut: every token runs the first ``n`` layers and the K/V
+projections, only the last ``k`` tokens run the later layers. With ``k == 0``
+all tokens run all layers (training/distillation form). Both give the same
+logits for the last ``k`` tokens (tested).
+
+Loading is strict: a checkpoint with a missing or an unexpected weight is a
+``ValueError`` naming it.
 
 Limitations: no KV cache / ``generate`` incremental decoding, no padding
-``attention_mask`` (right-aligned batches of equal length only), default and
-HF-supported RoPE scaling through ``LlamaRotaryEmbedding``.
+``attention_mask`` (batches of equal length only).
 """
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -47,10 +53,11 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
 
+from arctic_inference_core._validate import check_int
 from arctic_inference_core.swiftkv.layout import SwiftKVLayout
-from arctic_inference_core.swiftkv.ops import SwiftKVProjection, apply_rope
+from arctic_inference_core.swiftkv.ops import apply_rope
 
-__all__ = ["SwiftKVLlamaConfig", "SwiftKVLlamaForCausalLM", "SwiftKVLlamaModel"]
+__all__ = ["LlamaSwiftKVConfig", "LlamaSwiftKVForCausalLM", "LlamaSwiftKVModel"]
 
 _Config = TypeVar("_Config", bound=type)
 
@@ -65,25 +72,40 @@ def _strict_if_available(cls: _Config) -> _Config:
 
 
 @_strict_if_available
-class SwiftKVLlamaConfig(LlamaConfig):
-    """:class:`~transformers.LlamaConfig` plus ``num_key_value_layers`` (full layers
-    before the SwiftKV projection; default ``num_hidden_layers // 2``) and
-    ``key_value_group_size`` (AcrossKV, default 1)."""
+class LlamaSwiftKVConfig(LlamaConfig):
+    """:class:`~transformers.LlamaConfig` plus the released SwiftKV fields:
+    ``swiftkv`` (use the SwiftKV path; default false, the original model),
+    ``num_key_value_layers`` (layers with their own K/V; unset or 0: all
+    layers) and ``key_value_group_size`` (later layers sharing one K/V;
+    unset or 0: 1). The group size must divide the number of later layers."""
 
-    model_type = "swiftkv_llama"
+    model_type = "llama_swiftkv"
 
+    swiftkv: bool = False
     num_key_value_layers: int | None = None
-    key_value_group_size: int = 1
+    key_value_group_size: int | None = None
 
     def __post_init__(self, **kwargs: object) -> None:
         super().__post_init__(**kwargs)
-        if self.num_key_value_layers is None:
-            self.num_key_value_layers = max(1, self.num_hidden_layers // 2)
-        self.swiftkv_layout()  # validate
+        n_layers = self.num_hidden_layers
+        if not self.num_key_value_layers:
+            self.num_key_value_layers = n_layers
+        if not self.key_value_group_size:
+            self.key_value_group_size = 1
+        n = check_int("num_key_value_layers", self.num_key_value_layers, 1, n_layers)
+        g = check_int("key_value_group_size", self.key_value_group_size, 1)
+        if (n_layers - n) % g:
+            raise ValueError(
+                f"key_value_group_size ({g}) must divide the number of later layers "
+                f"({n_layers - n} = num_hidden_layers {n_layers} - num_key_value_layers {n})"
+            )
+        if self.swiftkv:
+            self.swiftkv_layout()  # validate
 
     def swiftkv_layout(self) -> SwiftKVLayout:
-        """The validated :class:`SwiftKVLayout` of this config."""
-        assert self.num_key_value_layers is not None
+        """The validated :class:`SwiftKVLayout` of this config (needs at least
+        one later layer: ``num_key_value_layers < num_hidden_layers``)."""
+        assert self.num_key_value_layers is not None and self.key_value_group_size is not None
         return SwiftKVLayout(
             num_hidden_layers=self.num_hidden_layers,
             num_key_value_layers=self.num_key_value_layers,
@@ -92,6 +114,22 @@ class SwiftKVLlamaConfig(LlamaConfig):
             head_dim=self.head_dim,
             hidden_size=self.hidden_size,
         )
+
+    def has_kv_swiftkv(self, layer_idx: int) -> bool:
+        """Whether layer ``layer_idx`` holds ``k/v_proj_swiftkv`` (the first
+        later layer of its group)."""
+        n, g = self.num_key_value_layers, self.key_value_group_size
+        assert n is not None and g is not None
+        return layer_idx >= n and (layer_idx - n) % g == 0
+
+    def kv_source_layer(self, layer_idx: int) -> int:
+        """The layer whose ``k/v_proj_swiftkv`` gives later layer ``layer_idx``
+        its K/V."""
+        n, g = self.num_key_value_layers, self.key_value_group_size
+        assert n is not None and g is not None
+        if layer_idx < n:
+            raise ValueError(f"layer {layer_idx} is not a later layer (num_key_value_layers={n})")
+        return n + (layer_idx - n) // g * g
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -109,10 +147,23 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> 
     return out.transpose(1, 2).reshape(b, tq, hq * d)
 
 
-class SwiftKVLlamaAttention(nn.Module):
-    """Llama attention; later (SwiftKV) layers have no k_proj/v_proj."""
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE on ``x`` ``[B, T, H, D]`` with ``cos``/``sin`` ``[B, T, D]``."""
+    b, t, h, d = x.shape
+    return apply_rope(x.reshape(b * t, h, d), cos.reshape(b * t, -1), sin.reshape(b * t, -1)).view(
+        b, t, h, d
+    )
 
-    def __init__(self, config: SwiftKVLlamaConfig, layer_idx: int, swiftkv: bool) -> None:
+
+def _linear(config: LlamaSwiftKVConfig, rows: int) -> nn.Linear:
+    return nn.Linear(config.hidden_size, rows, bias=config.attention_bias)
+
+
+class LlamaSwiftKVAttention(nn.Module):
+    """Llama attention; later layers add ``q_proj_swiftkv`` and, on the first
+    layer of a group, ``k/v_proj_swiftkv``."""
+
+    def __init__(self, config: LlamaSwiftKVConfig, layer_idx: int) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
         num_kv_heads = config.num_key_value_heads
@@ -124,93 +175,102 @@ class SwiftKVLlamaAttention(nn.Module):
             head_dim = config.hidden_size // config.num_attention_heads
         self.head_dim: int = head_dim
         self.scaling = self.head_dim**-0.5
-        self.layer_idx = layer_idx
-        self.swiftkv = swiftkv
-        bias = config.attention_bias
-        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
-        if not swiftkv:
-            self.k_proj = nn.Linear(
-                config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias
-            )
-            self.v_proj = nn.Linear(
-                config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias
-            )
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        q_rows, kv_rows = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.q_proj = _linear(config, q_rows)
+        self.k_proj = _linear(config, kv_rows)
+        self.v_proj = _linear(config, kv_rows)
+        self.o_proj = nn.Linear(q_rows, config.hidden_size, bias=config.attention_bias)
+        assert config.num_key_value_layers is not None
+        if layer_idx >= config.num_key_value_layers:
+            self.q_proj_swiftkv = _linear(config, q_rows)
+        if config.has_kv_swiftkv(layer_idx):
+            self.k_proj_swiftkv = _linear(config, kv_rows)
+            self.v_proj_swiftkv = _linear(config, kv_rows)
 
     def forward(
         self,
         x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
+        cos_q: torch.Tensor,
+        sin_q: torch.Tensor,
+        cos_k: torch.Tensor,
+        sin_k: torch.Tensor,
         kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """x ``[B, Tq, hidden]``; cos/sin ``[B, Tq, D]`` for the query positions;
-        ``kv`` (later layers only) ``[B, Tk, Hkv, D]`` each, RoPE already applied."""
+        """``x`` ``[B, Tq, hidden]``; ``cos_q/sin_q`` ``[B, Tq, D]`` of the query
+        positions, ``cos_k/sin_k`` ``[B, Tk, D]`` of the key positions. ``kv``
+        (SwiftKV path): the group's K/V projections ``[B, Tk, Hkv * D]``, before
+        RoPE; without it the layer's own ``k/v_proj`` of ``x`` (then Tk == Tq)."""
         b, tq, _ = x.shape
-        q = self.q_proj(x).view(b, tq, self.num_heads, self.head_dim)
-        q = apply_rope(
-            q.reshape(b * tq, self.num_heads, self.head_dim),
-            cos.reshape(b * tq, -1),
-            sin.reshape(b * tq, -1),
-        ).view(b, tq, self.num_heads, self.head_dim)
         if kv is None:
-            k = self.k_proj(x).view(b * tq, self.num_kv_heads, self.head_dim)
-            k = apply_rope(k, cos.reshape(b * tq, -1), sin.reshape(b * tq, -1)).view(
-                b, tq, self.num_kv_heads, -1
-            )
-            v = self.v_proj(x).view(b, tq, self.num_kv_heads, self.head_dim)
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         else:
-            k, v = kv
-        return self.o_proj(_attend(q, k, v, self.scaling))
+            q, (k, v) = self.q_proj_swiftkv(x), kv
+        tk = k.shape[1]
+        q = _rope(q.view(b, tq, self.num_heads, self.head_dim), cos_q, sin_q)
+        k = _rope(k.view(b, tk, self.num_kv_heads, self.head_dim), cos_k, sin_k)
+        v = v.view(b, tk, self.num_kv_heads, self.head_dim)
+        out: torch.Tensor = self.o_proj(_attend(q, k, v, self.scaling))
+        return out
 
 
-class SwiftKVLlamaDecoderLayer(nn.Module):
-    def __init__(self, config: SwiftKVLlamaConfig, layer_idx: int, swiftkv: bool) -> None:
+class LlamaSwiftKVDecoderLayer(nn.Module):
+    def __init__(self, config: LlamaSwiftKVConfig, layer_idx: int) -> None:
         super().__init__()
-        self.self_attn = SwiftKVLlamaAttention(config, layer_idx, swiftkv)
+        self.self_attn = LlamaSwiftKVAttention(config, layer_idx)
         self.mlp = LlamaMLP(config)
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, kv=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, kv)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope_q: tuple[torch.Tensor, torch.Tensor],
+        rope_k: tuple[torch.Tensor, torch.Tensor],
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), *rope_q, *rope_k, kv)
+        out: torch.Tensor = x + self.mlp(self.post_attention_layernorm(x))
+        return out
 
 
-class SwiftKVLlamaPreTrainedModel(PreTrainedModel):
-    config_class = SwiftKVLlamaConfig
-    config: SwiftKVLlamaConfig
+class LlamaSwiftKVPreTrainedModel(PreTrainedModel):
+    config_class = LlamaSwiftKVConfig
+    config: LlamaSwiftKVConfig
     base_model_prefix = "model"
-    _no_split_modules = ["SwiftKVLlamaDecoderLayer"]
+    _no_split_modules = ["LlamaSwiftKVDecoderLayer"]
 
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, SwiftKVProjection):
-            module.weight.normal_(mean=0.0, std=self.config.initializer_range)
-            if module.bias is not None:
-                module.bias.zero_()
-        else:
-            super()._init_weights(module)
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """``PreTrainedModel.from_pretrained``, strict: a missing or an
+        unexpected weight is a ``ValueError`` that names it (transformers
+        would only warn and initialize the missing ones at random)."""
+        want_info = kwargs.pop("output_loading_info", False)
+        # transformers types the return as the model alone; with output_loading_info it is a pair
+        loaded: Any = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        model, info = loaded
+        missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+        if missing or unexpected:
+            raise ValueError(
+                f"{args[0] if args else kwargs.get('pretrained_model_name_or_path')} is not a "
+                f"LlamaSwiftKV checkpoint of this config: missing weights {missing}, unexpected "
+                f"weights {unexpected} (num_key_value_layers="
+                f"{model.config.num_key_value_layers}, key_value_group_size="
+                f"{model.config.key_value_group_size}; docs/swiftkv.md lists the layout)"
+            )
+        return (model, info) if want_info else model
 
 
-class SwiftKVLlamaModel(SwiftKVLlamaPreTrainedModel):
+class LlamaSwiftKVModel(LlamaSwiftKVPreTrainedModel):
     """Decoder stack; returns the final-normed hidden states of the kept tokens."""
 
-    def __init__(self, config: SwiftKVLlamaConfig) -> None:
+    def __init__(self, config: LlamaSwiftKVConfig) -> None:
         super().__init__(config)
-        self.layout = config.swiftkv_layout()
-        if self.layout.num_kv_heads is None or self.layout.head_dim is None:
-            raise ValueError("swiftkv_llama needs num_key_value_heads and head_dim")
-        self._kv_shape = (self.layout.num_kv_heads, self.layout.head_dim)
-        n = self.layout.num_key_value_layers
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList(
-            SwiftKVLlamaDecoderLayer(config, i, swiftkv=i >= n)
-            for i in range(config.num_hidden_layers)
+            LlamaSwiftKVDecoderLayer(config, i) for i in range(config.num_hidden_layers)
         )
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.norm_swiftkv = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.swiftkv_proj = SwiftKVProjection(self.layout, bias=config.attention_bias)
         self.rotary_emb = LlamaRotaryEmbedding(config)
         self.post_init()
 
@@ -220,8 +280,9 @@ class SwiftKVLlamaModel(SwiftKVLlamaPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         num_query_tokens: int = 0,
     ) -> torch.Tensor:
-        """``input_ids`` ``[B, T]``. ``num_query_tokens`` > 0: only the last that many
-        tokens run the later layers (SwiftKV prefill); 0: all tokens do."""
+        """``input_ids`` ``[B, T]``. With SwiftKV on and ``num_query_tokens`` > 0,
+        only the last that many tokens run the later layers (and are returned);
+        otherwise every token runs every layer."""
         if input_ids.dim() != 2:
             raise ValueError(
                 f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}"
@@ -229,36 +290,51 @@ class SwiftKVLlamaModel(SwiftKVLlamaPreTrainedModel):
         b, t = input_ids.shape
         if not 0 <= num_query_tokens <= t:
             raise ValueError(f"num_query_tokens must be in [0, {t}], got {num_query_tokens}")
-        tq = num_query_tokens or t
         if position_ids is None:
             position_ids = torch.arange(t, device=input_ids.device)[None].expand(b, t)
         x = self.embed_tokens(input_ids)
-        cos, sin = self.rotary_emb(x, position_ids)  # [B, T, D]
-        lay = self.layout
-        for layer in self.layers[: lay.num_key_value_layers]:
-            x = layer(x, cos, sin)
-        # SwiftKV: K/V of every later layer from one projection of norm_swiftkv(x).
-        h = self.norm_swiftkv(x).reshape(b * t, -1)
-        k, v = self.swiftkv_proj(h, cos.reshape(b * t, -1), sin.reshape(b * t, -1))
-        k = k.view(lay.num_kv_slots, b, t, *self._kv_shape)
-        v = v.view(lay.num_kv_slots, b, t, *self._kv_shape)
-        x, cos_q, sin_q = x[:, t - tq :], cos[:, t - tq :], sin[:, t - tq :]
-        for i in range(lay.num_key_value_layers, lay.num_hidden_layers):
-            s = lay.slot_for_layer(i)
-            x = self.layers[i](x, cos_q, sin_q, kv=(k[s], v[s]))
+        rope = self.rotary_emb(x, position_ids)  # cos, sin: [B, T, D]
+        cfg = self.config
+        n = cfg.num_key_value_layers if cfg.swiftkv else cfg.num_hidden_layers
+        assert n is not None
+        for layer in self.layers[:n]:
+            x = layer(x, rope, rope)
+        if not cfg.swiftkv:
+            return self.norm(x[:, t - (num_query_tokens or t) :])
+        # K/V of every later layer: its group's projections of norm_swiftkv(the
+        # hidden state entering layer n).
+        h = self.norm_swiftkv(x)
+        kv = {}
+        for i in range(n, cfg.num_hidden_layers):
+            if cfg.has_kv_swiftkv(i):
+                attn: LlamaSwiftKVAttention = self.layers[i].self_attn  # type: ignore[assignment]
+                kv[i] = (attn.k_proj_swiftkv(h), attn.v_proj_swiftkv(h))
+        tq = num_query_tokens or t
+        x = x[:, t - tq :]
+        rope_q = (rope[0][:, t - tq :], rope[1][:, t - tq :])
+        for i in range(n, cfg.num_hidden_layers):
+            x = self.layers[i](x, rope_q, rope, kv[cfg.kv_source_layer(i)])
         return self.norm(x)
 
 
-class SwiftKVLlamaForCausalLM(SwiftKVLlamaPreTrainedModel):
-    """Causal LM head on :class:`SwiftKVLlamaModel`."""
+class LlamaSwiftKVForCausalLM(LlamaSwiftKVPreTrainedModel):
+    """Causal LM head on :class:`LlamaSwiftKVModel`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
-    def __init__(self, config: SwiftKVLlamaConfig) -> None:
+    def __init__(self, config: LlamaSwiftKVConfig) -> None:
         super().__init__(config)
-        self.model = SwiftKVLlamaModel(config)
+        self.model = LlamaSwiftKVModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+
+    def swiftkv(self, enabled: bool = True) -> LlamaSwiftKVForCausalLM:
+        """Switch the SwiftKV path on or off (``config.swiftkv``); returns self.
+        Off, the model is the original Llama."""
+        if enabled:
+            self.config.swiftkv_layout()  # needs a later layer
+        self.config.swiftkv = bool(enabled)
+        return self
 
     def forward(
         self,
@@ -269,10 +345,10 @@ class SwiftKVLlamaForCausalLM(SwiftKVLlamaPreTrainedModel):
         logits_to_keep: int = 0,
         **kwargs: object,
     ) -> CausalLMOutputWithPast:
-        """Logits ``[B, T or logits_to_keep, vocab]``; ``logits_to_keep > 0`` uses the
-        SwiftKV shortcut (later layers only for those tokens)."""
+        """Logits ``[B, T or logits_to_keep, vocab]``; ``logits_to_keep > 0`` with
+        SwiftKV on uses the prefill shortcut (later layers only for those tokens)."""
         if attention_mask is not None and not bool(attention_mask.all()):
-            raise ValueError("SwiftKVLlamaForCausalLM (reference) does not support padding masks")
+            raise ValueError("LlamaSwiftKVForCausalLM (reference) does not support padding masks")
         if labels is not None and logits_to_keep:
             raise ValueError("labels need all logits (logits_to_keep=0)")
         hidden = self.model(input_ids, position_ids, num_query_tokens=logits_to_keep)
@@ -295,15 +371,21 @@ class SwiftKVLlamaForCausalLM(SwiftKVLlamaPreTrainedModel):
         num_key_value_layers: int,
         key_value_group_size: int = 1,
         reduce: Literal["first", "mean"] = "first",
-    ) -> SwiftKVLlamaForCausalLM:
-        """SwiftKV model initialized from a Llama: all weights copied, ``norm_swiftkv``
-        from layer ``num_key_value_layers``'s ``input_layernorm``, stacked projection
-        from the later layers' ``k_proj``/``v_proj`` (see :func:`stack_kv_weights`)."""
+    ) -> LlamaSwiftKVForCausalLM:
+        """A SwiftKV model (``swiftkv: true``) initialized from a Llama, as
+        distillation starts: every Llama weight copied, ``norm_swiftkv`` from
+        layer ``num_key_value_layers``'s ``input_layernorm``, ``q_proj_swiftkv``
+        from each later layer's ``q_proj``, and each group's ``k/v_proj_swiftkv``
+        from its layers' ``k/v_proj`` (``reduce``: the first layer's or the
+        mean, in float32)."""
+        if reduce not in ("first", "mean"):
+            raise ValueError(f"reduce must be 'first' or 'mean', got {reduce!r}")
         cfg_dict = llama.config.to_dict()
         for key in ("model_type", "architectures", "transformers_version"):
             cfg_dict.pop(key, None)
-        config = SwiftKVLlamaConfig(
+        config = LlamaSwiftKVConfig(
             **cfg_dict,
+            swiftkv=True,
             num_key_value_layers=num_key_value_layers,
             key_value_group_size=key_value_group_size,
         )
@@ -317,44 +399,39 @@ class SwiftKVLlamaForCausalLM(SwiftKVLlamaPreTrainedModel):
             if name in src_rope:
                 setattr(model.model.rotary_emb, name, src_rope[name].detach().clone())
         missing, unexpected = model.load_state_dict(llama.state_dict(), strict=False)
-        lay = config.swiftkv_layout()
-        later_kv = {
-            f"model.layers.{i}.self_attn.{p}_proj.{w}"
-            for i in range(lay.num_key_value_layers, lay.num_hidden_layers)
-            for p in "kv"
-            for w in ("weight", "bias")
-        }
-        bad_missing = [
-            k for k in missing if not k.startswith(("model.norm_swiftkv.", "model.swiftkv_proj."))
-        ]
-        bad_unexpected = [k for k in unexpected if k not in later_kv]
-        if bad_missing or bad_unexpected:
+        bad_missing = [k for k in missing if "swiftkv" not in k]
+        if bad_missing or unexpected:
             raise ValueError(
                 f"Llama state dict does not match the SwiftKV model: missing {bad_missing}, "
-                f"unexpected {bad_unexpected}"
+                f"unexpected {unexpected}"
             )
-        src = llama.model.layers
-        model.model.norm_swiftkv.weight.copy_(src[lay.num_key_value_layers].input_layernorm.weight)
-        later = range(lay.num_key_value_layers, lay.num_hidden_layers)
-        attns = [src[i].self_attn for i in later]
-        bias = config.attention_bias
-        model.model.swiftkv_proj.load_per_layer(
-            [a.k_proj.weight for a in attns],
-            [a.v_proj.weight for a in attns],
-            [a.k_proj.bias for a in attns] if bias else None,
-            [a.v_proj.bias for a in attns] if bias else None,
-            reduce=reduce,
-        )
+        lay = config.swiftkv_layout()
+        n, total = lay.num_key_value_layers, lay.num_hidden_layers
+        layers = model.model.layers
+        model.model.norm_swiftkv.weight.copy_(layers[n].input_layernorm.weight)
+        for i in range(n, total):
+            attn = layers[i].self_attn
+            attn.q_proj_swiftkv.load_state_dict(attn.q_proj.state_dict())
+        for s in range(lay.num_kv_slots):
+            group = [layers[i].self_attn for i in lay.layers_for_slot(s)]
+            target = group[0]
+            for proj in ("k_proj", "v_proj"):
+                for name, param in getattr(target, f"{proj}_swiftkv").named_parameters():
+                    members = [getattr(getattr(a, proj), name) for a in group]
+                    if reduce == "first":
+                        param.copy_(members[0])
+                    else:  # in float32, cast back
+                        param.copy_(torch.stack([m.float() for m in members]).mean(0))
         return model
 
 
 def _register() -> None:
     try:
-        AutoConfig.register("swiftkv_llama", SwiftKVLlamaConfig)
+        AutoConfig.register("llama_swiftkv", LlamaSwiftKVConfig)
     except ValueError:  # already registered (module re-import)
         pass
     try:
-        AutoModelForCausalLM.register(SwiftKVLlamaConfig, SwiftKVLlamaForCausalLM)
+        AutoModelForCausalLM.register(LlamaSwiftKVConfig, LlamaSwiftKVForCausalLM)
     except ValueError:
         pass
 

@@ -1,5 +1,5 @@
-"""SwiftKV conversion (Llama -> swiftkv_llama) and distillation commands on a tiny
-4-layer random Llama (CPU, seconds)."""
+"""SwiftKV conversion (Llama -> the released llama_swiftkv layout) and
+distillation commands on a tiny 4-layer random Llama (CPU, seconds)."""
 
 from __future__ import annotations
 
@@ -87,14 +87,14 @@ def setup(tmp_path_factory):
 def test_convert_saves_reloadable_model(setup) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from arctic_inference_core.swiftkv.hf_llama import SwiftKVLlamaForCausalLM
+    from arctic_inference_core.swiftkv.hf_llama import LlamaSwiftKVForCausalLM
 
     root, llama, student, summary = setup
     assert summary["reload_check"] == "ok" and summary["num_key_value_layers"] == 2
     assert {"tokenizer.json", "tokenizer_config.json"} <= set(summary["tokenizer_files"])
     model = AutoModelForCausalLM.from_pretrained(student)
-    assert isinstance(model, SwiftKVLlamaForCausalLM)
-    assert model.config.num_key_value_layers == 2
+    assert isinstance(model, LlamaSwiftKVForCausalLM)
+    assert model.config.num_key_value_layers == 2 and model.config.swiftkv is True
     assert AutoTokenizer.from_pretrained(student)("ab", add_special_tokens=False)["input_ids"]
     # A K = L - 1 conversion is exactly the Llama (checks RoPE buffers stay fp32 etc.).
     exact = root / "exact"
@@ -141,7 +141,7 @@ def test_convert_cli_errors(setup, tmp_path, capsys) -> None:
         )
         == 2
     )
-    assert "model_type='swiftkv_llama'" in capsys.readouterr().err
+    assert "model_type='llama_swiftkv'" in capsys.readouterr().err
     # Group size larger than the later layers; non-empty --out without --force.
     assert (
         conv.main(
@@ -159,6 +159,10 @@ def test_convert_cli_errors(setup, tmp_path, capsys) -> None:
         == 2
     )
     assert "larger than the number of later layers" in capsys.readouterr().err
+    # 3 later layers do not split in groups of 2 in the released layout
+    argv = ["--llama", str(llama), "--out", str(tmp_path / "o4"), "--num-key-value-layers", "1"]
+    assert conv.main([*argv, "--group-size", "2"]) == 2
+    assert "must divide the number of later layers (3)" in capsys.readouterr().err
     assert (
         conv.main(["--llama", str(llama), "--out", str(student), "--num-key-value-layers", "2"])
         == 2
@@ -209,8 +213,8 @@ def test_distill_improves_and_freezes(setup, tmp_path) -> None:
     hist = json.loads((out / "eval.json").read_text())
     assert [h["step"] for h in hist["history"]] == [0, 40, 80]
     assert set(hist["meta"]["trainable"]) == {
-        "model.swiftkv_proj.weight",
         "model.norm_swiftkv.weight",
+        *(f"model.layers.{i}.self_attn.{p}_proj_swiftkv.weight" for i in (2, 3) for p in "qkv"),
     }
 
     # Frozen parameters of the saved final student equal the converted student's.
@@ -218,7 +222,7 @@ def test_distill_improves_and_freezes(setup, tmp_path) -> None:
     s1 = load_file(str(out / "final" / "model.safetensors"))
     assert s0.keys() == s1.keys()
     for k in s0:
-        if k.startswith(dist.SWIFTKV_PREFIXES):
+        if dist.is_swiftkv_param(k):
             assert not torch.equal(s0[k], s1[k]), k
         else:
             assert torch.equal(s0[k], s1[k]), k
@@ -261,8 +265,11 @@ def test_distill_errors(setup, tmp_path, capsys) -> None:
         )
 
     assert run(llama, llama, prompts, tmp_path / "a") == 2  # student not converted
-    assert "not a swiftkv_llama checkpoint" in capsys.readouterr().err
-    assert run(student, student, prompts, tmp_path / "b") == 2  # teacher not a Llama
+    assert "not a llama_swiftkv checkpoint" in capsys.readouterr().err
+    other = tmp_path / "gpt2"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    assert run(other, student, prompts, tmp_path / "b") == 2  # teacher not a Llama
     assert "not a Llama checkpoint" in capsys.readouterr().err
     assert run(llama, student, tmp_path / "missing.jsonl", tmp_path / "c") == 2
     assert "prompts file not found" in capsys.readouterr().err
@@ -276,3 +283,14 @@ def test_distill_errors(setup, tmp_path, capsys) -> None:
     assert "--lr must be > 0" in capsys.readouterr().err
     assert run(llama, tmp_path / "nodir", prompts, tmp_path / "g") == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_the_student_is_its_own_teacher(setup, tmp_path) -> None:
+    """The released layout keeps every Llama weight: the student's directory
+    as --base-model is the original Llama (run with swiftkv off)."""
+    root, llama, student, _ = setup
+    prompts = _prompts(tmp_path / "p.jsonl", n=20)
+    by_llama = dist.distill(_args(llama, student, prompts, tmp_path / "a", steps=0))
+    by_itself = dist.distill(_args(student, student, prompts, tmp_path / "b", steps=0))
+    assert by_itself["before"]["teacher_ce"] == pytest.approx(by_llama["before"]["teacher_ce"])
+    assert by_itself["before"]["kl"] == pytest.approx(by_llama["before"]["kl"])
