@@ -216,6 +216,12 @@ class ShiftInspector(UlyssesInspector):
 
         return shift.recorded_steps()
 
+    def shift_path_counts(self) -> dict[str, int]:
+        """Steps this worker ran on each path since it started."""
+        from arctic_inference_vllm.ulysses import shift
+
+        return shift.path_counts()
+
     def shift_kv_caches(self) -> dict[str, Any]:
         """Per attention layer: the cache tensors its backend got on each path
         (data pointers), and whether the SP model's layer of that name holds
