@@ -216,6 +216,15 @@ class ShiftInspector(UlyssesInspector):
 
         return shift.recorded_steps()
 
+    def shift_weight_bytes(self) -> dict[str, int]:
+        """Bytes of parameters this rank holds for each model (the TP model's
+        are shift parallelism's extra memory over Ulysses alone)."""
+        models = self._arctic_shift  # type: ignore[attr-defined]
+        return {
+            path: sum(p.numel() * p.element_size() for p in model.parameters())
+            for path, model in (("sp", models.sp), ("tp", models.tp))
+        }
+
     def shift_path_counts(self) -> dict[str, int]:
         """Steps this worker ran on each path since it started."""
         from arctic_inference_vllm.ulysses import shift

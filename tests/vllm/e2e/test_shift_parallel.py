@@ -104,6 +104,7 @@ def run(model: str, sp: int = 1, tp: int = 1) -> dict:
         if shift:
             got["steps"] = llm.collective_rpc("shift_steps")
             got["caches"] = llm.collective_rpc("shift_kv_caches")
+            got["weights"] = llm.collective_rpc("shift_weight_bytes")
         return got
     finally:
         os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
@@ -154,6 +155,10 @@ def test_tp2_sp2_shift_matches_sp1(tiny4: str, sp1: dict) -> None:
         for layer, c in rank.items():
             assert c["tp"] == c["sp"] == [c["cache"]], layer  # one cache tensor, both paths
             assert c["bound"], layer
+    # the TP model's weights, sharded 4 ways, are half the SP model's (2 ways),
+    # less what both replicate (norms)
+    for w in got["weights"]:
+        assert 0.45 < w["tp"] / w["sp"] < 0.55, w
 
 
 def test_vllm_serve_with_shift(tiny4: str, sp1: dict, tmp_path: Path, vllm_server) -> None:
