@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +15,10 @@ pytest.importorskip("vllm")
 # Worker extensions of the tests (e2e/arctic_probe.py) are loaded by name in
 # vLLM's worker processes, which inherit this path.
 sys.path.insert(0, str(Path(__file__).parent / "e2e"))
+# The `vllm serve` launcher is shared with the benchmarks (bench/benchlib).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from benchlib.serve import ServerError, serving  # noqa: E402
+
 from arctic_inference_vllm.envs import EXTRAS_ENV  # noqa: E402
 from arctic_inference_vllm.testing import build_tiny_llama, cpu_dtype  # noqa: E402
 
@@ -74,56 +74,20 @@ def make_llm():
     return _make_llm
 
 
-VLLM_CLI = Path(__file__).parent / "e2e" / "vllm_cli.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(proc: subprocess.Popen, base: str, log: Path, timeout: float = 240) -> str:
-    """Wait for a `vllm serve` process to answer /health; fail with its log."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                if r.status == 200:
-                    return base
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"vllm serve did not become healthy:\n{log.read_text()[-4000:]}")
-
-
 @contextlib.contextmanager
 def _serving(model: str, args: list[str], log: Path, env: dict[str, str]) -> Iterator[str]:
-    """`vllm serve MODEL` on a free loopback port as model "tiny" (512 tokens,
-    a small KV cache) plus ``args``, output to ``log``; yields its base URL
-    once healthy and stops it after."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable, str(VLLM_CLI), "serve", model, "--host", "127.0.0.1", "--port", str(port),
-        "--max-model-len", "512", "--gpu-memory-utilization", "0.1",
-        "--served-model-name", "tiny", *args,
-    ]  # fmt: skip
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        try:
-            yield _wait_healthy(proc, base, log)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    """`vllm serve MODEL` (bench/benchlib/serve.py) as model "tiny" (512
+    tokens, a small KV cache) plus ``args``, output to ``log``; yields its
+    base URL once healthy and stops it after."""
+    try:
+        with serving(model, args, log, env) as server:
+            yield server.base_url
+    except ServerError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="session")
 def vllm_server():
     """``with vllm_server(model, args, log, env) as base_url:`` a real
-    `vllm serve` (tests/vllm/e2e/vllm_cli.py) for the block."""
+    `vllm serve` (bench/benchlib/serve.py) for the block."""
     return _serving

@@ -299,7 +299,7 @@ def test_the_cli_flag_reaches_the_engine_args(tiny_model: str, switch_on) -> Non
 def test_vllm_serve_refuses_a_size_that_does_not_split(tiny_model: str) -> None:
     """The real CLI, in a fresh process: the flag is known and checked before
     any engine starts."""
-    cli = Path(__file__).with_name("vllm_cli.py")
+    cli = Path(__file__).resolve().parents[3] / "bench" / "benchlib" / "vllm_cli.py"
     out = subprocess.run(
         [sys.executable, str(cli), "serve", tiny_model, "--ulysses-sequence-parallel-size", "3"],
         capture_output=True,

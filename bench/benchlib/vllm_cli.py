@@ -6,7 +6,7 @@ importlib.metadata.version("vllm"), but the CPU wheel's distribution is named
 anything. This launcher answers that one lookup (and, since vLLM's platform
 probe reads the same version string, names the CPU platform through vLLM's
 documented VLLM_TARGET_DEVICE):
-    python tests/vllm/e2e/vllm_cli.py serve MODEL --speculative-config ...
+    python bench/benchlib/vllm_cli.py serve MODEL --speculative-config ...
 """
 
 import importlib.metadata as metadata
