@@ -26,8 +26,12 @@ def _is_int(value: object) -> bool:
 class AdapterSettings:
     """Checked settings (ValueError naming the key on a bad value)."""
 
-    # suffix/proposer.py: the most tokens one step verifies (None: automatic)
+    # suffix/draft_policy.py: a fixed cap on the tokens one step verifies
+    # (None: the cost-aware policy chooses every step)
     suffix_step_token_budget: int | None = None
+    # suffix/step_cost.py: a measured step cost curve (JSON file) the
+    # policy starts from (None: learned from scratch)
+    suffix_step_cost_curve: str | None = None
     # suffix/proposer.py: threads of the per-step drafting call
     suffix_num_threads: int = 1
     # swiftkv/config.py: prompt tokens skip the later layers
@@ -43,6 +47,11 @@ class AdapterSettings:
         budget = self.suffix_step_token_budget
         if budget is not None and (not _is_int(budget) or budget < 0):
             raise ValueError(f"suffix_step_token_budget must be an integer >= 0, got {budget!r}")
+        curve = self.suffix_step_cost_curve
+        if curve is not None and (not isinstance(curve, str) or not curve):
+            raise ValueError(
+                f"suffix_step_cost_curve must be the path of a JSON cost curve, got {curve!r}"
+            )
         threads = self.suffix_num_threads
         if not _is_int(threads) or not 1 <= threads <= 256:
             raise ValueError(f"suffix_num_threads must be an integer in [1, 256], got {threads!r}")

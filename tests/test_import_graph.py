@@ -77,7 +77,7 @@ def test_graph_sees_imports() -> None:
     assert f"{c}._validate" in core[f"{c}.suffix.cache"]
     assert f"{a}.speculator.step" in adapter[f"{a}.patches.speculator_runner"]
     assert f"{a}.patches" in adapter[f"{a}.speculator.proposer"]
-    assert f"{a}.speculator.scored_suffix" in adapter[f"{a}.speculator.proposer"]  # lazy
+    assert f"{a}.speculator.drafting" in adapter[f"{a}.speculator.proposer"]  # lazy
 
 
 @pytest.mark.parametrize("package", PACKAGES)

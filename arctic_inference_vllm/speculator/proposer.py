@@ -8,12 +8,14 @@ before. Per step:
 
 1. Above ``disable_by_batch_size`` running requests: no drafts (the suffix
    cache still takes the new tokens, so later drafts stay right).
-2. With ``enable_suffix_decoding``: a request keeps its suffix draft when the
-   draft's score (expected accepted tokens) is at least the speculator's
-   draft length (Arctic Inference's rule).
-3. Every other request with a sampled token gets the speculator's greedy
-   draft from its last hidden state and last token, all in one batched call
-   (replayed from a CUDA graph on GPU: ``GraphDrafter``).
+2. Each request's candidate is its suffix draft (with
+   ``enable_suffix_decoding``) when the draft's score (expected accepted
+   tokens) is at least the speculator's draft length (Arctic Inference's
+   rule), else the speculator's draft; the cost-aware draft policy chooses
+   how many tokens of each the step verifies (drafting.py).
+3. The requests that keep speculator tokens get the speculator's greedy
+   draft from their last hidden state and last token, all in one batched
+   call (replayed from a CUDA graph on GPU: ``GraphDrafter``).
 
 Drafts are lists of different lengths, which vLLM's custom_class path takes
 as is (like suffix and n-gram drafts).
@@ -30,7 +32,7 @@ from arctic_inference_vllm.speculator.step import StepInputs, StepInputsReceiver
 
 if TYPE_CHECKING:
     from arctic_inference_core.speculator import GraphDrafter
-    from arctic_inference_vllm.speculator.scored_suffix import ScoredSuffixProposer
+    from arctic_inference_vllm.speculator.drafting import ArcticDrafting
 
 
 def last_sampled_rows(
@@ -55,16 +57,6 @@ def last_sampled_rows(
     return rows
 
 
-def choose_drafts(
-    suffix_drafts: Sequence[list[int]], suffix_scores: Sequence[float], speculator_tokens: int
-) -> tuple[list[list[int]], list[bool]]:
-    """Keep suffix drafts scoring at least the speculator's draft length;
-    returns the kept drafts (others empty) and which rows still need the
-    speculator."""
-    keep = [bool(d) and s >= speculator_tokens for d, s in zip(suffix_drafts, suffix_scores)]
-    return [list(d) if k else [] for d, k in zip(suffix_drafts, keep)], [not k for k in keep]
-
-
 class ArcticProposer(StepInputsReceiver):
     def __init__(self, vllm_config: Any) -> None:
         check_switch()
@@ -74,19 +66,22 @@ class ArcticProposer(StepInputsReceiver):
         self.device_config = vllm_config.device_config
         self.max_model_len: int = vllm_config.model_config.max_model_len
         self.max_num_seqs: int = vllm_config.scheduler_config.max_num_seqs
-        self.suffix: ScoredSuffixProposer | None = None
-        if self.settings.enable_suffix_decoding:
-            # imports vLLM's suffix proposer
-            from arctic_inference_vllm.speculator.scored_suffix import ScoredSuffixProposer
+        # imports vLLM's suffix proposer
+        from arctic_inference_vllm.speculator.drafting import ArcticDrafting
 
-            self.suffix = ScoredSuffixProposer(vllm_config)
+        self.drafting: ArcticDrafting = ArcticDrafting(
+            vllm_config,
+            vllm_config.speculative_config.num_speculative_tokens,
+            self.settings.enable_suffix_decoding,
+        )
+        self.policy = self.drafting.policy  # for diagnostics and the benchmarks
         self.drafter: GraphDrafter | None = None
         self._step: StepInputs | None = None
 
     @property
     def suffix_cache(self) -> Any:
         """For diagnostics.SuffixCacheInspector."""
-        return None if self.suffix is None else self.suffix.suffix_cache
+        return self.drafting.suffix_cache
 
     def load_model(self, target_model: Any) -> None:
         """Called by vLLM's runner right after it loads the target model."""
@@ -124,24 +119,15 @@ class ArcticProposer(StepInputsReceiver):
         limit = self.settings.disable_by_batch_size
         off = step.num_spec_tokens <= 0 or (limit is not None and len(batch.req_ids) > limit)
 
-        drafts: list[list[int]] = [[] for _ in range(n)]
-        need = [True] * n
         k = min(self.settings.speculator_tokens, step.num_spec_tokens)
-        if self.suffix is not None:
-            # Always called: it feeds the step's tokens to the suffix cache.
-            suffix = self.suffix.propose(
-                0 if off else step.num_spec_tokens, batch, sampled_token_ids
-            )
-            scores = self.suffix.scores(batch.req_ids[:n], suffix)
-            drafts, need = choose_drafts(suffix, list(scores), k)
-        if off:
-            return [[] for _ in range(n)]
-
         room = [self.max_model_len - int(num_tokens_no_spec[i]) - 1 for i in range(n)]
-        rows = [i for i in range(n) if need[i] and sampled_token_ids[i] and room[i] > 0]
+        plan = self.drafting.plan(batch, sampled_token_ids, room, k, step.num_spec_tokens, off)
+        drafts = plan.drafts
+        rows = sorted(plan.speculator)
         if rows:
             for i, d in zip(rows, self._draft(step, sampled_token_ids, rows, k)):
-                drafts[i] = d[: room[i]]
+                drafts[i] = d[: min(room[i], plan.speculator[i])]
+        self.drafting.record(plan, drafts)
         return drafts
 
     def _draft(

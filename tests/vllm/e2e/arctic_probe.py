@@ -35,3 +35,7 @@ class ArcticProbe(SuffixCacheInspector):
 
     def arctic_probe_stats(self) -> dict[str, int]:
         return dict(self._arctic_probe)
+
+    def draft_policy_state(self) -> dict[str, Any]:
+        """What the proposer's draft policy learned and chose."""
+        return self.model_runner.drafter.policy.snapshot()  # type: ignore[attr-defined, no-any-return]

@@ -57,6 +57,7 @@ def test_bad_adapter_settings_are_rejected() -> None:
     ok = adapter_settings(SimpleNamespace(additional_config={}))
     assert ok == AdapterSettings(
         suffix_step_token_budget=None,
+        suffix_step_cost_curve=None,
         suffix_num_threads=1,
         swiftkv_fast_prefill=True,
         ulysses_sequence_parallel_size=1,
@@ -65,6 +66,7 @@ def test_bad_adapter_settings_are_rejected() -> None:
         ({"arctic_inference": {"nope": 1}}, "unknown keys"),
         ({"arctic_inference": {"suffix_step_token_budget": -1}}, "suffix_step_token_budget"),
         ({"arctic_inference": {"suffix_num_threads": 0}}, "suffix_num_threads"),
+        ({"arctic_inference": {"suffix_step_cost_curve": 3}}, "suffix_step_cost_curve"),
         ({"arctic_inference": {"swiftkv_fast_prefill": 1}}, "swiftkv_fast_prefill"),
         ({"arctic_inference": {"ulysses_sequence_parallel_size": 0}}, "ulysses_sequence_parallel"),
         (
@@ -77,10 +79,13 @@ def test_bad_adapter_settings_are_rejected() -> None:
             adapter_settings(SimpleNamespace(additional_config=bad))
 
 
-def test_step_budget_follows_the_cuda_graph_sizes(tiny_model: str) -> None:
-    """Without a configured budget, a step verifies at most as many tokens as
-    the largest CUDA graph (vLLM settles the sizes after the proposer is
-    built, so the proposer reads them each step); without graphs, 512."""
+def test_step_cap_follows_the_cuda_graph_sizes(tiny_model: str, tmp_path) -> None:
+    """A step verifies at most as many tokens as the largest CUDA graph (vLLM
+    settles the sizes after the proposer is built, so the policy reads them
+    each step); without graphs, the scheduler's token budget; a user's budget
+    wins. A measured cost curve given in the settings is the policy's start."""
+    import json
+
     from vllm.config import CUDAGraphMode
     from vllm.engine.arg_utils import EngineArgs
 
@@ -93,18 +98,39 @@ def test_step_budget_follows_the_cuda_graph_sizes(tiny_model: str) -> None:
         speculative_config={"method": "suffix", "num_speculative_tokens": 8},
     ).create_engine_config()
     proposer = ArcticSuffixDecodingProposer(cfg)
-    assert proposer._step_token_budget() == 512
+    assert proposer.policy.step_cap() == cfg.scheduler_config.max_num_batched_tokens
     cfg.compilation_config.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE
     cfg.compilation_config.max_cudagraph_capture_size = 495
-    assert proposer._step_token_budget() == 495
-    cfg.additional_config = {"arctic_inference": {"suffix_step_token_budget": 100}}
-    assert ArcticSuffixDecodingProposer(cfg)._step_token_budget() == 100
+    assert proposer.policy.step_cap() == 495
+    assert proposer.policy.fixed_budget is None and not proposer.policy.cost.known("full")
+    curve = tmp_path / "curve.json"
+    curve.write_text(
+        json.dumps(
+            {"format": "arctic-step-cost/1", "shapes": {"full": {"tokens": [1], "ms": [5.0]}}}
+        )
+    )
+    cfg.additional_config = {
+        "arctic_inference": {"suffix_step_token_budget": 100, "suffix_step_cost_curve": str(curve)}
+    }
+    policy = ArcticSuffixDecodingProposer(cfg).policy
+    assert policy.step_cap() == 100 and policy.cost.known("full")
+    cfg.additional_config = {"arctic_inference": {"suffix_step_cost_curve": str(tmp_path / "no")}}
+    with pytest.raises(ValueError, match="cannot read step cost curve"):
+        ArcticSuffixDecodingProposer(cfg)
 
 
 def _drive(proposer, prompts: list[list[int]], steps: list[list[list[int]]]) -> list[list[int]]:
-    """Feed prompts, then per step one sampled list per request; returns the last drafts."""
+    """Feed prompts, then per step one sampled list per request; returns the
+    last drafts. The policy's clock advances by what its cost model says the
+    step it chose costs (a simulated engine that agrees with the model)."""
     import numpy as np
 
+    from arctic_inference_vllm.suffix.step_cost import step_shape
+
+    policy = proposer.policy
+    clock = [0.0]
+    policy.clock = lambda: clock[0]
+    k = proposer.num_speculative_tokens
     n = len(prompts)
     ids = [f"r{i}" for i in range(n)]
     tokens = np.zeros((n, 256), dtype=np.int32)
@@ -123,13 +149,31 @@ def _drive(proposer, prompts: list[list[int]], steps: list[list[list[int]]]) -> 
             req_id_to_index={r: i for i, r in enumerate(ids)},
         )
         drafts = proposer.propose(proposer.num_speculative_tokens, batch, sampled)
+        size = n + sum(len(d) for d in drafts)
+        mode, graph = policy.graph()
+        shape = step_shape(mode, graph, size, all(len(d) == k for d in drafts))
+        clock[0] += float(policy.cost.cost(shape, size))
     return drafts
 
 
+def _two_shapes(full_ms: float, piecewise_ms: float):
+    """A cost model of flat full-graph, piecewise and eager steps."""
+    from arctic_inference_vllm.suffix.step_cost import StepCostModel
+
+    cost = StepCostModel()
+    for n in range(1, 600):
+        cost.observe("full", n, full_ms / 1e3)
+        cost.observe("piecewise", n, piecewise_ms / 1e3)
+        cost.observe("eager", n, piecewise_ms / 1e3)
+    return cost
+
+
 def test_small_decode_steps_are_padded_to_full_cuda_graphs(tiny_model: str) -> None:
-    """With full decode graphs, a step whose uniform size (k + 1 tokens per
-    request) fits the largest graph gets drafts of exactly k tokens, starting
-    with the drafts it would have had; bigger steps are left alone."""
+    """With full decode graphs cheaper than piecewise steps, a step whose
+    uniform size (k + 1 tokens per request) fits the largest graph gets
+    drafts of exactly k tokens, starting with the drafts it would have had;
+    bigger steps, a smaller user budget, costlier full graphs or no full
+    graphs leave the drafts alone."""
     from vllm.config import CUDAGraphMode
     from vllm.engine.arg_utils import EngineArgs
 
@@ -144,24 +188,28 @@ def test_small_decode_steps_are_padded_to_full_cuda_graphs(tiny_model: str) -> N
     ).create_engine_config()
     prompts = [[5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6], [1, 2, 3, 4], [40, 41, 42, 40, 41]]
     steps = [[[7], [10], [42]], [[8, 9], [11], [40]]]
-    plain = _drive(ArcticSuffixDecodingProposer(cfg), prompts, steps)
+
+    def run(full_ms: float = 5.0, piecewise_ms: float = 10.0) -> list[list[int]]:
+        proposer = ArcticSuffixDecodingProposer(cfg)
+        proposer.policy.cost = _two_shapes(full_ms, piecewise_ms)
+        return _drive(proposer, prompts, steps)
+
+    plain = run()  # no graphs, flat costs: the drafts as the tree gives them
     assert any(0 < len(d) < k for d in plain) and any(len(d) == 0 for d in plain), plain
 
     cfg.compilation_config.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE
     cfg.compilation_config.max_cudagraph_capture_size = 3 * (k + 1)
-    padded = _drive(ArcticSuffixDecodingProposer(cfg), prompts, steps)
+    padded = run()
     assert [len(d) for d in padded] == [k, k, k]
     assert all(p[: len(d)] == d for p, d in zip(padded, plain))
     assert padded[0][:5] == [5, 6, 7, 8, 9]  # the loop continues past the spec-factor limit
+    assert run(full_ms=30.0) == plain  # full graphs that cost more than they pay
 
     cfg.compilation_config.max_cudagraph_capture_size = 3 * (k + 1) - 1  # one token short
-    assert _drive(ArcticSuffixDecodingProposer(cfg), prompts, steps) == plain
+    assert run() == plain
     cfg.compilation_config.max_cudagraph_capture_size = 512
     cfg.additional_config = {"arctic_inference": {"suffix_step_token_budget": 3 * (k + 1) - 1}}
-    assert (
-        _drive(ArcticSuffixDecodingProposer(cfg), prompts, steps) == plain
-    )  # a smaller budget wins
+    assert run() == plain  # a smaller budget wins
     cfg.additional_config = {}
     cfg.compilation_config.cudagraph_mode = CUDAGraphMode.PIECEWISE  # no full graphs
-    cfg.compilation_config.max_cudagraph_capture_size = 512
-    assert _drive(ArcticSuffixDecodingProposer(cfg), prompts, steps) == plain
+    assert run() == plain

@@ -6,70 +6,33 @@ import numpy as np
 import pytest
 
 from arctic_inference_vllm import envs, versions
-from arctic_inference_vllm.suffix.draft_budget import DraftBudget
-
-
-def flat(drafts, probs):
-    offsets = np.concatenate(([0], np.cumsum([len(d) for d in drafts]))).astype(np.int64)
-    return np.asarray([p for ps in probs for p in ps], dtype=np.float64), offsets
-
-
-def test_budget_keeps_everything_when_it_fits() -> None:
-    b = DraftBudget(step_token_budget=100)
-    drafts = [[1, 2, 3], [4, 5]]
-    probs, off = flat(drafts, [[1, 0.9, 0.8], [0.5, 0.4]])
-    assert b.trim(["a", "b"], drafts, probs, off, num_running=2) == drafts
-
-
-def test_budget_keeps_the_most_likely_prefixes() -> None:
-    b = DraftBudget(step_token_budget=2 + 3)  # 2 running requests, 3 draft tokens
-    drafts = [[1, 2, 3], [4, 5, 6]]
-    probs, off = flat(drafts, [[1.0, 0.9, 0.2], [0.95, 0.3, 0.3]])
-    assert b.trim(["a", "b"], drafts, probs, off, num_running=2) == [[1, 2], [4]]
-
-
-def test_budget_drops_all_drafts_when_the_batch_alone_fills_it() -> None:
-    b = DraftBudget(step_token_budget=4)
-    drafts = [[1], [2], [3], [4], []]
-    probs, off = flat(drafts, [[1.0], [1.0], [1.0], [1.0], []])
-    assert b.trim(list("abcde"), drafts, probs, off, num_running=5) == [[], [], [], [], []]
-
-
-def test_budget_prefers_requests_whose_drafts_get_accepted() -> None:
-    b = DraftBudget(step_token_budget=2 + 2, ema=0.0)
-    drafts = [[1, 2], [3, 4]]
-    probs, off = flat(drafts, [[1.0, 1.0], [1.0, 1.0]])
-    b.trim(["good", "bad"], drafts, probs, off, num_running=2)
-    b.observe("good", 3)  # both draft tokens accepted (+1 bonus)
-    b.observe("bad", 1)  # none accepted
-    assert b.trim(["good", "bad"], drafts, probs, off, num_running=2) == [[1, 2], []]
-
-
-def test_budget_rejects_negative() -> None:
-    with pytest.raises(ValueError):
-        DraftBudget(-1)
 
 
 def test_pad_drafts_extends_consistently_or_repeats() -> None:
-    from arctic_inference_vllm.suffix.graph_padding import pad_drafts, should_pad
+    from types import SimpleNamespace
+
+    from arctic_inference_vllm.suffix.graph_padding import pad_drafts
 
     longer = {"a": [1, 2, 3, 4, 5, 6], "b": [9, 9], "c": [7, 8]}
-    out = pad_drafts(
-        ["a", "b", "c", "d"],
-        [[1, 2], [3], [], [4, 5, 6, 7, 8]],
-        [0, 3, 2, 1],
-        4,
-        lambda r: longer.get(r, []),
-    )
+
+    def extend(r):
+        ids = longer.get(r, [])
+        return SimpleNamespace(token_ids=ids, probs=[0.5] * len(ids))
+
+    drafts = [[1, 2], [3], [], [4, 5, 6, 7, 8]]
+    probs = [np.array([1.0, 0.9]), np.array([0.8]), np.zeros(0), np.full(5, 0.7)]
+    out, out_probs = pad_drafts(["a", "b", "c", "d"], drafts, probs, [0, 3, 2, 1], 4, extend)
     # a: the tree's longer path; b: it disagrees, so repeat; c: empty draft takes
     # the longer path; d: already long, cut to k
     assert out == [[1, 2, 3, 4], [3, 3, 3, 3], [7, 8, 8, 8], [4, 5, 6, 7]]
-    assert pad_drafts(["x"], [[]], [5], 2, lambda r: []) == [[5, 5]]
-    assert should_pad(2, 2, [4, 4], 4, 10)
-    assert not should_pad(2, 2, [4, 4], 4, 9)  # 2 * 5 tokens do not fit a 9-token graph
-    assert not should_pad(3, 2, [4, 4], 4, 100)  # a request without a draft (prefill)
-    assert not should_pad(2, 2, [4, 3], 4, 100)  # near max_model_len
-    assert not should_pad(2, 2, [4, 4], 0, 100)
+    # each token's probability: the draft's own, the longer path's, 0 for repeats
+    assert [p.tolist() for p in out_probs] == [
+        [1.0, 0.9, 0.5, 0.5],
+        [0.8, 0, 0, 0],
+        [0.5, 0.5, 0, 0],
+        [0.7] * 4,
+    ]
+    assert pad_drafts(["x"], [[]], [np.zeros(0)], [5], 2, extend)[0] == [[5, 5]]
 
 
 def test_version_gate() -> None:
@@ -107,7 +70,7 @@ def test_last_sampled_rows() -> None:
 
 
 def test_suffix_drafts_win_at_the_speculator_length() -> None:
-    from arctic_inference_vllm.speculator.proposer import choose_drafts
+    from arctic_inference_vllm.speculator.drafting import choose_drafts
 
     drafts, need = choose_drafts([[1, 2, 3, 4], [5, 6, 7], [8], []], [3.0, 2.9, 1.0, 0.0], 3)
     assert drafts == [[1, 2, 3, 4], [], [], []]
@@ -201,6 +164,59 @@ def test_arctic_checks_the_base_model_and_the_switch(spec_dir, monkeypatch) -> N
         am.translate({"method": "arctic", "model": spec_dir}, 16, 50)
     with pytest.raises(ValueError, match="not method 'custom_class' directly"):
         am.ArcticSettings.from_additional_config({})  # the proposer class used on its own
+
+
+def _with_archs(spec_dir: str, archs) -> str:
+    import json
+    from pathlib import Path
+
+    cfg_path = Path(spec_dir) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    if archs is None:
+        cfg.pop("base_model_archs", None)
+    else:
+        cfg["base_model_archs"] = archs
+    cfg_path.write_text(json.dumps(cfg))
+    return spec_dir
+
+
+def test_arctic_checks_base_model_archs(spec_dir) -> None:
+    """The speculator's base_model_archs must name the served model's
+    architecture; "skip_base_model_archs_check": true overrides it."""
+    from arctic_inference_vllm.speculator import config as am
+
+    spec = {"method": "arctic", "model": _with_archs(spec_dir, ["LlamaForCausalLM", "X"])}
+    am.translate(spec, 16, 50, ["LlamaForCausalLM"])
+    with pytest.raises(am.ArcticConfigError) as e:
+        am.translate(spec, 16, 50, ["Qwen2ForCausalLM"])
+    msg = str(e.value)
+    assert "trained for base model architecture(s) ['LlamaForCausalLM', 'X']" in msg
+    assert "the served model is Qwen2ForCausalLM" in msg
+    assert '"skip_base_model_archs_check": true' in msg
+    rewritten, _ = am.translate({**spec, am.SKIP_ARCHS_KEY: True}, 16, 50, ["Qwen2ForCausalLM"])
+    assert am.SKIP_ARCHS_KEY not in rewritten  # vLLM never sees the key
+    with pytest.raises(am.ArcticConfigError, match="skip_base_model_archs_check must be true"):
+        am.translate({**spec, am.SKIP_ARCHS_KEY: "yes"}, 16, 50, ["LlamaForCausalLM"])
+    # hidden/vocab sizes are checked even with the override
+    with pytest.raises(am.ArcticConfigError, match="hidden size mismatch"):
+        am.translate({**spec, am.SKIP_ARCHS_KEY: True}, 32, 50, ["LlamaForCausalLM"])
+    # a single string is a list of one
+    am.translate({**spec, "model": _with_archs(spec_dir, "Qwen2ForCausalLM")}, 16, 50, ["Qwen2ForCausalLM"])  # fmt: skip
+    # the key belongs to the arctic method
+    with pytest.raises(ValueError, match="belong to method 'arctic'"):
+        am.wants_arctic({"method": "ngram", am.SKIP_ARCHS_KEY: True})
+
+
+def test_arctic_without_base_model_archs_warns(spec_dir, caplog) -> None:
+    """No base_model_archs (ArcticTraining's config class does not write it):
+    nothing to check, a warning says so (Arctic Inference 0.3.0 skips the
+    check too)."""
+    from arctic_inference_vllm.speculator import config as am
+
+    spec = {"method": "arctic", "model": _with_archs(spec_dir, None)}
+    with caplog.at_level("WARNING", logger="vllm.arctic_inference"):
+        am.translate(spec, 16, 50, ["Qwen2ForCausalLM"])
+    assert "has no base_model_archs" in caplog.text
 
 
 def test_arctic_needs_the_weights(spec_dir, tmp_path) -> None:

@@ -1,0 +1,173 @@
+"""How many draft tokens the target model will accept, learned from what it
+accepted.
+
+A suffix draft token's probability is the tree's frequency estimate of the
+whole prefix up to it (a running product), so the sum over a draft is the
+expected number of accepted tokens *if* the estimates are calibrated. They
+are not: one earlier occurrence gives probability 1.0. So each draft
+token's value is a calibrated acceptance probability:
+
+- a global table maps (estimated probability, position in the draft) to the
+  observed share of such tokens that were accepted (starting from the
+  estimate itself, with a small prior weight);
+- a per-request factor (observed accepted / calibrated expected, averaged
+  over the request's recent drafts) scales it for requests that run better
+  or worse than the average. Without drafts it drifts back to 1, so a
+  request that was hard to predict is tried again later.
+
+Values never rise along a draft, so the best ``n`` tokens of a step are
+always prefixes of its drafts. Drafts without probabilities (the ``arctic``
+method's speculator) use their own table, with probability 1.0 for every
+token: a per-position acceptance rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+SOURCES = ("suffix", "speculator")
+_P_BINS = 10  # estimated probability in tenths
+_POS_BINS = 6  # draft position 1, 2-3, 4-7, 8-15, 16-31, 32+
+
+
+def _p_bin(p: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
+    return np.clip((p * _P_BINS).astype(np.intp), 0, _P_BINS - 1)
+
+
+def _pos_bin(pos: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+    return np.minimum(np.log2(np.maximum(pos, 1)).astype(np.intp), _POS_BINS - 1)
+
+
+def segment_cummin(values: npt.NDArray[np.float64], lengths: npt.NDArray[np.int64]) -> np.ndarray:
+    """Running minimum within each consecutive segment of ``lengths``."""
+    if len(values) == 0:
+        return values.copy()
+    if np.any(values < 0):
+        raise ValueError("segment_cummin needs values >= 0")
+    big = 2.0 * float(values.max()) + 1.0
+    seg = np.repeat(np.arange(len(lengths), dtype=np.float64), lengths) * big
+    # later segments are shifted below every earlier one, so a running
+    # minimum over the whole array never reaches back into an earlier draft
+    return np.asarray(np.minimum.accumulate(values - seg) + seg)
+
+
+class AcceptanceModel:
+    """Calibrated per-token acceptance (see the module doc).
+
+    Args:
+        prior_weight: pseudo-observations behind each table cell's prior
+            (the estimate itself).
+        request_memory: weight of a request's earlier drafts against its
+            latest one in its factor (0: the latest draft alone).
+        max_trials: a table cell's observations are halved beyond this, so
+            it keeps following the traffic.
+    """
+
+    def __init__(
+        self, prior_weight: float = 4.0, request_memory: float = 0.7, max_trials: float = 4096.0
+    ) -> None:
+        if not prior_weight > 0:
+            raise ValueError(f"prior_weight must be > 0, got {prior_weight!r}")
+        if not 0.0 <= request_memory < 1.0:
+            raise ValueError(f"request_memory must be in [0, 1), got {request_memory!r}")
+        if not max_trials > prior_weight:
+            raise ValueError("max_trials must exceed prior_weight")
+        self.request_memory = request_memory
+        self.max_trials = max_trials
+        mid = (np.arange(_P_BINS) + 0.5) / _P_BINS
+        mid[-1] = 1.0  # the top bin holds the many estimates of exactly 1.0
+        prior = np.repeat(mid[:, None], _POS_BINS, axis=1)
+        self._trials = {s: np.full((_P_BINS, _POS_BINS), prior_weight) for s in SOURCES}
+        self._hits = {s: prior * prior_weight for s in SOURCES}
+        # per (source, request): running accepted and calibrated expected
+        self._req: dict[tuple[str, Hashable], list[float]] = {}
+
+    def _check(self, source: str) -> None:
+        if source not in SOURCES:
+            raise KeyError(f"unknown draft source {source!r}; known: {', '.join(SOURCES)}")
+
+    def calibrated(
+        self, probs: npt.NDArray[np.float64], positions: npt.NDArray[np.int64], source: str
+    ) -> npt.NDArray[np.float64]:
+        """Table values for tokens of estimated ``probs`` at draft ``positions`` (1-based)."""
+        self._check(source)
+        table = self._hits[source] / self._trials[source]
+        return np.asarray(table[_p_bin(probs), _pos_bin(positions)], dtype=np.float64)
+
+    def factor(self, req_id: Hashable, source: str = "suffix") -> float:
+        """The request's factor: (accepted + 1) / (expected + 1) over its
+        recent drafts, in [0.05, 4]."""
+        acc, exp = self._req.get((source, req_id), (0.0, 0.0))
+        return float(np.clip((acc + 1.0) / (exp + 1.0), 0.05, 4.0))
+
+    def token_values(
+        self,
+        req_ids: Sequence[Hashable],
+        probs: npt.ArrayLike,
+        offsets: npt.ArrayLike,
+        source: str = "suffix",
+    ) -> npt.NDArray[np.float64]:
+        """Expected acceptance of every draft token (flat, split by
+        ``offsets`` like ``speculate_batch``'s result), non-increasing
+        along each draft."""
+        p, off = _flat(probs, offsets, len(req_ids))
+        lengths = np.diff(off)
+        pos = np.arange(len(p), dtype=np.int64) - np.repeat(off[:-1], lengths) + 1
+        v = self.calibrated(p, pos, source)
+        v *= np.repeat([self.factor(r, source) for r in req_ids], lengths)
+        return segment_cummin(v, lengths)
+
+    def observe(
+        self, req_id: Hashable, probs: npt.ArrayLike, accepted: int, source: str = "suffix"
+    ) -> None:
+        """The target model accepted the first ``accepted`` tokens of a
+        draft whose tokens had estimated ``probs`` (an empty draft: the
+        request's factor drifts back toward 1)."""
+        self._check(source)
+        p = np.asarray(probs, dtype=np.float64).reshape(-1)
+        if np.any(~np.isfinite(p)) or np.any(p < 0) or np.any(p > 1):
+            raise ValueError("draft probabilities must be in [0, 1]")
+        if isinstance(accepted, bool) or not isinstance(accepted, (int, np.integer)):
+            raise TypeError(f"accepted must be an integer, got {type(accepted).__name__}")
+        if not 0 <= accepted <= len(p):
+            raise ValueError(f"accepted={accepted} outside [0, {len(p)}] for this draft")
+        key = (source, req_id)
+        stats = self._req.setdefault(key, [0.0, 0.0])
+        if len(p) == 0:
+            stats[0] *= 0.95
+            stats[1] *= 0.95
+            return
+        pos = np.arange(1, len(p) + 1, dtype=np.int64)
+        expected = float(self.calibrated(p, pos, source).sum())
+        m = self.request_memory
+        stats[0] = m * stats[0] + accepted
+        stats[1] = m * stats[1] + expected
+        pb, qb = _p_bin(p), _pos_bin(pos)
+        np.add.at(self._trials[source], (pb, qb), 1.0)
+        np.add.at(self._hits[source], (pb[:accepted], qb[:accepted]), 1.0)
+        full = self._trials[source] > self.max_trials
+        if np.any(full):
+            self._trials[source][full] *= 0.5
+            self._hits[source][full] *= 0.5
+
+    def forget(self, req_id: Hashable) -> None:
+        for s in SOURCES:
+            self._req.pop((s, req_id), None)
+
+
+def _flat(
+    probs: npt.ArrayLike, offsets: npt.ArrayLike, n: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    off = np.asarray(offsets, dtype=np.int64).reshape(-1)
+    if len(off) != n + 1 or off[0] != 0 or off[-1] != len(p) or np.any(np.diff(off) < 0):
+        raise ValueError(
+            f"offsets must be non-decreasing, start at 0, end at len(probs)={len(p)} and "
+            f"have one more entry than the {n} requests"
+        )
+    if np.any(~np.isfinite(p)) or np.any(p < 0) or np.any(p > 1):
+        raise ValueError("draft probabilities must be in [0, 1]")
+    return p, off

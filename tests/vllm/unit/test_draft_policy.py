@@ -1,0 +1,335 @@
+"""The cost-aware draft policy (suffix/draft_policy.py) and its two models
+(step_cost.py, acceptance.py) on synthetic cost curves and acceptance
+patterns; no vLLM engine."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from arctic_inference_vllm.suffix.acceptance import AcceptanceModel, segment_cummin
+from arctic_inference_vllm.suffix.draft_policy import Candidates, DraftPolicy
+from arctic_inference_vllm.suffix.step_cost import StepCostModel, step_shape
+
+K = 8
+
+
+def graphs(mode: str = "NONE", size: int = 0) -> SimpleNamespace:
+    """A stand-in for vLLM's compilation config (the two fields read)."""
+    return SimpleNamespace(
+        cudagraph_mode=SimpleNamespace(name=mode), max_cudagraph_capture_size=size
+    )
+
+
+def learned(curve: Callable[[int], float], shapes=("eager",), top: int = 1024) -> StepCostModel:
+    """A cost model that has seen steps of every size up to ``top``."""
+    model = StepCostModel()
+    for shape in shapes:
+        for n in range(1, top + 1):
+            model.observe(shape, n, curve(n))
+    return model
+
+
+def cands(probs: list[list[float]], source: str = "suffix") -> Candidates:
+    lengths = [len(p) for p in probs]
+    return Candidates(
+        [f"r{i}" for i in range(len(probs))],
+        np.array([x for p in probs for x in p], dtype=np.float64),
+        np.concatenate(([0], np.cumsum(lengths))).astype(np.int64),
+        [source] * len(probs),
+    )
+
+
+def sure(n_requests: int, length: int = K, p: float = 1.0) -> Candidates:
+    return cands([[p] * length for _ in range(n_requests)])
+
+
+# ------------------------------------------------------------------ the choice
+
+
+def test_no_drafts_when_they_cannot_pay() -> None:
+    # every token costs as much as the whole fixed part of a step, and drafts
+    # are accepted with probability 0.3: a draft token adds 0.3 tokens for
+    # the price of one step
+    policy = DraftPolicy(K, graphs(), cost=learned(lambda n: 0.001 * (1 + n)))
+    plan = policy.plan(sure(4, p=0.3), num_rows=4)
+    assert plan.kind == "none" and plan.lengths == [0, 0, 0, 0] and plan.tokens == 4
+
+
+def test_long_drafts_when_steps_are_flat() -> None:
+    policy = DraftPolicy(K, graphs(), cost=learned(lambda n: 0.010))
+    plan = policy.plan(sure(4, p=0.2), num_rows=4)  # even unlikely tokens are free
+    assert plan.lengths == [K] * 4 and plan.kind == "drafts"
+
+
+def test_nothing_measured_means_flat() -> None:
+    plan = DraftPolicy(K, graphs()).plan(sure(2, p=0.15), num_rows=3)
+    assert plan.lengths == [K, K]
+
+
+def test_keeps_the_likely_prefixes_when_tokens_cost_something() -> None:
+    # fixed 10 ms + 1 ms per token: a token pays when it is accepted with
+    # probability above ~ (step tokens / cost); the first tokens of a good
+    # draft do, a poor draft's do not
+    policy = DraftPolicy(K, graphs(), cost=learned(lambda n: 0.010 + 0.001 * n))
+    good = [1.0, 1.0, 1.0, 0.9, 0.5, 0.2, 0.1, 0.1]
+    poor = [0.15, 0.1, 0.1]
+    plan = policy.plan(cands([good, poor]), num_rows=2)
+    assert plan.lengths[1] == 0
+    assert 3 <= plan.lengths[0] < len(good)
+
+
+def test_uniform_full_graph_step_when_it_is_cheapest() -> None:
+    # default vLLM graphs: a uniform decode step (k drafts each) runs one full
+    # graph at half the cost of the piecewise steps any other shape gets
+    g = graphs("FULL_AND_PIECEWISE", 512)
+    cost = StepCostModel()
+    for n in range(1, 513):
+        cost.observe("piecewise", n, 0.010 + 0.00002 * n)
+        cost.observe("full", n, 0.005 + 0.00002 * n)
+    policy = DraftPolicy(K, g, cost=cost)
+    rows = 4
+    real = cands([[1.0, 0.8], [0.9], [0.5, 0.4, 0.3], [1.0]])
+    assert policy.uniform_fits(rows, rows, K)
+    padded = cands(
+        [[1.0, 0.8] + [0.0] * 6, [0.9] + [0.0] * 7, [0.5, 0.4, 0.3] + [0.0] * 5, [1.0] * 8]
+    )
+    plan = policy.plan(real, rows, padded)
+    assert plan.uniform and plan.lengths == [K] * rows and plan.tokens == rows * (K + 1)
+    # the uniform step no longer fits the largest graph: plain drafts
+    assert not policy.uniform_fits(rows, rows, K - 1)  # a request near max_model_len
+    assert not DraftPolicy(K, graphs("FULL_AND_PIECEWISE", 35), cost=cost).uniform_fits(4, 4, K)
+    assert not DraftPolicy(K, graphs("PIECEWISE", 512), cost=cost).uniform_fits(4, 4, K)
+    assert not policy.uniform_fits(4, 3, K)  # a request without a draft (prefill)
+
+
+def test_steps_stay_within_the_largest_graph() -> None:
+    policy = DraftPolicy(
+        K, graphs("FULL_AND_PIECEWISE", 40), cost=learned(lambda n: 0.01, ("piecewise",))
+    )
+    plan = policy.plan(sure(10), num_rows=10)
+    assert plan.tokens == 40 and sum(plan.lengths) == 30
+
+
+def test_prefers_requests_whose_drafts_get_accepted() -> None:
+    policy = DraftPolicy(K, graphs(), cost=learned(lambda n: 0.010 + 0.0015 * n))
+    c = cands([[1.0] * 4, [1.0] * 4])
+    for _ in range(6):  # r0 accepts its whole draft, r1 nothing
+        policy.acceptance.observe("r0", np.ones(4), 4)
+        policy.acceptance.observe("r1", np.ones(4), 0)
+    plan = policy.plan(c, num_rows=2)
+    assert plan.lengths[0] == 4 and plan.lengths[1] == 0
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+def test_more_cost_per_token_never_means_more_drafts(p: float) -> None:
+    kept = []
+    for slope in [0.0, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.02, 0.1]:
+        policy = DraftPolicy(K, graphs(), cost=learned(lambda n, s=slope: 0.010 + s * n))
+        kept.append(sum(policy.plan(sure(6, p=p), num_rows=6).lengths))
+    assert kept == sorted(kept, reverse=True) and kept[0] == 6 * K, kept
+    if p < 0.9:  # (a token sure to pass always pays where a step has a fixed cost)
+        assert kept[-1] == 0, kept
+
+
+def test_likelier_drafts_never_mean_fewer_drafts() -> None:
+    cost = learned(lambda n: 0.010 + 0.001 * n)
+    kept = [
+        sum(DraftPolicy(K, graphs(), cost=cost).plan(sure(4, p=p), num_rows=4).lengths)
+        for p in [0.05, 0.2, 0.4, 0.6, 0.8, 1.0]
+    ]
+    assert kept == sorted(kept) and kept[-1] > 0, kept
+
+
+def test_a_fixed_budget_wins() -> None:
+    # the user's budget: the most valuable tokens that fit, whatever the cost
+    policy = DraftPolicy(
+        K, graphs(), step_token_budget=2 + 3, cost=learned(lambda n: 0.001 * (1 + n))
+    )
+    plan = policy.plan(cands([[1.0, 0.9, 0.2], [0.95, 0.3, 0.3]]), num_rows=2)
+    assert plan.lengths == [2, 1]
+    assert DraftPolicy(K, graphs(), step_token_budget=4).plan(sure(5, 1), 5).lengths == [0] * 5
+    assert DraftPolicy(K, graphs(), step_token_budget=0).step_cap() == 0
+
+
+# ------------------------------------------------------------ learning online
+
+
+def drive(
+    policy: DraftPolicy,
+    clock: list[float],
+    step_seconds: Callable[[int], float],
+    accepted: Callable[[int, int], int],
+    steps: int,
+    rows: int = 4,
+) -> list[int]:
+    """Run the policy against a synthetic engine: each step costs
+    ``step_seconds(tokens)``; request i accepts ``accepted(i, drafted)``.
+    Returns the draft tokens chosen per step."""
+    req = [f"r{i}" for i in range(rows)]
+    sampled = [(r, 1) for r in req]
+    chosen = []
+    for step in range(steps):
+        policy.start_step(sampled if step else [], had_prefill=step == 0)
+        c = cands([[0.9] * K for _ in req])
+        plan = policy.plan(c, rows)
+        policy.record(c, plan.lengths)
+        chosen.append(sum(plan.lengths))
+        clock[0] += step_seconds(plan.tokens)
+        sampled = [(r, 1 + accepted(i, n)) for i, (r, n) in enumerate(zip(req, plan.lengths))]
+    return chosen
+
+
+def test_learns_that_drafts_do_not_pay() -> None:
+    clock = [0.0]
+    policy = DraftPolicy(K, graphs(), clock=lambda: clock[0])
+    # each token costs a whole step's fixed part; nothing gets accepted
+    chosen = drive(policy, clock, lambda n: 0.01 + 0.01 * n, lambda i, n: 0, 300)
+    assert chosen[0] == 4 * K  # nothing known yet: everything
+    late = chosen[100:]
+    assert sum(c == 0 for c in late) > 0.9 * len(late), late
+    assert policy.stats.observed > 250
+
+
+def test_learns_that_long_drafts_pay_when_steps_are_flat() -> None:
+    clock = [0.0]
+    policy = DraftPolicy(K, graphs(), clock=lambda: clock[0])
+    chosen = drive(policy, clock, lambda n: 0.02 + 0.00001 * n, lambda i, n: n if i < 2 else 0, 300)
+    late = chosen[100:]
+    # requests 0 and 1 accept everything: at least their whole drafts
+    assert sum(c >= 2 * K for c in late) > 0.9 * len(late), late
+
+
+def test_steps_with_a_prefill_or_idle_time_teach_nothing() -> None:
+    clock = [0.0]
+    policy = DraftPolicy(K, graphs(), clock=lambda: clock[0])
+    policy.start_step([], had_prefill=True)
+    clock[0] += 5.0
+    policy.start_step([("a", 1)], had_prefill=True)  # a prompt ran: not a decode step
+    assert not policy.cost.known("eager")
+    for _ in range(5):
+        clock[0] += 0.01
+        policy.start_step([("a", 1)], had_prefill=False)
+    assert policy.cost.known("eager") and policy.stats.observed == 5
+    clock[0] += 30.0  # the engine sat idle
+    policy.start_step([("a", 1)], had_prefill=False)
+    assert policy.stats.dropped == 1
+    assert float(policy.cost.cost("eager", 1)) == pytest.approx(0.01)
+
+
+def test_explores_stale_sizes() -> None:
+    clock = [0.0]
+    policy = DraftPolicy(K, graphs(), clock=lambda: clock[0], explore_every=4, stale_after=8)
+    chosen = drive(policy, clock, lambda n: 0.01 + 0.01 * n, lambda i, n: 0, 200)
+    late = chosen[100:]
+    assert 0 < sum(c > 0 for c in late) < 0.2 * len(late), late  # rare, not never
+
+
+# ------------------------------------------------------------ the models
+
+
+def test_step_shapes_follow_vllms_dispatcher() -> None:
+    assert step_shape("NONE", 0, 10, True) == "eager"
+    assert step_shape("FULL_AND_PIECEWISE", 512, 99, True) == "full"
+    assert step_shape("FULL_AND_PIECEWISE", 512, 99, False) == "piecewise"
+    assert step_shape("FULL_AND_PIECEWISE", 512, 513, True) == "eager"
+    assert step_shape("FULL", 512, 7, False) == "full"
+    assert step_shape("FULL_DECODE_ONLY", 512, 7, False) == "eager"
+    assert step_shape("PIECEWISE", 512, 7, True) == "piecewise"
+
+
+def test_cost_curve_is_monotonic_and_interpolates() -> None:
+    model = StepCostModel()
+    model.observe("eager", 10, 0.010)
+    model.observe("eager", 100, 0.020)
+    model.observe("eager", 50, 0.005)  # noise: cheaper than a smaller step
+    n = np.arange(1, 400)
+    c = model.cost("eager", n)
+    assert np.all(np.diff(c) >= 0)
+    assert float(model.cost("eager", 10)) == pytest.approx(0.010)
+    assert float(model.cost("eager", 300)) == pytest.approx(0.020)  # flat above (optimistic)
+    assert float(model.cost("eager", 5)) == pytest.approx(0.005)  # proportional below
+    # an unobserved shape borrows the cheapest observed one
+    assert float(model.cost("full", 100)) == pytest.approx(0.020)
+
+
+def test_cost_curve_round_trips_through_a_file(tmp_path) -> None:
+    model = learned(lambda n: 0.01 + 0.0001 * n, ("full", "piecewise"), top=300)
+    path = tmp_path / "curve.json"
+    path.write_text(json.dumps(model.snapshot()))
+    again = StepCostModel.load(path)
+    n = np.array([1, 7, 33, 100, 299])
+    for s in ("full", "piecewise"):
+        assert np.allclose(again.cost(s, n), model.cost(s, n), rtol=1e-3)
+    assert not again.known("eager")
+    hand = StepCostModel.from_snapshot(
+        {"format": "arctic-step-cost/1", "shapes": {"eager": {"tokens": [1, 1000], "ms": [10, 30]}}}
+    )
+    assert float(hand.cost("eager", 1000)) == pytest.approx(0.030)
+
+
+def test_acceptance_calibrates_and_never_rises_along_a_draft() -> None:
+    model = AcceptanceModel()
+    for _ in range(200):  # estimates of 1.0 that pass only the first two tokens
+        model.observe("x", np.ones(6), 2)
+    v = model.token_values(["y"], np.ones(6), np.array([0, 6]))
+    assert v[0] > 0.8 and v[-1] < 0.2
+    assert np.all(np.diff(v) <= 0)
+    assert np.allclose(
+        segment_cummin(np.array([3.0, 1, 2, 5, 4]), np.array([3, 2])), [3, 1, 1, 5, 4]
+    )
+
+
+def test_request_factor_recovers_without_drafts() -> None:
+    model = AcceptanceModel()
+    for _ in range(10):
+        model.observe("bad", np.ones(4), 0)
+    low = model.factor("bad")
+    for _ in range(100):
+        model.observe("bad", np.zeros(0), 0)  # no draft this step
+    assert low < 0.3 and model.factor("bad") > 0.9
+
+
+# ------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: DraftPolicy(-1), ValueError),
+        (lambda: DraftPolicy(K, step_token_budget=-5), ValueError),
+        (lambda: DraftPolicy(K, max_step_tokens=0), ValueError),
+        (lambda: DraftPolicy(K, graphs()).plan(sure(3), num_rows=2), ValueError),
+        (lambda: DraftPolicy(K, graphs()).plan(sure(2), 2, sure(2, K - 1)), ValueError),
+        (lambda: Candidates(["a"], np.ones(2), np.array([0, 3]), ["suffix"]), ValueError),
+        (lambda: Candidates(["a"], np.ones(2), np.array([0, 2]), []), ValueError),
+        (lambda: DraftPolicy(K, graphs()).plan(cands([[1.5]]), 1), ValueError),
+        (lambda: DraftPolicy(K, graphs()).plan(cands([[1.0]], source="eagle"), 1), KeyError),
+        (lambda: StepCostModel().observe("cuda", 3, 0.1), KeyError),
+        (lambda: StepCostModel().observe("eager", 0, 0.1), ValueError),
+        (lambda: StepCostModel().observe("eager", 2.5, 0.1), TypeError),
+        (lambda: StepCostModel().observe("eager", 3, float("nan")), ValueError),
+        (lambda: StepCostModel().observe("eager", 3, -1.0), ValueError),
+        (lambda: StepCostModel().cost("eager", -1), ValueError),
+        (lambda: StepCostModel(min_rate=0), ValueError),
+        (lambda: StepCostModel.from_snapshot({"shapes": {}}), ValueError),
+        (
+            lambda: StepCostModel.from_snapshot(
+                {"format": "arctic-step-cost/1", "shapes": {"eager": {"tokens": [1], "ms": [-2]}}}
+            ),
+            ValueError,
+        ),
+        (lambda: StepCostModel.load("/no/such/curve.json"), ValueError),
+        (lambda: step_shape("SOMETIMES", 512, 3, True), ValueError),
+        (lambda: AcceptanceModel().observe("a", np.ones(2), 3), ValueError),
+        (lambda: AcceptanceModel().observe("a", np.ones(2), 1.0), TypeError),
+        (lambda: AcceptanceModel(request_memory=1.0), ValueError),
+    ],
+)
+def test_bad_input_raises_typed_errors(call: Callable[[], object], error: type) -> None:
+    with pytest.raises(error):
+        call()
