@@ -111,7 +111,7 @@ PATCHES: tuple[Patch, ...] = (
     ),
     Patch(
         name="swiftkv_config",
-        targets=("vllm.model_executor.models.config.MODELS_CONFIG_MAP['SwiftKVLlamaForCausalLM']",),
+        targets=("vllm.model_executor.models.config.MODELS_CONFIG_MAP['LlamaSwiftKVForCausalLM']",),
         phase=Phase.FRONT_END_EXTRAS,
         checked=("0.32.0 (tests)", "0.26.0 (GPU runs, source)"),
         tests=(_ISOLATION, "tests/vllm/e2e/test_swiftkv_model.py"),

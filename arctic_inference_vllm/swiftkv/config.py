@@ -1,5 +1,7 @@
-"""What a SwiftKV checkpoint changes in vLLM's engine config (applied by the
-architecture's config hook, patches/swiftkv_config.py).
+"""What a SwiftKV checkpoint (``swiftkv: true``) changes in vLLM's engine
+config (applied by the architecture's config hook, patches/swiftkv_config.py).
+A checkpoint with ``swiftkv: false`` is served as the original Llama and
+changes nothing.
 
 * ``kv_sharing_fast_prefill`` on, unless ``swiftkv_fast_prefill`` is false:
   SwiftKV's prefill saving comes from vLLM's fast-prefill path (attention
@@ -16,6 +18,14 @@ architecture's config hook, patches/swiftkv_config.py).
   are vLLM's CUDA kernels. vLLM's own hook for LongCat-Flash makes the same
   choice (mode NONE, full graphs; here for decode-only steps: vLLM 0.26
   cannot capture fast-prefill metadata for mixed batches).
+* vLLM's V1 model runner, the one this project runs and tests SwiftKV on
+  (vLLM on CPU has only that one; on GPU, vLLM >= 0.26 picks its V2 runner
+  by default where it can: 0.32 also with fast prefill, 0.26 with fast
+  prefill off). The supported setting is the environment variable
+  ``VLLM_USE_V2_MODEL_RUNNER``, read by ``VllmConfig.use_v2_model_runner`` in
+  every process: unset, it is set to ``0`` here (logged), before vLLM starts
+  its engine and worker processes, which inherit it; it stays set in this
+  process. Set to ``1`` by the user, the hook refuses the model.
 
 Opt out of fast prefill (every token runs every layer; prompt logprobs are
 right): ``additional_config={"arctic_inference": {"swiftkv_fast_prefill": false}}``.
@@ -23,14 +33,48 @@ right): ``additional_config={"arctic_inference": {"swiftkv_fast_prefill": false}
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from arctic_inference_vllm.settings import adapter_settings
 
+RUNNER_ENV = "VLLM_USE_V2_MODEL_RUNNER"
+_FALSE = ("0", "false", "False")
 
-def update_config(vllm_config: Any) -> None:
+
+def select_v1_runner(vllm_config: Any, log: logging.Logger | None = None) -> None:
+    """Pin vLLM's V1 model runner through ``VLLM_USE_V2_MODEL_RUNNER=0`` (see
+    the module docstring); ValueError when the user asked for V2, or when
+    vLLM would still pick V2 (a feature that needs it)."""
+    value = os.environ.get(RUNNER_ENV)
+    if value is None:
+        os.environ[RUNNER_ENV] = "0"
+        if log is not None:
+            log.info(
+                "SwiftKV: vLLM's V1 model runner (%s=0 set), the runner this adapter "
+                "tests SwiftKV on.",
+                RUNNER_ENV,
+            )
+    elif value.strip() not in _FALSE:
+        raise ValueError(
+            f"SwiftKV (LlamaSwiftKVForCausalLM, swiftkv: true) runs on vLLM's V1 model runner "
+            f"only, the one it is tested on; {RUNNER_ENV}={value!r} asks for V2. Unset it "
+            "(the adapter then selects V1) or set it to 0."
+        )
+    if getattr(vllm_config, "use_v2_model_runner", False):
+        raise ValueError(
+            "SwiftKV runs on vLLM's V1 model runner only, but this configuration needs the "
+            "V2 runner (see vLLM's log for the feature that requires it)."
+        )
+
+
+def update_config(vllm_config: Any, log: logging.Logger | None = None) -> None:
     from vllm.config.compilation import CompilationMode, CUDAGraphMode
 
+    if not getattr(vllm_config.model_config.hf_config, "swiftkv", False):
+        return  # the original Llama: vLLM's defaults
+    select_v1_runner(vllm_config, log)
     if adapter_settings(vllm_config).swiftkv_fast_prefill:
         vllm_config.cache_config.kv_sharing_fast_prefill = True
     compilation = vllm_config.compilation_config

@@ -4,14 +4,14 @@ checkpoint asks for it)."""
 
 from __future__ import annotations
 
-ARCHITECTURE = "SwiftKVLlamaForCausalLM"
+ARCHITECTURE = "LlamaSwiftKVForCausalLM"  # the released checkpoints' architectures entry
 MODELS = {
-    ARCHITECTURE: "arctic_inference_vllm.swiftkv.llama:SwiftKVLlamaForCausalLM",
+    ARCHITECTURE: "arctic_inference_vllm.swiftkv.llama:LlamaSwiftKVForCausalLM",
 }
 
 
 def register_models() -> None:
-    """Register the HF config (``model_type`` "swiftkv_llama") with transformers
+    """Register the HF config (``model_type`` "llama_swiftkv") with transformers
     and each architecture with vLLM; idempotent. Raises ImportError where a
     dependency is missing."""
     from vllm import ModelRegistry

@@ -34,12 +34,13 @@ def llama_config(name: str) -> dict[str, Any]:
 
 
 def swiftkv_config(name: str, num_key_value_layers: int) -> dict[str, Any]:
-    """The ``config.json`` of the SwiftKV form of that Llama (``num_key_value_layers``
-    full layers, AcrossKV group size 1)."""
+    """The ``config.json`` of the SwiftKV form of that Llama, in the released
+    layout (``num_key_value_layers`` full layers, AcrossKV group size 1)."""
     return dict(
         llama_config(name),
-        architectures=["SwiftKVLlamaForCausalLM"],
-        model_type="swiftkv_llama",
+        architectures=["LlamaSwiftKVForCausalLM"],
+        model_type="llama_swiftkv",
+        swiftkv=True,
         num_key_value_layers=num_key_value_layers,
         key_value_group_size=1,
     )

@@ -84,7 +84,7 @@ def test_llama_8b_shape() -> None:
         8,
     )
     skv = shapes.swiftkv_config("llama-8b", 16)
-    assert skv["architectures"] == ["SwiftKVLlamaForCausalLM"] and skv["hidden_size"] == 4096
+    assert skv["architectures"] == ["LlamaSwiftKVForCausalLM"] and skv["hidden_size"] == 4096
     llama, swift = shapes.flops_per_prompt_token(cfg, 16, 2048)
     assert 0.5 < swift / llama < 0.55  # K = L/2 at 2048 tokens
 

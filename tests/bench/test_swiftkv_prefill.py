@@ -63,7 +63,7 @@ def test_swiftkv_shapes_are_config_only(load_script, tmp_path: Path) -> None:
     assert sorted(p.name for p in llama.iterdir()) == ["config.json"]
     cfg = json.loads((swiftkv / "config.json").read_text())
     assert (cfg["model_type"], cfg["num_key_value_layers"], cfg["hidden_size"]) == (
-        "swiftkv_llama",
+        "llama_swiftkv",
         16,
         4096,
     )

@@ -1,13 +1,17 @@
-"""SwiftKV Llama in vLLM (extras switch on): a tiny random SwiftKV checkpoint
-made from a tiny Llama serves in vLLM with greedy tokens equal to the
-reference transformers model, one request or a mixed batch, with prefix
-caching on and off, chunked prefill mixed with decodes, and fast prefill
-off. With fast prefill on, prompt tokens skip the later layers; each AcrossKV
-group reads one KV cache."""
+"""SwiftKV in vLLM (extras switch on) on released-layout checkpoints (tiny,
+random, written by tests/core/swiftkv/swiftkv_reference.py without the
+project's code): greedy tokens equal a plain-PyTorch reading of the layout
+for AcrossKV groups of 1 and 2, a mixed batch with a shared prefix, prefix
+caching, chunked prefill mixed with decodes, fast prefill off, and tensor
+parallelism 2 (two CPU workers, Gloo); with fast prefill on, prompt tokens
+skip the later layers and each group reads one KV cache; ``swiftkv: false``
+serves the plain Llama. The config hook selects the V1 model runner."""
 
 from __future__ import annotations
 
 import gc
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,96 +19,47 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.vllm
 
+# the released layout's writer and reader, shared with the core's tests
+sys.path.insert(0, str(Path(__file__).parents[2] / "core" / "swiftkv"))
+from swiftkv_reference import reference_greedy, write_checkpoint  # noqa: E402
+
 PROMPTS = [
     "def add(a, b):\n    return",
     "abcabcabcabc",
     "The quick brown fox",
     "x = [1, 2, 3]\nfor i in x:\n",
 ]
-NEW_TOKENS = 12
+NEW_TOKENS = 10
 
 
 @pytest.fixture(scope="module")
-def swiftkv_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from arctic_inference_core.swiftkv.hf_llama import SwiftKVLlamaForCausalLM
-    from arctic_inference_vllm.testing import save_byte_tokenizer
-
-    path = tmp_path_factory.mktemp("swiftkv")
-    vocab = save_byte_tokenizer(path)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=5,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        max_position_embeddings=512,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
-        tie_word_embeddings=False,
-    )
-    llama = LlamaForCausalLM(cfg)
-    with torch.no_grad():
-        llama.lm_head.weight.mul_(8.0)  # fewer near-ties
-    # 2 full layers, 3 later layers in AcrossKV groups of 2 (slots: {2, 3}, {4})
-    model = SwiftKVLlamaForCausalLM.from_llama(
-        llama, num_key_value_layers=2, key_value_group_size=2, reduce="mean"
-    )
-    model.to(torch.float32).save_pretrained(path, safe_serialization=True)
-    return path
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """6 layers, 2 with their own K/V; later layers in groups of 2 or 1; the
+    group-2 one also with ``swiftkv: false``."""
+    root = tmp_path_factory.mktemp("swiftkv")
+    return {
+        "group 2": write_checkpoint(root / "g2", 2, 2),
+        "group 1": write_checkpoint(root / "g1", 2, 1, seed=1),
+        "swiftkv off": write_checkpoint(root / "off", 2, 2, swiftkv=False),
+    }
 
 
-def reference_greedy(path: Path, prompt_ids: list[int]) -> list[int]:
-    from transformers import AutoModelForCausalLM
+@pytest.fixture(scope="module")
+def prompts(checkpoints: dict[str, Path]) -> list[list[int]]:
+    from transformers import AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    ids = list(prompt_ids)
-    with torch.no_grad():
-        for _ in range(NEW_TOKENS):
-            logits = model(torch.tensor([ids])).logits[0, -1]
-            ids.append(int(logits.argmax()))
-    return ids[len(prompt_ids) :]
+    tok = AutoTokenizer.from_pretrained(checkpoints["group 2"])
+    ids = [tok.encode(p) for p in PROMPTS]
+    # the last prompt repeats the first one's prefix: a prefix-cache hit
+    return [*ids, ids[0] + tok.encode(" a + b", add_special_tokens=False)]
 
 
-def vllm_greedy(path: Path, prompts: list[list[int]], **kwargs) -> tuple[list[list[int]], dict]:
-    """Greedy tokens, plus what the workers saw: rows per forward pass of the
-    last full and first later layer, and which writer's cache each later
-    layer reads."""
-    from vllm import LLM, SamplingParams, TokensPrompt
-
-    llm = LLM(
-        model=str(path),
-        dtype="float32",
-        max_model_len=512,
-        enforce_eager=True,
-        gpu_memory_utilization=0.1,
-        seed=0,
-        worker_extension_cls="arctic_inference_vllm.diagnostics.SwiftKVInspector",
-        **kwargs,
-    )
-    try:
-        llm.collective_rpc("swiftkv_record_rows")
-        outs = llm.generate(
-            [TokensPrompt(prompt_token_ids=p) for p in prompts],
-            SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True),
-            use_tqdm=False,
-        )
-        (rows,) = llm.collective_rpc("swiftkv_rows")
-        (owners,) = llm.collective_rpc("swiftkv_cache_owners")
-        fast_prefill = llm.llm_engine.vllm_config.cache_config.kv_sharing_fast_prefill
-        return [list(o.outputs[0].token_ids) for o in outs], {
-            "rows": rows,
-            "owners": owners,
-            "fast_prefill": fast_prefill,
-        }
-    finally:
-        del llm
-        gc.collect()
+@pytest.fixture(scope="module")
+def reference(checkpoints: dict[str, Path], prompts: list[list[int]]) -> dict[str, list]:
+    return {
+        name: [reference_greedy(path, p, NEW_TOKENS) for p in prompts]
+        for name, path in checkpoints.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -116,37 +71,82 @@ def switch_on(extras_switch):
         yield
 
 
+def vllm_greedy(
+    path: Path, prompts: list[list[int]], inspect: bool = True, **kwargs
+) -> tuple[list[list[int]], dict]:
+    """Greedy tokens, plus what rank 0 saw: rows per forward pass of the last
+    full and first later layer, and which writer's cache each later layer
+    reads (every rank the same)."""
+    from vllm import LLM, SamplingParams, TokensPrompt
+
+    from arctic_inference_vllm.testing import cpu_binding
+
+    tp = kwargs.get("tensor_parallel_size", 1)
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(tp)
+    llm = LLM(
+        model=str(path),
+        dtype="float32",
+        max_model_len=512,
+        enforce_eager=True,
+        gpu_memory_utilization=0.1,
+        seed=0,
+        worker_extension_cls="arctic_inference_vllm.diagnostics.SwiftKVInspector",
+        **kwargs,
+    )
+    try:
+        if inspect:
+            llm.collective_rpc("swiftkv_record_rows")
+        outs = llm.generate(
+            [TokensPrompt(prompt_token_ids=p) for p in prompts],
+            SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True),
+            use_tqdm=False,
+        )
+        seen: dict = {
+            "fast_prefill": llm.llm_engine.vllm_config.cache_config.kv_sharing_fast_prefill
+        }
+        if inspect:
+            rows, owners = (
+                llm.collective_rpc("swiftkv_rows"),
+                llm.collective_rpc("swiftkv_cache_owners"),
+            )
+            assert len(rows) == tp and all(r == rows[0] for r in rows), rows
+            assert all(o == owners[0] for o in owners), owners
+            seen |= {"rows": rows[0], "owners": owners[0]}
+        return [list(o.outputs[0].token_ids) for o in outs], seen
+    finally:
+        os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+        del llm
+        gc.collect()
+
+
+# checkpoint, engine arguments
 CASES = {
-    "fast prefill": {},
-    "prefix caching": {"enable_prefix_caching": True},
+    "group2-prefix-caching": ("group 2", {"enable_prefix_caching": True}),
     # 16-token chunks: prompts prefill over several steps, mixed with decodes
-    "chunked prefill": {
-        "max_num_batched_tokens": 16,
-        "max_num_seqs": 3,
-        "enable_prefix_caching": False,
-    },
-    "fast prefill off": {
-        "additional_config": {"arctic_inference": {"swiftkv_fast_prefill": False}}
-    },
+    "group1-chunked-prefill": (
+        "group 1",
+        {"max_num_batched_tokens": 16, "max_num_seqs": 3, "enable_prefix_caching": False},
+    ),
+    "group1-fast-prefill-off": (
+        "group 1",
+        {"additional_config": {"arctic_inference": {"swiftkv_fast_prefill": False}}},
+    ),
+    # the same tokens as with one worker: both equal the reference
+    "group2-tp2": ("group 2", {"tensor_parallel_size": 2}),
 }
+OWNERS = {"group 2": [0, 0, 1, 1], "group 1": [0, 1, 2, 3]}
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_vllm_matches_the_reference(swiftkv_model: Path, switch_on, case: str) -> None:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(swiftkv_model)
-    prompts = [tok.encode(p) for p in PROMPTS]
-    # the last prompt repeats the first one's prefix: a prefix-cache hit when caching is on
-    prompts.append(prompts[0] + tok.encode(" a + b", add_special_tokens=False))
-    want = [reference_greedy(swiftkv_model, p) for p in prompts]
-    got, seen = vllm_greedy(swiftkv_model, prompts, **CASES[case])
-    assert got == want
-    # later layers 2, 3 read slot 0's cache, layer 4 slot 1's (AcrossKV groups of 2)
-    assert seen["owners"] == [0, 0, 1]
+def test_vllm_matches_the_reference(checkpoints, prompts, reference, switch_on, case: str) -> None:
+    ckpt, kwargs = CASES[case]
+    got, seen = vllm_greedy(checkpoints[ckpt], prompts, **kwargs)
+    assert got == reference[ckpt]
+    # AcrossKV: the layers of a group read its writer's cache
+    assert seen["owners"] == OWNERS[ckpt]
     rows = seen["rows"]
     assert len(rows) >= NEW_TOKENS
-    if case == "fast prefill off":
+    if case.endswith("fast-prefill-off"):
         assert seen["fast_prefill"] is False
         assert all(later == full for full, later in rows), rows
         return
@@ -154,24 +154,32 @@ def test_vllm_matches_the_reference(swiftkv_model: Path, switch_on, case: str) -
     # one row per scheduled request (its sampled position); prompt tokens stop early
     assert all(later <= min(full, len(prompts)) for full, later in rows), rows
     sampled = len(prompts) * NEW_TOKENS
-    partial_chunks = len(rows) if case == "chunked prefill" else 0  # at most one a pass
+    partial_chunks = len(rows) if "chunked" in case else 0  # at most one a pass
     assert sampled <= sum(later for _, later in rows) <= sampled + partial_chunks, rows
 
 
-def test_the_config_hook_sets_fast_prefill_and_no_compilation(
-    swiftkv_model: Path, switch_on
-) -> None:
+def test_swiftkv_false_serves_the_plain_llama(checkpoints, prompts, reference, switch_on) -> None:
+    got, seen = vllm_greedy(checkpoints["swiftkv off"], prompts, inspect=False)
+    assert got == reference["swiftkv off"]
+    assert got != reference["group 2"]  # same weights, SwiftKV on: other tokens
+    assert seen["fast_prefill"] is False  # the hook leaves a Llama alone
+
+
+def test_the_config_hook(checkpoints, switch_on, monkeypatch) -> None:
     """patches/swiftkv_config.py (swiftkv/config.py's rules), on the engine
-    config vLLM builds (no engine)."""
+    config vLLM builds (no engine): fast prefill, no compilation, the V1
+    model runner (through VLLM_USE_V2_MODEL_RUNNER, logged; V2 refused);
+    nothing for swiftkv: false."""
     from vllm.config.compilation import CompilationMode
     from vllm.engine.arg_utils import EngineArgs
 
-    def config(**kwargs):
-        return EngineArgs(
-            model=str(swiftkv_model), max_model_len=512, **kwargs
-        ).create_engine_config()
+    def config(path=checkpoints["group 2"], **kwargs):
+        return EngineArgs(model=str(path), max_model_len=512, **kwargs).create_engine_config()
 
+    monkeypatch.delenv("VLLM_USE_V2_MODEL_RUNNER", raising=False)
     cfg = config()
+    assert os.environ["VLLM_USE_V2_MODEL_RUNNER"] == "0"
+    assert cfg.use_v2_model_runner is False
     assert cfg.cache_config.kv_sharing_fast_prefill is True
     assert cfg.compilation_config.mode == CompilationMode.NONE
     off = config(additional_config={"arctic_inference": {"swiftkv_fast_prefill": False}})
@@ -182,3 +190,9 @@ def test_the_config_hook_sets_fast_prefill_and_no_compilation(
     )  # CPU: mode 2
     with pytest.raises(ValueError, match="swiftkv_fast_prefill"):
         config(additional_config={"arctic_inference": {"swiftkv_fast_prefill": "yes"}})
+    llama = config(checkpoints["swiftkv off"])
+    assert llama.cache_config.kv_sharing_fast_prefill is False
+    assert llama.compilation_config.mode != CompilationMode.NONE
+    monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "1")
+    with pytest.raises(ValueError, match="V1 model runner only.*VLLM_USE_V2_MODEL_RUNNER='1'"):
+        config()

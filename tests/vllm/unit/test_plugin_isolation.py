@@ -109,7 +109,7 @@ def test_the_manifest_lists_the_hooks_checked_here() -> None:
     assert len(HOOKS) == 4 and len(ULYSSES_HOOKS) == 5
     assert not set(HOOKS) & set(ULYSSES_HOOKS)
     assert map_entries(Phase.FRONT_END) == []
-    assert map_entries(Phase.FRONT_END_EXTRAS) == ["SwiftKVLlamaForCausalLM"]
+    assert map_entries(Phase.FRONT_END_EXTRAS) == ["LlamaSwiftKVForCausalLM"]
 
 
 def test_the_switch_adds_only_the_ulysses_flag_at_start_up() -> None:
