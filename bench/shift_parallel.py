@@ -244,7 +244,12 @@ def report(a: argparse.Namespace, rows: list[dict], source: str) -> str:
         lines.append(
             f"Greedy tokens of one {a.prompt_len}-token prompt, configurations that agree: "
             + "; ".join(" = ".join(g) for g in groups)
-            + " (bf16 reductions in another order can flip near-ties between TP and SP)."
+            + (
+                "."
+                if len(groups) == 1
+                else " (reductions in another order, in bf16, can flip "
+                "near-ties between TP and SP)."
+            )
         )
     return "\n".join(lines) + "\n"
 
