@@ -75,8 +75,25 @@ Tokenization uses the tekken tokenizer shipped inside ``mistral_common``
 A version stamp (date, hardware, Python, torch, vLLM, core version) ends the
 Markdown report and is stored under ``"versions"`` in the JSON.
 
+Predicting a served run
+-----------------------
+::
+
+    python bench/suffix_sim.py --predict-from bench/results [--cost-curve FILE] \
+        [--graph-mode FULL_AND_PIECEWISE --graph-size 512] [--budget N]
+
+replays the requests a ``bench/vllm_compare.py`` run served (its
+``vllm_compare.json``: prompts and the greedy outputs without speculation,
+per concurrency level) with a measured cost curve (default: the run's own
+``vllm_compare_costs.json``; any file in that format, for example one
+measured on a GPU) and prints the output tokens/s it predicts per
+concurrency for no speculation, this core's suffix decoding with its draft
+policy, and vLLM's suffix proposer on arctic-inference (with
+``--arctic-path``), next to what the run measured
+(``benchlib/suffix/predict.py``).
+
 The simulator lives in ``bench/benchlib/suffix/`` (data, drafters, replay,
-microbench, report); this script is its command line.
+microbench, report, predict); this script is its command line.
 """
 
 from __future__ import annotations
@@ -205,11 +222,102 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out-dir", type=Path, default=DEFAULT_OUT_DIR, help=f"(default: {DEFAULT_OUT_DIR})"
     )
+    p.add_argument(
+        "--predict-from",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="predict the tok/s of the vllm_compare.py run in DIR instead (see below)",
+    )
+    p.add_argument(
+        "--cost-curve",
+        type=Path,
+        default=None,
+        help="with --predict-from: the cost file (default: DIR/vllm_compare_costs.json)",
+    )
+    p.add_argument("--graph-mode", default=None, help="with --predict-from: cudagraph mode")
+    p.add_argument(
+        "--graph-size", type=int, default=None, help="with --predict-from: largest graph"
+    )
+    p.add_argument(
+        "--budget", type=int, default=None, help="with --predict-from: a fixed step token budget"
+    )
     return p.parse_args(argv)
+
+
+def predict_run(args: argparse.Namespace) -> int:
+    """--predict-from: the simulator's tok/s for a vllm_compare.py run."""
+    import json
+
+    from benchlib.suffix.predict import CostFile, Level, Request, predict
+    from benchlib.tables import median, table
+
+    run_file = args.predict_from / "vllm_compare.json"
+    try:
+        run = json.loads(run_file.read_text())
+        costs = CostFile.load(args.cost_curve or args.predict_from / "vllm_compare_costs.json")
+    except (OSError, json.JSONDecodeError, ValueError) as e:
+        print(f"error: {e}; run bench/vllm_compare.py (with none) first", file=sys.stderr)
+        return 2
+    if args.graph_mode:
+        costs.graph_mode = args.graph_mode
+    if args.graph_size is not None:
+        costs.graph_size = args.graph_size
+    traced = [r for r in run["results"] if r.get("prompt_ids")]
+    if not traced:
+        print(
+            f"error: {run_file} has no traced levels (run it without --no-predict)", file=sys.stderr
+        )
+        return 2
+    first = min(r["round"] for r in traced)
+    levels = []
+    for r in sorted((r for r in traced if r["round"] == first), key=lambda r: r["concurrency"]):
+        reqs = [Request(p, o) for p, o in zip(r["prompt_ids"], r["outputs"])]
+        c = r["concurrency"]
+        levels.append(Level(c, [reqs[i : i + c] for i in range(0, len(reqs), c)]))
+    meta = run["meta"]
+    ref = None if args.no_arctic else import_arctic_reference(args.arctic_path)
+    rows = predict(levels, costs, meta["k"], meta["depth"], SpecParams(), ref, args.budget)
+    measured: dict[tuple[str, int], list[float]] = {}
+    for r in run["results"]:
+        measured.setdefault((r["method"], r["concurrency"]), []).append(r["tokens_per_s"])
+    cells = [
+        [
+            p["drafter"],
+            str(p["concurrency"]),
+            f"{p['tokens_per_s']:.1f}",
+            f"{median(measured.get((p['drafter'], p['concurrency']), [])):.1f}",
+            f"{p['mean_tokens_per_step']:.2f}",
+            str(p["steps"]),
+        ]
+        for p in rows
+    ]
+    print(
+        f"Predicted from {run_file} with {args.cost_curve or 'its own cost curve'} "
+        f"(graphs {costs.graph_mode}, largest {costs.graph_size})\n"
+    )
+    print(
+        "\n".join(
+            table(
+                [
+                    "drafter",
+                    "concurrency",
+                    "predicted tok/s",
+                    "measured tok/s",
+                    "tokens/drafted step",
+                    "steps",
+                ],
+                cells,
+            )
+        )
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.predict_from is not None:
+        return predict_run(args)
     t_start = time.perf_counter()
     stamp = version_stamp()
     synthetic = False

@@ -7,7 +7,7 @@ Worker side: :func:`build_engine` takes the worker's parsed arguments
 (``worker`` the method, ``prompts_file``, ``model``, ``k``, ``depth``,
 ``speculator``, ``max_tokens``, ``max_model_len``, ``gpu_memory_utilization``,
 ``enforce_eager``, ``cudagraph_mode``, and optionally ``suffix_budget``,
-``async_scheduling`` and ``dtype``). Parent side: :func:`resolve_model`, :func:`load_prompts`
+``cost_curve``, ``async_scheduling`` and ``dtype``). Parent side: :func:`resolve_model`, :func:`load_prompts`
 and :func:`worker_env`; the process itself is run by
 :func:`benchlib.worker.run_worker_process`.
 """
@@ -23,10 +23,15 @@ from typing import Any
 from arctic_inference_core.traces import read_prompt_records
 from benchlib.paths import AGENTIC_TRACES, BENCH_LM
 
-METHODS = ("none", "ngram", "suffix", "arctic", "arctic+suffix")
+METHODS = ("none", "ngram", "suffix-ai", "suffix", "arctic", "arctic+suffix")
 DEFAULT_METHODS = ("none", "ngram", "suffix")  # arctic ones need --speculator
+# vLLM's own suffix proposer over Snowflake's arctic-inference package (not
+# this core): the worker imports it from --arctic-path with no plugin loaded
+REFERENCE_SUFFIX = "suffix-ai"
+POLICY_METHODS = ("suffix", "arctic", "arctic+suffix")  # run this core's draft policy
 EDIT_FAMILIES = ("edit_file", "edit_diff")
 EXTRAS_ENV = "ARCTIC_INFERENCE_VLLM_EXTRAS"  # the adapter's opt-in switch
+INSPECTOR = "benchlib.inspector.PolicyInspector"  # worker extension (draft policy state)
 
 
 # --------------------------------------------------------------------------- parent
@@ -67,12 +72,20 @@ def load_prompts(traces: str | None, n: int) -> tuple[list[str], str]:
     return picked[:n], str(path)
 
 
-def worker_env(method: str) -> dict[str, str]:
+def worker_env(method: str, arctic_path: str | None = None) -> dict[str, str]:
     """The environment of a worker serving ``method`` (the arctic methods are
-    an opt-in extra of the adapter)."""
+    an opt-in extra of the adapter). ``suffix-ai`` imports arctic-inference
+    from ``arctic_path`` (a ``pip install --target`` directory, or its
+    package's parent) and loads no vLLM plugin, neither this adapter nor
+    arctic-inference's own (``VLLM_PLUGINS=""`` is an allowlist of nothing)."""
     env = dict(os.environ)
     if method.startswith("arctic"):
         env[EXTRAS_ENV] = "1"
+    if method == REFERENCE_SUFFIX:
+        if not arctic_path:
+            raise ValueError(f"method {REFERENCE_SUFFIX!r} needs --arctic-path DIR")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (arctic_path, env.get("PYTHONPATH")) if p)
+        env["VLLM_PLUGINS"] = ""
     return env
 
 
@@ -103,6 +116,8 @@ def spec_config(
             "num_speculative_tokens": k if with_suffix else n_predict,
             "suffix_decoding_max_tree_depth": depth,
         }
+    if method not in ("suffix", REFERENCE_SUFFIX):
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     return {
         "method": "suffix",
         "num_speculative_tokens": k,
@@ -146,10 +161,15 @@ def build_engine(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
         for p in prompts
     ]
     extra: dict[str, Any] = {}
+    ours: dict[str, Any] = {}
     if getattr(args, "suffix_budget", None) is not None:
-        extra["additional_config"] = {
-            "arctic_inference": {"suffix_step_token_budget": args.suffix_budget}
-        }
+        ours["suffix_step_token_budget"] = args.suffix_budget
+    if getattr(args, "cost_curve", None):
+        ours["suffix_step_cost_curve"] = str(args.cost_curve)
+    if ours:
+        extra["additional_config"] = {"arctic_inference": ours}
+    if args.worker in POLICY_METHODS:
+        extra["worker_extension_cls"] = INSPECTOR
     if getattr(args, "async_scheduling", "default") != "default":
         extra["async_scheduling"] = args.async_scheduling == "on"
     if args.cudagraph_mode != "default":
