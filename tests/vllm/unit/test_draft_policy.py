@@ -279,6 +279,11 @@ def test_acceptance_calibrates_and_never_rises_along_a_draft() -> None:
     v = model.token_values(["y"], np.ones(6), np.array([0, 6]))
     assert v[0] > 0.8 and v[-1] < 0.2
     assert np.all(np.diff(v) <= 0)
+    # padded drafts can carry rising estimates: values still never rise
+    rising = model.token_values(
+        ["y", "z"], np.array([0.3, 0.3, 1.0, 1.0, 1.0]), np.array([0, 4, 5])
+    )
+    assert np.all(np.diff(rising[:4]) <= 0) and rising[4] > rising[3]
     assert np.allclose(
         segment_cummin(np.array([3.0, 1, 2, 5, 4]), np.array([3, 2])), [3, 1, 1, 5, 4]
     )
