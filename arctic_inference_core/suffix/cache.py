@@ -144,16 +144,27 @@ class SuffixDecodingCache:
 
     Args:
         max_tree_depth: Longest string whose frequency statistics are kept
-            (tokens). Drafts from the request's own prompt and output may run
-            past it by copying the one matching occurrence.
+            (tokens). Drafts may run past it by copying: from the request's
+            own prompt and output the one matching occurrence, from the
+            global tree the occurrence completed last.
         max_cached_requests: Responses kept in the global tree. ``-1``: no
             limit; ``0``: no global tree.
         num_threads: Threads ``speculate_batch`` may use for large batches
             (the calling thread included; 1 = no extra threads).
+        share_active_responses: Put each token of a cached response into the
+            global tree as soon as it is added, so running requests draft from
+            each other's output (n samples of one prompt, parallel agent
+            calls). The request's local tree then holds its prompt only, so
+            its own text counts once. Off: a response enters the global tree
+            when its request stops.
     """
 
     def __init__(
-        self, max_tree_depth: int = 64, max_cached_requests: int = -1, num_threads: int = 1
+        self,
+        max_tree_depth: int = 64,
+        max_cached_requests: int = -1,
+        num_threads: int = 1,
+        share_active_responses: bool = False,
     ) -> None:
         # Each running request tracks max_tree_depth suffixes: keep it sane.
         self._max_tree_depth = check_int(
@@ -162,8 +173,15 @@ class SuffixDecodingCache:
         self._max_cached_requests = check_int(
             "max_cached_requests", max_cached_requests, -1, _INT32_MAX, types=_INT_TYPES
         )
+        if not isinstance(share_active_responses, (bool, np.bool_)):
+            raise TypeError(
+                "share_active_responses must be a bool, got "
+                f"{type(share_active_responses).__name__}"
+            )
         self._core = _C.SuffixCacheCore(
-            self._max_tree_depth, check_int("num_threads", num_threads, 1, 256, types=_INT_TYPES)
+            self._max_tree_depth,
+            check_int("num_threads", num_threads, 1, 256, types=_INT_TYPES),
+            bool(share_active_responses),
         )
         self._active: dict[Hashable, int] = {}
         self._cached: dict[Hashable, int] = {}  # insertion order = FIFO order
@@ -185,6 +203,10 @@ class SuffixDecodingCache:
     @property
     def num_threads(self) -> int:
         return int(self._core.num_threads)
+
+    @property
+    def share_active_responses(self) -> bool:
+        return bool(self._core.share_active)
 
     @property
     def active_requests(self) -> KeysView[Hashable]:
@@ -336,7 +358,9 @@ class SuffixDecodingCache:
         For each request ``i``: append ``new_token_ids[i]`` to its response
         (same as ``add_active_response``), then draft from ``contexts[i]``, or
         from its own latest tokens when ``contexts`` is ``None``. All ids are
-        checked before anything changes.
+        checked before anything changes. With ``share_active_responses``,
+        every request's new tokens are added before the first draft (as
+        ``add_active_response`` for all, then ``speculate`` for each).
 
         Raises:
             KeyError: a request is not active.

@@ -228,8 +228,10 @@ NB_MODULE(_C, m) {
   });
 
   nb::class_<SuffixCache>(m, "SuffixCacheCore")
-      .def(nb::init<int32_t, int32_t>(), nb::arg("max_depth"), nb::arg("num_threads") = 1)
+      .def(nb::init<int32_t, int32_t, bool>(), nb::arg("max_depth"), nb::arg("num_threads") = 1,
+           nb::arg("share_active") = false)
       .def_prop_ro("max_depth", &SuffixCache::max_depth)
+      .def_prop_ro("share_active", &SuffixCache::share_active)
       .def_prop_ro("num_threads", &SuffixCache::num_threads)
       .def(
           "start_request",

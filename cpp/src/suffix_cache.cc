@@ -36,8 +36,8 @@ void clear(Draft& d) {
 }
 }  // namespace
 
-SuffixCache::SuffixCache(int32_t max_depth, int32_t num_threads)
-    : max_depth_(max_depth), global_(max_depth, /*allow_copy=*/false) {
+SuffixCache::SuffixCache(int32_t max_depth, int32_t num_threads, bool share_active)
+    : max_depth_(max_depth), share_(share_active), global_(max_depth, CopyRule::kNewest) {
   ARCTIC_CHECK(num_threads >= 1 && num_threads <= 256, InvalidArgument,
                "num_threads must be within [1, 256], got ", num_threads);
   if (num_threads > 1) pool_ = std::make_unique<WorkerPool>(num_threads);
@@ -57,26 +57,43 @@ void SuffixCache::start_request(int64_t handle, std::span<const int32_t> prompt,
   ARCTIC_CHECK(requests_.find(handle) == requests_.end(), InvalidArgument, "request handle ",
                handle, " is already in use");
   Request r;
-  // Only the local tree of the request's own text is ever copied from past
-  // the depth limit: it is never shrunk, so its references stay exact.
-  r.local = std::make_unique<SuffixTree>(max_depth_, /*allow_copy=*/true);
+  // The local tree of the request's own text copies the one continuing
+  // occurrence past the depth limit: it is never shrunk, so its references
+  // (the oldest occurrences) stay exact.
+  r.local = std::make_unique<SuffixTree>(max_depth_, CopyRule::kUnique);
   r.local->add_sequence();
   r.local->extend(0, prompt);
   r.cached = cache_response;
   r.prompt_len = static_cast<int32_t>(prompt.size());
+  if (share_ && cache_response) {
+    r.global_seq = global_.add_sequence();  // the response grows there
+    r.local_response = false;
+  }
   requests_.emplace(handle, std::move(r));
+}
+
+void SuffixCache::add_tokens(Request& r, std::span<const int32_t> tokens) {
+  if (r.local_response) {
+    r.local->extend(0, tokens);
+  } else {
+    global_.extend(r.global_seq, tokens);
+  }
 }
 
 void SuffixCache::add_response(int64_t handle, std::span<const int32_t> tokens) {
   std::lock_guard<std::mutex> lock(mu_);
-  active(handle).local->extend(0, tokens);
+  add_tokens(active(handle), tokens);
 }
 
 void SuffixCache::stop_request(int64_t handle) {
   std::lock_guard<std::mutex> lock(mu_);
   Request& r = active(handle);
   if (r.cached) {
-    r.global_seq = global_.insert_sequence(r.local->tokens(0).subspan(r.prompt_len));
+    if (r.local_response) {
+      r.global_seq = global_.insert_sequence(r.local->tokens(0).subspan(r.prompt_len));
+    } else {
+      global_.finish(r.global_seq);
+    }
     r.local.reset();
   } else {
     forget(requests_.find(handle));
@@ -89,7 +106,16 @@ void SuffixCache::evict_response(int64_t handle) {
   ARCTIC_CHECK(it != requests_.end() && it->second.cached, NotFound, "request handle ", handle,
                " has no cached response");
   Request& r = it->second;
-  if (r.global_seq >= 0) global_.remove_sequence(r.global_seq);
+  if (r.local && !r.local_response) {
+    // Running with sharing: its response so far moves to its local tree.
+    const std::span<const int32_t> resp = global_.tokens(r.global_seq);
+    const std::vector<int32_t> copy(resp.begin(), resp.end());
+    global_.remove_sequence(r.global_seq);
+    r.local->extend(0, copy);
+    r.local_response = true;
+  } else if (r.global_seq >= 0) {
+    global_.remove_sequence(r.global_seq);
+  }
   r.global_seq = -1;
   r.cached = false;
   if (!r.local) forget(it);
@@ -105,16 +131,19 @@ void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft&
   // Evaluate match lengths (loci in s.loci, occurrence counts in s.occ) from
   // longest to shortest. A shorter match with the same occurrence count
   // continues the same occurrences with no larger budget, so it is skipped,
-  // unless the longer draft was cut at max_depth (the shorter one can go one
-  // token further). A draft scores at most its budget, so once the budget
-  // cannot beat the best score, shorter matches cannot either.
+  // unless the longer draft reached max_depth (the shorter one can go one
+  // token further, and may copy from elsewhere). So skipping is only a
+  // saving: a match whose count is unknown (-1) is drafted and cannot win.
+  // A draft scores at most its budget, so once the budget cannot beat the
+  // best score, shorter matches cannot either.
   clear(best);
   const int32_t M = static_cast<int32_t>(s.loci.size());
   bool have = false, last_cut = false;
+  // An unknown count (-1) never equals another: that match is drafted.
   for (int32_t m = M; m >= 1; --m) {
     const int32_t budget = spec_budget(m, p);
     if (have && static_cast<double>(budget) <= best.score) break;
-    if (m < M && s.occ[m - 1] == s.occ[m] && !last_cut) continue;
+    if (m < M && s.occ[m - 1] == s.occ[m] && s.occ[m] >= 0 && !last_cut) continue;
     tree.draft(s.loci[m - 1], budget, p.min_token_prob, p.use_tree_spec, s.draft);
     last_cut = s.draft.cut;
     if (!have || s.draft.score > best.score) {
@@ -125,56 +154,87 @@ void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft&
   }
 }
 
-void SuffixCache::update_global_loci(Request& r) {
+SuffixCache::OwnText SuffixCache::own_text(const Request& r) const {
+  OwnText t;
+  t.head = r.local->tokens(0);
+  if (!r.local_response) t.tail = global_.tokens(r.global_seq);
+  return t;
+}
+
+void SuffixCache::update_loci(const SuffixTree& tree, const OwnText& own, Loci& st,
+                              Scratch& s) const {
   // Follow the request's new tokens from the loci of the previous step; the
   // longest suffixes drop out first, and a missing continuation of one
-  // suffix means every longer one is missing too. After the global tree
-  // changed (a request stopped or was evicted), start over from the root.
-  const std::span<const int32_t> own = r.local->tokens(0);
-  if (r.ggen != global_.generation() || r.glen > own.size()) {
-    r.gloci.clear();
-    global_.match_suffixes(own.last(std::min<size_t>(own.size(), max_depth_)), r.gloci);
+  // suffix means every longer one is missing too. After the tree changed
+  // (a sequence was inserted or removed, or others grew it), start over.
+  const size_t n = own.size();
+  if (st.gen != tree.generation() || st.len > n) {
+    const size_t m = std::min<size_t>(n, max_depth_);
+    s.tmp.resize(m);
+    for (size_t i = 0; i < m; ++i) s.tmp[i] = own[n - m + i];
+    st.loci.clear();
+    tree.match_suffixes(s.tmp, st.loci);
   } else {
-    for (size_t i = r.glen; i < own.size(); ++i) {
+    for (size_t i = st.len; i < n; ++i) {
       const int32_t t = own[i];
       size_t kept = 0;
       // Suffix of length m becomes one of length m + 1: shift up by one.
-      for (; kept < r.gloci.size(); ++kept) {
-        if (!global_.advance(r.gloci[kept], t)) break;
+      for (; kept < st.loci.size(); ++kept) {
+        if (!tree.advance(st.loci[kept], t)) break;
       }
-      r.gloci.resize(kept);
+      st.loci.resize(kept);
       Locus one{SuffixTree::kRoot, 0, 0};
-      if (global_.advance(one, t)) {
-        r.gloci.insert(r.gloci.begin(), one);
+      if (tree.advance(one, t)) {
+        st.loci.insert(st.loci.begin(), one);
       } else {
-        r.gloci.clear();  // t never occurs: no suffix of the context does
+        st.loci.clear();  // t never occurs: no suffix of the context does
       }
     }
   }
-  r.ggen = global_.generation();
-  r.glen = own.size();
+  st.gen = tree.generation();
+  st.len = n;
+}
+
+void SuffixCache::tail_matches(const SuffixTree& tree, std::span<const int32_t> context,
+                               Scratch& s) const {
+  s.loci.clear();
+  tree.match_suffixes(context, s.loci);
+  s.occ.resize(s.loci.size());
+  for (size_t i = 0; i < s.loci.size(); ++i) s.occ[i] = tree.cheap_occurrences(s.loci[i]);
 }
 
 void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context, bool own_tail,
                                    const SpecParams& p, Draft& out, Scratch& s) {
-  const std::span<const int32_t> own = r.local->tokens(0);
-  if (own_tail) context = own;
-  if (context.size() > static_cast<size_t>(max_depth_)) {
+  const OwnText own = own_text(r);
+  if (own_tail) {
+    const size_t m = std::min<size_t>(own.size(), max_depth_);
+    s.ctx.resize(m);
+    for (size_t i = 0; i < m; ++i) s.ctx[i] = own[own.size() - m + i];
+    context = s.ctx;
+  } else if (context.size() > static_cast<size_t>(max_depth_)) {
     context = context.subspan(context.size() - max_depth_);
   }
-  // Engines pass the request's own last tokens; then the local tree already
-  // knows where every suffix of the context is (its active loci).
-  const bool is_tail = context.size() <= own.size() &&
-                       std::equal(context.begin(), context.end(), own.end() - context.size());
-  if (is_tail) {
+  // Engines pass the request's own last tokens; then the trees already
+  // know where every suffix of the context is (active loci, or loci
+  // followed from step to step).
+  bool is_tail = own_tail;
+  if (!is_tail && context.size() <= own.size()) {
+    is_tail = true;
+    for (size_t i = 0, base = own.size() - context.size(); i < context.size() && is_tail; ++i)
+      is_tail = context[i] == own[base + i];
+  }
+  if (is_tail && r.local_response) {
     r.local->tail_loci(0, s.loci, s.occ);
     s.loci.resize(std::min(s.loci.size(), context.size()));
     s.occ.resize(s.loci.size());
-  } else {
-    s.loci.clear();
-    r.local->match_suffixes(context, s.loci);
+  } else if (is_tail) {
+    update_loci(*r.local, own, r.lloci, s);
+    s.loci.assign(r.lloci.loci.begin(),
+                  r.lloci.loci.begin() + std::min(r.lloci.loci.size(), context.size()));
     s.occ.resize(s.loci.size());
-    for (size_t i = 0; i < s.loci.size(); ++i) s.occ[i] = r.local->occurrences(s.loci[i]);
+    for (size_t i = 0; i < s.loci.size(); ++i) s.occ[i] = r.local->cheap_occurrences(s.loci[i]);
+  } else {
+    tail_matches(*r.local, context, s);
   }
   best_draft(*r.local, p, s.local_best, s);
 
@@ -186,15 +246,30 @@ void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context,
     std::swap(out, s.local_best);
     return;
   }
-  if (is_tail) {
-    update_global_loci(r);
-    s.loci.assign(r.gloci.begin(), r.gloci.begin() + std::min(r.gloci.size(), context.size()));
+  if (is_tail && !r.local_response) {
+    // The response grows in the global tree: its active suffixes are the
+    // loci of the context's suffixes within the response; longer ones
+    // reach into the prompt and are matched.
+    global_.tail_loci(r.global_seq, s.loci, s.occ);
+    const size_t want = context.size();
+    if (s.loci.size() >= want) {
+      s.loci.resize(want);
+      s.occ.resize(want);
+    } else {
+      const size_t have = s.loci.size();
+      global_.match_suffixes(context, s.loci);
+      s.occ.resize(s.loci.size());
+      for (size_t i = have; i < s.loci.size(); ++i) s.occ[i] = global_.cheap_occurrences(s.loci[i]);
+    }
+  } else if (is_tail) {
+    update_loci(global_, own, r.gloci, s);
+    s.loci.assign(r.gloci.loci.begin(),
+                  r.gloci.loci.begin() + std::min(r.gloci.loci.size(), context.size()));
+    s.occ.resize(s.loci.size());
+    for (size_t i = 0; i < s.loci.size(); ++i) s.occ[i] = global_.cheap_occurrences(s.loci[i]);
   } else {
-    s.loci.clear();
-    global_.match_suffixes(context, s.loci);
+    tail_matches(global_, context, s);
   }
-  s.occ.resize(s.loci.size());
-  for (size_t i = 0; i < s.loci.size(); ++i) s.occ[i] = global_.occurrences(s.loci[i]);
   best_draft(global_, p, s.global_best, s);
 
   std::swap(out, s.global_best.score > s.local_best.score ? s.global_best : s.local_best);
@@ -237,12 +312,17 @@ void SuffixCache::speculate_batch(std::span<const int64_t> handles,
                dup == sorted.end() ? 0 : *dup, " appears twice in one batch");
 
   // Requests are independent (own local trees; the global tree is only
-  // read), so large batches are spread over the pool.
+  // read once the shared responses have grown), so large batches are spread
+  // over the pool.
+  auto new_of = [&](size_t i) {
+    return new_tokens.subspan(new_offsets[i], new_offsets[i + 1] - new_offsets[i]);
+  };
+  for (size_t i = 0; i < n; ++i)
+    if (!reqs[i]->local_response) global_.extend(reqs[i]->global_seq, new_of(i));
   std::vector<Draft> drafts(n);
   auto body = [&](size_t begin, size_t end, int worker) {
     for (size_t i = begin; i < end; ++i) {
-      reqs[i]->local->extend(
-          0, new_tokens.subspan(new_offsets[i], new_offsets[i + 1] - new_offsets[i]));
+      if (reqs[i]->local_response) reqs[i]->local->extend(0, new_of(i));
       std::span<const int32_t> ctx;
       if (ctx_offsets) ctx = {ctx_tokens + ctx_offsets[i], ctx_tokens + ctx_offsets[i + 1]};
       speculate_locked(*reqs[i], ctx, ctx_offsets == nullptr, params, drafts[i], scratch_[worker]);

@@ -8,8 +8,7 @@
 
 namespace arctic_core {
 
-SuffixTree::SuffixTree(int32_t max_depth, bool allow_copy)
-    : max_depth_(max_depth), allow_copy_(allow_copy) {
+SuffixTree::SuffixTree(int32_t max_depth, CopyRule copy) : max_depth_(max_depth), copy_(copy) {
   ARCTIC_CHECK(max_depth >= 1, InvalidArgument, "max_depth must be >= 1, got ", max_depth);
   nodes_.emplace_back();  // the root: count = number of suffixes, no edge
 }
@@ -43,8 +42,6 @@ const SuffixTree::Sequence& SuffixTree::live_seq(int32_t seq_id) const {
 std::span<const int32_t> SuffixTree::tokens(int32_t seq_id) const {
   return live_seq(seq_id).tokens;
 }
-
-bool SuffixTree::has_active_suffixes() const { return appended_; }
 
 // ---------------------------------------------------------------- node pool
 
@@ -129,9 +126,11 @@ void SuffixTree::unlink_child(uint32_t child) {
   c.parent = c.next_sibling = c.prev_sibling = kNil;
 }
 
-void SuffixTree::split(uint32_t c, int32_t j) {
+uint32_t SuffixTree::split(uint32_t c, int32_t j, Active* self) {
   // Cut c's edge after j tokens: a new node u above c takes the first j
-  // tokens, the count and c's reference (which covers both parts).
+  // tokens, the count and c's reference (which covers both parts). Active
+  // suffixes pending in c at offset <= j move to u (`self`, if given, is
+  // one of them); they stop before the lower part, so it counts fewer.
   const Node cn = nodes_[c];
   unlink_child(c);
   const uint32_t u = new_node(cn.parent, cn.token, cn.count, j, cn.ref_seq, cn.ref_idx);
@@ -140,6 +139,34 @@ void SuffixTree::split(uint32_t c, int32_t j) {
   cc.ref_idx += j;
   cc.token = tok(cc.ref_seq, cc.ref_idx);
   link_child(u, c);
+  if (cn.pend == 0) return u;
+  int32_t above = 0, at = 0;
+  auto move = [&](Active& e) {
+    const int32_t o = cn.length - e.rem;
+    if (o < j) {
+      e = Active{u, j - o};
+      ++above;
+    } else if (o == j) {
+      e = Active{u, 0};
+      ++at;
+    }
+  };
+  if (self != nullptr && cn.pend == 1) {
+    move(*self);  // the only pending suffix here
+  } else {
+    // Others pending in the same edge: scan every growing sequence.
+    for (const int32_t g : growing_) {
+      Sequence& s = *seqs_[g];
+      for (int32_t k = 0; k < s.ring_size; ++k) {
+        Active& e = ring_at(s, k);
+        if (e.node == c && e.rem > 0) move(e);
+      }
+    }
+  }
+  nodes_[u].pend = above;
+  nodes_[c].pend = cn.pend - above - at;
+  nodes_[c].count = cn.count - above - at;
+  return u;
 }
 
 // ---------------------------------------------------------------- append
@@ -153,13 +180,25 @@ void SuffixTree::append(int32_t seq_id, int32_t token) {
   Sequence& s = *seqs_[seq_id];
   ARCTIC_CHECK(s.tokens.size() < 0x7FFFFFFF, InvalidArgument, "sequence too long");
   ARCTIC_CHECK(s.ring_size > 0 || s.tokens.empty(), InvalidArgument, "sequence ", seq_id,
-               " was inserted whole and cannot grow");
-  if (s.ring.empty()) s.ring.resize(max_depth_);
+               " was inserted whole or finished and cannot grow");
+  if (s.ring.empty()) {
+    s.ring.resize(max_depth_);
+    growing_.push_back(seq_id);
+  }
   appended_ = true;
+  const bool newest = copy_ == CopyRule::kNewest;
+  // Loci may move (splits) and longer matches may appear.
+  ++generation_;
+  const int32_t pos = static_cast<int32_t>(s.tokens.size());  // index of `token`
 
   // A new suffix starts at the root; one already max_depth long is final
-  // (it ends at depth max_depth, which is always a node end).
+  // (it ends at depth max_depth, which is always a node end): `token` is
+  // its continuation.
   if (s.ring_size == max_depth_) {
+    if (newest) {
+      Node& x = nodes_[ring_at(s, 0).node];
+      set_ref(x, seq_id, pos - x.length);
+    }
     s.ring_start = (s.ring_start + 1) % max_depth_;
     --s.ring_size;
   }
@@ -167,22 +206,31 @@ void SuffixTree::append(int32_t seq_id, int32_t token) {
   ++s.ring_size;
   nodes_[kRoot].count++;
 
-  const int32_t pos = static_cast<int32_t>(s.tokens.size());  // index of `token`
   s.tokens.push_back(token);
   ++num_tokens_;
 
   Active* const ring_begin = s.ring.data();
   Active* const ring_end = ring_begin + max_depth_;
   Active* ap = ring_begin + s.ring_start;
-  for (int32_t k = 0; k < s.ring_size; ++k, ap = (ap + 1 == ring_end) ? ring_begin : ap + 1) {
+  // kNewest: a node a suffix has passed points at that occurrence, except
+  // at max_depth, where that waits until the occurrence is final (above).
+  int32_t len = s.ring_size;  // length of suffix k once `token` is added
+  for (int32_t k = 0; k < s.ring_size;
+       ++k, --len, ap = (ap + 1 == ring_end) ? ring_begin : ap + 1) {
     Active& a = *ap;
     Node& x = nodes_[a.node];
-    if (a.offset < x.length) {
+    if (a.rem > 0) {
       // Inside an edge: follow it if the text does, else branch off here.
-      if (tok(x.ref_seq, x.ref_idx + a.offset) == token) {
-        if (++a.offset == x.length) x.pend--;
+      if (tok(x.ref_seq, x.ref_idx + x.length - a.rem) == token) {
+        if (--a.rem == 0) {
+          x.pend--;
+          if (newest && len < max_depth_) set_ref(x, seq_id, pos + 1 - x.length);
+        }
       } else {
-        diverge_inside(s, a, seq_id, pos, token);
+        // Split where the text diverges (moving other suffixes pending in
+        // the same edge to their part); leave through a new leaf.
+        const uint32_t u = split(a.node, x.length - a.rem, &a);
+        a = Active{new_node(u, token, 1, 1, seq_id, pos), 0};
       }
       continue;
     }
@@ -191,60 +239,52 @@ void SuffixTree::append(int32_t seq_id, int32_t token) {
     if (c != kNil) {
       Node& cn = nodes_[c];
       cn.count++;
-      if (cn.length > 1) cn.pend++;
-      a = Active{c, 1};
+      if (cn.length > 1) {
+        cn.pend++;
+        a = Active{c, cn.length - 1};
+      } else {
+        a = Active{c, 0};
+        if (newest && len < max_depth_) set_ref(cn, seq_id, pos);
+      }
     } else if (a.node != kRoot && x.count == 1 && x.first_child == kNil) {
       // Only this suffix ever reached this leaf: grow its edge.
       x.length++;
       set_ref(x, seq_id, pos + 1 - x.length);
-      a.offset = x.length;
     } else {
-      a = Active{new_node(a.node, token, 1, 1, seq_id, pos), 1};
+      a = Active{new_node(a.node, token, 1, 1, seq_id, pos), 0};
     }
   }
 }
 
-void SuffixTree::diverge_inside(Sequence& s, Active& a, int32_t seq_id, int32_t pos,
-                                int32_t token) {
-  // Split a.node at a.offset; the suffix leaves through a new leaf. Other
-  // active suffixes inside the same edge (only in repetitive text) move to
-  // the part they are in.
-  const uint32_t x = a.node;
-  const int32_t o = a.offset;
-  int32_t before = 0, after = 0;  // other pending suffixes above / below the cut
-  if (nodes_[x].pend > 1) {
-    for (int32_t k = 0; k < s.ring_size; ++k) {
-      const Active& e = ring_at(s, k);
-      if (&e == &a || e.node != x) continue;
-      if (e.offset < o)
-        ++before;
-      else
-        ++after;
+void SuffixTree::finish(int32_t seq_id) {
+  ARCTIC_CHECK(has_sequence(seq_id), NotFound, "unknown sequence id ", seq_id);
+  Sequence& s = *seqs_[seq_id];
+  const int32_t n = static_cast<int32_t>(s.tokens.size());
+  const bool newest = copy_ == CopyRule::kNewest;
+  if (s.ring_size > 0) ++generation_;
+  for (int32_t k = 0; k < s.ring_size; ++k) {
+    Active& a = ring_at(s, k);
+    if (a.rem > 0) {
+      // A suffix that stops growing must end at a node end.
+      split(a.node, nodes_[a.node].length - a.rem, &a);
     }
+    // Every occurrence is final now (the oldest may end at max_depth).
+    if (newest && a.node != kRoot) set_ref(nodes_[a.node], seq_id, n - nodes_[a.node].length);
   }
-  split(x, o);
-  const uint32_t u = nodes_[x].parent;
-  nodes_[x].count = nodes_[u].count - before - 1;
-  nodes_[u].pend = before;
-  nodes_[x].pend = after;
-  if (before + after > 0) {
-    for (int32_t k = 0; k < s.ring_size; ++k) {
-      Active& e = ring_at(s, k);
-      if (&e == &a || e.node != x) continue;
-      if (e.offset < o)
-        e.node = u;
-      else
-        e.offset -= o;
-    }
-  }
-  a = Active{new_node(u, token, 1, 1, seq_id, pos), 1};
+  stop_growing(seq_id);
+}
+
+void SuffixTree::stop_growing(int32_t seq_id) {
+  Sequence& s = *seqs_[seq_id];
+  s.ring_size = 0;
+  s.ring_start = 0;
+  std::vector<Active>().swap(s.ring);
+  growing_.erase(std::remove(growing_.begin(), growing_.end(), seq_id), growing_.end());
 }
 
 // ---------------------------------------------------------------- bulk insert
 
 int32_t SuffixTree::insert_sequence(std::span<const int32_t> tokens) {
-  ARCTIC_CHECK(!has_active_suffixes(), InvalidArgument,
-               "insert_sequence() is for trees without growing sequences");
   ++generation_;
   const int32_t id = add_sequence();
   seqs_[id]->tokens.assign(tokens.begin(), tokens.end());
@@ -271,8 +311,7 @@ int32_t SuffixTree::insert_sequence(std::span<const int32_t> tokens) {
       int32_t j = 1;
       while (j < lim && edge[j] == seq[idx + j]) ++j;
       if (j < len) {
-        split(c, j);
-        const uint32_t u = nodes_[c].parent;
+        const uint32_t u = split(c, j, nullptr);
         nodes_[u].count++;
         set_ref(nodes_[u], id, idx);
         if (idx + j < end) new_node(u, seq[idx + j], 1, end - idx - j, id, idx + j);
@@ -295,10 +334,17 @@ int32_t SuffixTree::insert_sequence(std::span<const int32_t> tokens) {
 
 void SuffixTree::remove_sequence(int32_t seq_id) {
   ARCTIC_CHECK(has_sequence(seq_id), NotFound, "unknown sequence id ", seq_id);
-  ARCTIC_CHECK(!has_active_suffixes(), InvalidArgument,
-               "remove_sequence() is for trees without growing sequences");
   ++generation_;
   Sequence& s = *seqs_[seq_id];
+  if (!s.ring.empty()) {
+    // A growing sequence: give its pending suffixes node ends first. Its
+    // occurrences are not made final (it is going away).
+    for (int32_t k = 0; k < s.ring_size; ++k) {
+      Active& a = ring_at(s, k);
+      if (a.rem > 0) split(a.node, nodes_[a.node].length - a.rem, &a);
+    }
+    stop_growing(seq_id);
+  }
   const std::vector<int32_t>& seq = s.tokens;
   const int32_t n = static_cast<int32_t>(seq.size());
   for (int32_t start = 0; start < n; ++start) {
@@ -319,6 +365,9 @@ void SuffixTree::remove_sequence(int32_t seq_id) {
       idx += cn.length;
       v = c;
     }
+    // Only growing suffixes may be left in v's edge, none passing its end:
+    // the edge past the deepest of them no longer occurs.
+    if (v != kRoot && nodes_[v].pend > 0 && nodes_[v].count == nodes_[v].pend) trim(v);
     // This suffix ended at v (or its only branch was cut there): v may now
     // have a single child with the same count, which must be merged.
     Node& vn = nodes_[v];
@@ -348,6 +397,34 @@ void SuffixTree::remove_sequence(int32_t seq_id) {
   if (nodes_[kRoot].count == 0) release_storage();
 }
 
+void SuffixTree::trim(uint32_t x) {
+  // Cut x's edge after its deepest pending suffix (x has no children: their
+  // counts cannot exceed the suffixes passing x's end, none).
+  const int32_t len = nodes_[x].length;
+  int32_t deepest = 0;
+  for (const int32_t g : growing_) {
+    Sequence& s = *seqs_[g];
+    for (int32_t k = 0; k < s.ring_size; ++k) {
+      const Active& e = ring_at(s, k);
+      if (e.node == x && e.rem > 0) deepest = std::max(deepest, len - e.rem);
+    }
+  }
+  ARCTIC_CHECK(deepest > 0 && nodes_[x].first_child == kNil, InternalError, "bad trim");
+  const int32_t cut = len - deepest;
+  int32_t at_end = 0;
+  for (const int32_t g : growing_) {
+    Sequence& s = *seqs_[g];
+    for (int32_t k = 0; k < s.ring_size; ++k) {
+      Active& e = ring_at(s, k);
+      if (e.node != x || e.rem == 0) continue;
+      e.rem -= cut;
+      if (e.rem == 0) ++at_end;
+    }
+  }
+  nodes_[x].length = deepest;
+  nodes_[x].pend -= at_end;
+}
+
 void SuffixTree::release_storage() {
   // The tree is empty (only the root is left): give the node pool, the edge
   // map and the sequence slots back, so a cache that was emptied returns to
@@ -370,7 +447,7 @@ bool SuffixTree::walk(const int32_t* s, int32_t n, Locus& l) const {
   int32_t off = 0;
   for (int32_t i = 0; i < n; ++i) {
     if (off == nodes_[v].length) {
-      const uint32_t c = edges_.find(v, s[i]);
+      const uint32_t c = nodes_[v].first_child == kNil ? kNil : edges_.find(v, s[i]);
       if (c == kNil) return false;
       v = c;
       off = 1;
@@ -441,13 +518,13 @@ void SuffixTree::tail_loci(int32_t seq_id, std::vector<Locus>& out,
   if (idx >= max_depth_) idx -= max_depth_;
   for (int32_t m = 1; m <= s.ring_size; ++m, idx = (idx == 0) ? max_depth_ - 1 : idx - 1) {
     const Active& a = s.ring[idx];
-    out[m - 1] = Locus{a.node, a.offset, m};
     const Node& x = nodes_[a.node];
+    out[m - 1] = Locus{a.node, x.length - a.rem, m};
     // A pending tail suffix alone in its edge stops no one before itself.
-    if (x.pend == 0 || (x.pend == 1 && a.offset < x.length)) {
+    if (x.pend == 0 || (x.pend == 1 && a.rem > 0)) {
       occ[m - 1] = x.count;
     } else {
-      occ[m - 1] = occurrences(out[m - 1]);
+      occ[m - 1] = cheap_occurrences(out[m - 1]);
     }
   }
 }
@@ -459,14 +536,22 @@ int64_t SuffixTree::occurrences(const Locus& l) const {
   if (x.pend == 0) return x.count;
   if (l.offset == x.length) return x.count - x.pend;
   int64_t stopped = 0;
-  for (const auto& s : seqs_) {
-    if (!s) continue;
-    for (int32_t k = 0; k < s->ring_size; ++k) {
-      const Active& e = s->ring[(s->ring_start + k) % max_depth_];
-      if (e.node == l.node && e.offset < l.offset) ++stopped;
+  for (const int32_t g : growing_) {
+    const Sequence& s = *seqs_[g];
+    for (int32_t k = 0; k < s.ring_size; ++k) {
+      const Active& e = s.ring[(s.ring_start + k) % max_depth_];
+      if (e.node == l.node && e.rem > 0 && x.length - e.rem < l.offset) ++stopped;
     }
   }
   return x.count - stopped;
+}
+
+int64_t SuffixTree::cheap_occurrences(const Locus& l) const {
+  // Scanning the active suffixes is cheap with one growing sequence; with
+  // many (the shared tree) the caller does without the number.
+  const Node& x = nodes_[l.node];
+  if (x.pend == 0 || l.offset == x.length) return x.count - x.pend;
+  return growing_.size() <= 1 ? occurrences(l) : -1;
 }
 
 // ---------------------------------------------------------------- drafting
@@ -488,13 +573,21 @@ uint32_t SuffixTree::best_child(uint32_t v, int64_t& total) const {
 }
 
 int32_t SuffixTree::copy_start(uint32_t v) const {
-  // Called at max_depth, where counts end. Copy only when exactly one
-  // occurrence continues: the node's reference is its oldest occurrence, and
-  // the other one (if there are two) must be the sequence's own tail, which
-  // has no continuation.
+  // Called at max_depth, where counts end.
   const Node& vn = nodes_[v];
+  if (copy_ == CopyRule::kNone) return -1;
+  if (copy_ == CopyRule::kNewest) {
+    // The reference is the occurrence that became final last: copy what
+    // follows it, if its sequence is still there.
+    if (!has_sequence(vn.ref_seq)) return -1;
+    const int32_t end = vn.ref_idx + vn.length;
+    return end < static_cast<int32_t>(seqs_[vn.ref_seq]->tokens.size()) ? end : -1;
+  }
+  // kUnique: copy only when exactly one occurrence continues: the node's
+  // reference is its oldest occurrence, and the other one (if there are two)
+  // must be the sequence's own tail, which has no continuation.
   const int32_t occ = vn.count - vn.pend;
-  if (!allow_copy_ || occ > 2) return -1;
+  if (occ > 2) return -1;
   const std::vector<int32_t>& seq = seqs_[vn.ref_seq]->tokens;
   const int32_t end = vn.ref_idx + vn.length;
   if (end >= static_cast<int32_t>(seq.size())) return -1;
@@ -549,10 +642,8 @@ void SuffixTree::draft_path(Locus at, int32_t budget, double min_prob, Draft& ou
       // Past the depth limit the counts end. If exactly one occurrence
       // continues, its continuation is the rest of that sequence: copy it.
       const int32_t start = copy_start(v);
-      if (start < 0) {
-        out.cut = true;
-        break;
-      }
+      out.cut = true;  // reached the depth limit
+      if (start < 0) break;
       const std::vector<int32_t>& seq = seqs_[vn.ref_seq]->tokens;
       for (size_t i = start; i < seq.size() && static_cast<int32_t>(out.token_ids.size()) < budget;
            ++i) {
@@ -631,10 +722,10 @@ void SuffixTree::draft_tree(Locus at, int32_t budget, double min_prob, Draft& ou
             it.prob * (static_cast<double>(nodes_[c].count) / static_cast<double>(total));
         if (cp >= min_prob) heap.push(TreeItem{cp, order++, c, 0, it.depth, it.parent, -1});
       }
-    } else if (const int32_t start = copy_start(it.node); start >= 0) {
-      heap.push(TreeItem{it.prob, order++, kNil, start, it.depth, it.parent, vn.ref_seq});
     } else {
-      out.cut = true;
+      out.cut = true;  // reached the depth limit
+      if (const int32_t start = copy_start(it.node); start >= 0)
+        heap.push(TreeItem{it.prob, order++, kNil, start, it.depth, it.parent, vn.ref_seq});
     }
   }
 }
@@ -645,7 +736,7 @@ size_t SuffixTree::memory_bytes() const {
   size_t total = sizeof(*this) + nodes_.capacity() * sizeof(Node) +
                  free_nodes_.capacity() * sizeof(uint32_t) + edges_.memory_bytes() +
                  seqs_.capacity() * sizeof(std::unique_ptr<Sequence>) +
-                 seq_refs_.capacity() * sizeof(int32_t);
+                 seq_refs_.capacity() * sizeof(int32_t) + growing_.capacity() * sizeof(int32_t);
   for (const auto& s : seqs_) {
     if (!s) continue;
     total += sizeof(Sequence) + s->tokens.capacity() * sizeof(int32_t) +
@@ -655,7 +746,7 @@ size_t SuffixTree::memory_bytes() const {
 }
 
 std::string SuffixTree::check_integrity() const {
-  const bool canonical = !has_active_suffixes();
+  const bool canonical = !appended_;
   // Structure: links, edge keys, references, depths, count ordering.
   std::vector<uint32_t> stack{kRoot};
   std::unordered_map<uint32_t, int32_t> depth_of{{kRoot, 0}};
@@ -729,7 +820,8 @@ std::string SuffixTree::check_integrity() const {
       }
       if (is_active) {
         const Active& a = sq.ring[(sq.ring_start + k) % max_depth_];
-        if (a.node != v || (v != kRoot && a.offset != off)) return "active locus is stale";
+        if (a.node != v || (v != kRoot && nodes_[v].length - a.rem != off))
+          return "active locus is stale";
       }
     }
   }

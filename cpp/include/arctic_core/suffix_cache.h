@@ -1,7 +1,14 @@
-// The suffix decoding cache: one local suffix tree per active request (its
-// prompt and response, updated token by token) and one global tree of the
-// responses of finished requests (each inserted whole when its request
-// stops). Requests are named by integer handles chosen by the caller.
+// The suffix decoding cache: one local suffix tree per active request and
+// one global tree of cached responses. Requests are named by integer
+// handles chosen by the caller.
+//
+// Without sharing, a local tree holds its request's prompt and response
+// (updated token by token) and a response enters the global tree whole when
+// its request stops. With sharing (share_active), a cached response grows in
+// the global tree token by token while its request runs, so running requests
+// draft from each other's output at once; the local tree then holds the
+// prompt only (and the response too once the global tree no longer has it),
+// so a request's own text counts once.
 //
 // Thread safety: every public method takes an internal mutex, so callers may
 // release the GIL around any of them.
@@ -48,9 +55,10 @@ class SuffixCache {
  public:
   // num_threads > 1 lets speculate_batch spread large batches over that
   // many threads (the caller's included).
-  explicit SuffixCache(int32_t max_depth, int32_t num_threads = 1);
+  explicit SuffixCache(int32_t max_depth, int32_t num_threads = 1, bool share_active = false);
 
   int32_t max_depth() const { return max_depth_; }
+  bool share_active() const { return share_; }
   int32_t num_threads() const { return pool_ ? pool_->threads() : 1; }
 
   // Start tracking a request. With cache_response its response goes to the
@@ -71,7 +79,8 @@ class SuffixCache {
 
   // One engine step in one call: for each request i, append
   // new_tokens[new_offsets[i] : new_offsets[i+1]] to its response, then draft
-  // from its own tail (contexts == nullptr) or from context i.
+  // from its own tail (contexts == nullptr) or from context i. With sharing,
+  // every request's tokens are appended before the first draft.
   void speculate_batch(std::span<const int64_t> handles, std::span<const int32_t> new_tokens,
                        std::span<const int64_t> new_offsets, const int32_t* ctx_tokens,
                        const int64_t* ctx_offsets, const SpecParams& params, DraftBatch& out);
@@ -81,20 +90,35 @@ class SuffixCache {
   std::string check_integrity();
 
  private:
+  // Loci in a tree of the suffixes of the request's own tokens [0, len),
+  // valid while the tree is at generation gen.
+  struct Loci {
+    std::vector<Locus> loci;
+    uint64_t gen = ~uint64_t{0};
+    size_t len = 0;
+  };
+
+  // The request's own text: prompt (local tree) then, with sharing, the
+  // response growing in the global tree.
+  struct OwnText {
+    std::span<const int32_t> head, tail;
+    size_t size() const { return head.size() + tail.size(); }
+    int32_t operator[](size_t i) const { return i < head.size() ? head[i] : tail[i - head.size()]; }
+  };
+
   struct Request {
     std::unique_ptr<SuffixTree> local;  // null once stopped
     bool cached = false;                // response belongs in the global tree
-    int32_t global_seq = -1;            // its sequence there, once stopped
+    bool local_response = true;         // the local tree holds the response
+    int32_t global_seq = -1;            // its sequence there (growing with sharing)
     int32_t prompt_len = 0;
-    // Loci in the global tree of the suffixes of local tokens [0, glen),
-    // valid while the global tree is at generation ggen.
-    std::vector<Locus> gloci;
-    uint64_t ggen = ~uint64_t{0};
-    size_t glen = 0;
+    Loci gloci;  // in the global tree
+    Loci lloci;  // in the local tree, when it holds the prompt only
   };
 
   // Reusable buffers of one drafting thread.
   struct Scratch {
+    std::vector<int32_t> ctx, tmp;
     std::vector<Locus> loci;
     std::vector<int64_t> occ;
     Draft draft, local_best, global_best;
@@ -107,9 +131,13 @@ class SuffixCache {
   void speculate_locked(Request& r, std::span<const int32_t> context, bool own_tail,
                         const SpecParams& params, Draft& out, Scratch& s);
   void best_draft(const SuffixTree& tree, const SpecParams& params, Draft& best, Scratch& s);
-  void update_global_loci(Request& r);
+  OwnText own_text(const Request& r) const;
+  void add_tokens(Request& r, std::span<const int32_t> tokens);
+  void update_loci(const SuffixTree& tree, const OwnText& own, Loci& st, Scratch& s) const;
+  void tail_matches(const SuffixTree& tree, std::span<const int32_t> context, Scratch& s) const;
 
   int32_t max_depth_;
+  bool share_;
   SuffixTree global_;
   Requests requests_;
   std::mutex mu_;

@@ -14,16 +14,23 @@
 //   rest inside an edge (it is then "pending" there), so following text that
 //   occurred before costs one token compare per active suffix, with no node
 //   splitting. `pend` counts the pending suffixes inside a node's edge.
+//   Several sequences may grow at once (the shared tree of running
+//   requests); finish() stops one, so its suffixes end at node ends.
 // - insert_sequence(): a complete sequence is added with one root walk per
-//   suffix. Trees grown this way can also remove sequences.
+//   suffix.
+// Any sequence can be removed, growing or not.
 //
 // Invariants (checked by check_integrity()):
 // - a node's reference points at an occurrence of its whole path string, so
-//   the tokens after it are a real continuation; in an append-only tree it is
-//   the oldest such occurrence, in a tree grown by insert_sequence() the
-//   newest (so removing sequences oldest first frees each one's tokens);
+//   the tokens after it are a real continuation. CopyRule::kUnique trees
+//   (a request's own text) keep the oldest occurrence. kNewest trees (the
+//   shared tree) re-point a node to each suffix that passes it, so removing
+//   sequences oldest first frees each one's tokens; a node ending at
+//   max_depth is re-pointed only once its occurrence is final (its next
+//   token exists, or its sequence was finished), so its reference is the
+//   occurrence that became final last;
 // - suffixes that stopped growing end at node ends, never inside an edge;
-// - in trees without active suffixes, no node has a single child with the
+// - in trees never grown by append(), no node has a single child with the
 //   same count (canonical form).
 #pragma once
 
@@ -53,7 +60,16 @@ struct Draft {
   std::vector<double> probs;     // estimated probability of each token
   double score = 0.0;            // sum of probs
   int32_t match_len = 0;         // context tokens matched to produce it
-  bool cut = false;              // a continuation was lost at max_depth (no copy)
+  bool cut = false;              // reached max_depth (copied past it, or stopped)
+};
+
+// What drafting does at max_depth, where the counts end.
+enum class CopyRule : uint8_t {
+  kNone,    // stop
+  kUnique,  // copy the one occurrence that continues, if exactly one does
+            // (single-sequence append-only trees: references are the oldest)
+  kNewest,  // copy the continuation of the occurrence that became final
+            // last, if its sequence is still there (references: newest)
 };
 
 class SuffixTree {
@@ -61,20 +77,21 @@ class SuffixTree {
   static constexpr uint32_t kNil = EdgeMap::kNone;
   static constexpr uint32_t kRoot = 0;
 
-  // allow_copy: past max_depth, keep drafting by copying the one occurrence
-  // of the matched string that continues. Only for an append-only tree
-  // holding a single sequence (a request's own text), where node references
-  // are exactly the oldest occurrences.
-  SuffixTree(int32_t max_depth, bool allow_copy);
+  // copy: what drafting does at max_depth (see CopyRule). kUnique only for
+  // an append-only tree holding a single sequence (a request's own text).
+  SuffixTree(int32_t max_depth, CopyRule copy);
 
   int32_t max_depth() const { return max_depth_; }
 
-  // Token-by-token growth (append-only trees).
+  // Token-by-token growth.
   int32_t add_sequence();
   void append(int32_t seq_id, int32_t token);
   void extend(int32_t seq_id, std::span<const int32_t> tokens);
+  // Stop a growing sequence: its pending suffixes get node ends, its
+  // occurrences become final (kNewest references) and it cannot grow again.
+  void finish(int32_t seq_id);
 
-  // Whole-sequence growth and removal (trees without active suffixes).
+  // Whole-sequence growth, and removal of any sequence.
   int32_t insert_sequence(std::span<const int32_t> tokens);
   void remove_sequence(int32_t seq_id);
 
@@ -96,12 +113,16 @@ class SuffixTree {
   // Move `l` one token further along `token`; false if the string never
   // continues that way (or is already max_depth long).
   bool advance(Locus& l, int32_t token) const;
-  // Bumped by every insert_sequence/remove_sequence: loci computed before a
-  // change may be stale.
+  // Bumped by every change that may move loci or make a longer match occur
+  // (insert, remove, and appends to a tree with several growing sequences):
+  // loci computed before a change may be stale.
   uint64_t generation() const { return generation_; }
 
   // Number of occurrences of the string ending at `l`.
   int64_t occurrences(const Locus& l) const;
+  // The same when it is cheap (no other active suffix may stop inside the
+  // edge before `l`), else -1.
+  int64_t cheap_occurrences(const Locus& l) const;
 
   // Draft at most `budget` tokens continuing the string at `at`.
   void draft(const Locus& at, int32_t budget, double min_token_prob, bool tree_mode,
@@ -127,9 +148,12 @@ class SuffixTree {
     uint32_t prev_sibling = kNil;
   };
 
+  // An active suffix: in `node`, `rem` edge tokens before the node's end
+  // (0: at the end). Counted from the end, so prepending tokens to an edge
+  // (a merge during removal) moves no active suffix.
   struct Active {
     uint32_t node;
-    int32_t offset;
+    int32_t rem;
   };
 
   struct Sequence {
@@ -154,9 +178,9 @@ class SuffixTree {
   void unlink_child(uint32_t child);
   void release_seq_ref(int32_t seq);
   void release_storage();
-  void split(uint32_t child, int32_t keep);
-  void diverge_inside(Sequence& s, Active& a, int32_t seq_id, int32_t pos, int32_t token);
-  bool has_active_suffixes() const;
+  uint32_t split(uint32_t child, int32_t keep, Active* self);
+  void stop_growing(int32_t seq_id);
+  void trim(uint32_t x);
   uint32_t best_child(uint32_t node, int64_t& total) const;
   int32_t copy_start(uint32_t node) const;
   bool walk(const int32_t* s, int32_t n, Locus& l) const;
@@ -165,7 +189,7 @@ class SuffixTree {
   void draft_tree(Locus at, int32_t budget, double min_prob, Draft& out) const;
 
   int32_t max_depth_;
-  bool allow_copy_;
+  CopyRule copy_;
   std::vector<Node> nodes_;
   std::vector<uint32_t> free_nodes_;
   EdgeMap edges_;
@@ -173,9 +197,11 @@ class SuffixTree {
   // Nodes referencing each sequence's tokens, flat beside seqs_ so that
   // moving a reference touches no Sequence.
   std::vector<int32_t> seq_refs_;
+  // Sequences with active suffixes (growing): splits relocate theirs.
+  std::vector<int32_t> growing_;
   size_t num_tokens_ = 0;  // tokens of live sequences
   uint64_t generation_ = 0;
-  bool appended_ = false;  // grown by append(): active suffixes may exist
+  bool appended_ = false;  // ever grown by append(): not canonical
 };
 
 }  // namespace arctic_core

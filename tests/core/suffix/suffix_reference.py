@@ -9,7 +9,7 @@ occurrence counts instead of tree nodes:
 - For a context c, local match lengths m = M..1 are tried, M being the longest
   suffix of c (at most `depth`) that occurs. Only the longest m of each
   occurrence count is drafted (a shorter match with the same count has the
-  same occurrences), unless the longer draft was cut at the depth limit,
+  same occurrences), unless the longer draft reached the depth limit,
   and the search stops once the budget
   min(k, int(m * factor + offset + 1e-6)) cannot beat the best score.
 - Path drafting from s follows the most frequent next token (ties: smallest
@@ -17,10 +17,17 @@ occurrence counts instead of tree nodes:
   with no next token, like the request's own latest tokens, do not count),
   stopping below min_token_prob. At len(s) == depth the counts end: local
   drafting copies the rest of the one occurrence that continues (if exactly
-  one does); global drafting stops.
-- The global corpus holds the responses of cached requests that have
-  stopped (a response enters it whole when its request stops). It drafts
-  like the local corpus, without copying past the depth.
+  one does); global drafting copies what follows the occurrence of s that
+  became final last, if its response is still cached (below).
+- Without sharing, the global corpus holds the responses of cached requests
+  that have stopped (a response enters it whole when its request stops, and
+  all its occurrences become final then, in position order).
+- With sharing (share_active_responses), it holds every cached response,
+  those of running requests as generated so far (the requester's own
+  included); an occurrence becomes final when the token after it is added,
+  or when its request stops. The requester's local corpus is then its
+  prompt alone, unless its response is no longer cached (then prompt +
+  response), so its own text counts once.
 - The best local draft wins unless the global one scores strictly higher.
 """
 
@@ -39,7 +46,7 @@ class RefDraft:
     probs: list[float] = field(default_factory=list)
     score: float = 0.0
     match_len: int = 0
-    cut: bool = False  # a continuation was lost at the depth limit (no copy)
+    cut: bool = False  # reached the depth limit (copied past it, or stopped)
 
 
 def occurrences(seqs: Sequence[list[int]], s: Sequence[int]) -> list[tuple[int, int]]:
@@ -68,11 +75,31 @@ def budget(m: int, k: int, factor: float, offset: float) -> int:
     return int(b)
 
 
+class Entry:
+    """A cached response (identity matters: ids can be reused)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.alive = True
+
+
+# Newest-final copying: for a depth-long string, (entry, start) of the
+# occurrence that became final last.
+Finals = dict[tuple[int, ...], tuple[Entry, int]]
+
+
 class Corpus:
-    def __init__(self, seqs: Sequence[list[int]], depth: int, copy: bool) -> None:
+    def __init__(
+        self,
+        seqs: Sequence[list[int]],
+        depth: int,
+        copy: bool,
+        finals: Finals | None = None,
+    ) -> None:
         self.seqs = seqs
         self.depth = depth
         self.copy = copy
+        self.finals = finals  # global corpus: copy from the newest final occurrence
 
     def branching(self, s: list[int]) -> bool:
         """Whether s has other than exactly one continuation (tree mode
@@ -86,13 +113,19 @@ class Corpus:
         t = min(nxt, key=lambda t: (-nxt[t], t))
         return t, nxt[t]
 
-    def unique_continuation(self, s: list[int]) -> tuple[int, int] | None:
+    def unique_continuation(self, s: list[int]) -> tuple[list[int], int] | None:
+        """(sequence, index) to copy from at the depth limit, if any."""
+        if self.finals is not None:
+            hit = self.finals.get(tuple(s))
+            if hit is None or not hit[0].alive or hit[1] + len(s) >= len(hit[0].tokens):
+                return None
+            return hit[0].tokens, hit[1] + len(s)
         n = len(s)
         occs = [(qi, i) for qi, i in occurrences(self.seqs, s) if i + n < len(self.seqs[qi])]
         if not self.copy or len(occs) != 1:
             return None
         qi, i = occs[0]
-        return qi, i + len(s)
+        return self.seqs[qi], i + len(s)
 
     def draft_path(self, s: list[int], k: int, min_prob: float) -> RefDraft:
         d = RefDraft()
@@ -118,11 +151,10 @@ class Corpus:
                 s.append(t)
             else:
                 cont = self.unique_continuation(s)
+                d.cut = True
                 if cont is None:
-                    d.cut = True
                     break
-                qi, j = cont
-                q = self.seqs[qi]
+                q, j = cont
                 while len(d.token_ids) < k and j < len(q):
                     push(q[j])
                     j += 1
@@ -155,11 +187,11 @@ class Corpus:
             prob = -negp
             kind = item[0]
             if kind == "copy":
-                _, qi, j = item
-                if j >= len(self.seqs[qi]):
+                _, q, j = item
+                if j >= len(q):
                     continue
-                me = emit(self.seqs[qi][j], prob, parent)
-                push(prob, ("copy", qi, j + 1), me)
+                me = emit(q[j], prob, parent)
+                push(prob, ("copy", q, j + 1), me)
             elif kind == "emit":
                 _, st, t = item
                 me = emit(t, prob, parent)
@@ -179,10 +211,9 @@ class Corpus:
                             push(cp, ("emit", tuple(st), t), parent)
                 else:
                     cont = self.unique_continuation(st)
+                    d.cut = True
                     if cont is not None:
                         push(prob, ("copy", cont[0], cont[1]), parent)
-                    else:
-                        d.cut = True
         return d
 
     def longest_match(self, ctx: list[int]) -> int:
@@ -218,34 +249,65 @@ class Corpus:
 class RefSuffixCache:
     """Same public behaviour as SuffixDecodingCache, by brute force."""
 
-    def __init__(self, max_tree_depth: int = 64, max_cached_requests: int = -1) -> None:
+    def __init__(
+        self,
+        max_tree_depth: int = 64,
+        max_cached_requests: int = -1,
+        share_active_responses: bool = False,
+    ) -> None:
         self.depth = max_tree_depth
         self.max_cached = max_cached_requests
-        self.local: dict[Hashable, list[int]] = {}
-        self.cached: dict[Hashable, list[int]] = {}
+        self.share = share_active_responses
+        self.prompt: dict[Hashable, list[int]] = {}
+        self.response: dict[Hashable, list[int]] = {}
+        self.cached: dict[Hashable, Entry] = {}
+        self.finals: Finals = {}
+
+    @property
+    def local(self) -> dict[Hashable, list[int]]:
+        """Active requests' own text (prompt + response)."""
+        return {r: self.prompt[r] + self.response[r] for r in self.prompt}
+
+    def _final(self, e: Entry, start: int) -> None:
+        self.finals[tuple(e.tokens[start : start + self.depth])] = (e, start)
 
     def start_request(self, req_id: Hashable, prompt: Sequence[int]) -> None:
-        if req_id in self.local:
+        if req_id in self.prompt:
             raise ValueError("already active")
-        self.local[req_id] = list(prompt)
+        self.prompt[req_id] = list(prompt)
+        self.response[req_id] = []
         if self.max_cached != 0:
-            self.cached.pop(req_id, None)
-            self.cached[req_id] = []
+            if req_id in self.cached:
+                self.evict_cached_response(req_id)
+            self.cached[req_id] = Entry()
             if self.max_cached > 0:
                 while len(self.cached) > self.max_cached:
                     oldest = next(r for r in self.cached if r != req_id)
-                    del self.cached[oldest]
+                    self.evict_cached_response(oldest)
 
     def add_active_response(self, req_id: Hashable, tokens: Sequence[int]) -> None:
-        self.local[req_id].extend(tokens)
-        if req_id in self.cached:
-            self.cached[req_id].extend(tokens)
+        self.response[req_id].extend(tokens)
+        e = self.cached.get(req_id)
+        if self.share and e is not None:
+            for t in tokens:
+                e.tokens.append(t)
+                if len(e.tokens) > self.depth:  # the occurrence before t is final
+                    self._final(e, len(e.tokens) - 1 - self.depth)
 
     def stop_request(self, req_id: Hashable) -> None:
-        del self.local[req_id]
+        e = self.cached.get(req_id)
+        if e is not None:
+            if self.share:
+                if len(e.tokens) >= self.depth:
+                    self._final(e, len(e.tokens) - self.depth)
+            else:
+                e.tokens = list(self.response[req_id])
+                for i in range(len(e.tokens) - self.depth + 1):
+                    self._final(e, i)
+        del self.prompt[req_id], self.response[req_id]
 
     def evict_cached_response(self, req_id: Hashable) -> None:
-        del self.cached[req_id]
+        self.cached.pop(req_id).alive = False
 
     def speculate(
         self,
@@ -258,9 +320,16 @@ class RefSuffixCache:
         use_tree_spec: bool = False,
     ) -> RefDraft:
         k = self.depth if max_spec_tokens is None else max_spec_tokens
-        ctx = list(self.local[req_id] if context is None else context)[-self.depth :]
+        own = self.prompt[req_id] + self.response[req_id]
+        ctx = list(own if context is None else context)[-self.depth :]
         args = (ctx, k, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)
-        local = Corpus([self.local[req_id]], self.depth, copy=True).best_draft(*args)
-        finished = [resp for r, resp in self.cached.items() if r not in self.local]
-        glob = Corpus(finished, self.depth, copy=False).best_draft(*args)
+        if self.share:
+            shared = req_id in self.cached
+            local_text = self.prompt[req_id] if shared else own
+            glob_seqs = [e.tokens for e in self.cached.values()]
+        else:
+            local_text = own
+            glob_seqs = [e.tokens for r, e in self.cached.items() if r not in self.prompt]
+        local = Corpus([local_text], self.depth, copy=True).best_draft(*args)
+        glob = Corpus(glob_seqs, self.depth, copy=True, finals=self.finals).best_draft(*args)
         return glob if glob.score > local.score else local

@@ -34,8 +34,9 @@ def test_matches_reference(data: st.DataObject) -> None:
     depth = data.draw(st.integers(1, 6), label="depth")
     alphabet = data.draw(st.integers(1, 3), label="alphabet")
     max_cached = data.draw(st.sampled_from([-1, 0, 1, 2, 3]), label="max_cached")
-    native = SuffixDecodingCache(depth, max_cached)
-    ref = RefSuffixCache(depth, max_cached)
+    share = data.draw(st.booleans(), label="share")
+    native = SuffixDecodingCache(depth, max_cached, share_active_responses=share)
+    ref = RefSuffixCache(depth, max_cached, share)
 
     for step in range(data.draw(st.integers(1, 30), label="steps")):
         op = data.draw(st.sampled_from(["start", "add", "add", "stop", "evict", "spec", "spec"]))
