@@ -1,18 +1,20 @@
 """Configuration of Arctic speculator draft heads (MLP and sum-LSTM).
 
 :class:`SpeculatorConfig` is a plain dataclass (no torch import) that reads and
-writes the Hugging Face ``config.json`` shapes used by the published
-speculator checkpoints:
+writes the Hugging Face ``config.json`` shapes of the released speculator
+checkpoints (the layouts Snowflake's Arctic Inference 0.3.0 loads, which read
+``config.json`` through vLLM's ``MLPSpeculatorConfig``):
 
 * ``MLPSpeculatorPreTrainedModel`` / ``ArcticMLPSpeculatorPreTrainedModel``
   (IBM fms-extras convention): ``emb_dim`` is the *base model hidden size*,
   ``inner_dim`` the speculator width (``0`` means "same as emb_dim").
-* ``ArcticLSTMSpeculatorPreTrainedModel`` (and the legacy alias
-  ``MLPVariantSpeculatorPreTrainedModel``): ``input_hidden_dim`` is the base
-  hidden size; ``inner_dim``/``proj_dim``/``emb_dim`` are strings of
-  dot-separated layer widths (``"4096"``, ``"4096.4096"``); ``method`` is
-  ``"sum_lstm"`` (LSTM head) or ``"sum_rnn"`` (the default when absent: an MLP
-  head with Arctic tensor names).
+* ``ArcticLSTMSpeculatorPreTrainedModel`` (and its alias
+  ``MLPVariantSpeculatorPreTrainedModel``), written by ArcticTraining:
+  ``input_hidden_dim`` is the base hidden size; ``inner_dim``/``proj_dim``/
+  ``emb_dim`` are widths given as an int, a string (``"4096"``), a dotted
+  string (``"4096.4096"``) or a list; ``method`` is ``"sum_lstm"`` (LSTM
+  head) or ``"sum_rnn"`` (the default when absent: an MLP head with
+  ``nn.Sequential`` tensor names, whose dotted widths stack layers).
 
 Internally the fields are normalised: ``input_hidden_dim`` is always the base
 hidden size and ``emb_dim`` always the token-embedding width.
@@ -32,6 +34,7 @@ __all__ = [
     "SpeculatorConfig",
     "MLP_ARCHITECTURES",
     "LSTM_ARCHITECTURES",
+    "ARCTIC_ARCHITECTURES",
     "CONFIG_NAME",
 ]
 
@@ -41,6 +44,13 @@ CONFIG_NAME = "config.json"
 MLP_ARCHITECTURES = ("MLPSpeculatorPreTrainedModel", "ArcticMLPSpeculatorPreTrainedModel")
 #: architectures following the ArcticTraining LSTM-config convention
 LSTM_ARCHITECTURES = ("ArcticLSTMSpeculatorPreTrainedModel", "MLPVariantSpeculatorPreTrainedModel")
+#: the architectures Arctic Inference's ``arctic`` method accepts (the IBM
+#: ``MLPSpeculatorPreTrainedModel`` is vLLM's own ``mlp_speculator``)
+ARCTIC_ARCHITECTURES = (
+    "ArcticMLPSpeculatorPreTrainedModel",
+    "ArcticLSTMSpeculatorPreTrainedModel",
+    "MLPVariantSpeculatorPreTrainedModel",
+)
 
 # method names accepted in config.json -> internal kind
 _MLP_METHODS = ("mlp", "sum_rnn")
@@ -64,35 +74,46 @@ _KNOWN_KEYS = frozenset(
         "tie_lstm_embs",
         "scale_input",
         "base_model_name_or_path",
+        "base_model_archs",
     }
 )
 
 
-def _parse_dim(name: str, value: Any) -> int:
-    """Parse a width given as int or as a dotted string (``"4096"``).
-
-    Multi-layer widths (``"4096.4096"``) describe stacked projection layers
-    in ArcticTraining's experimental ``sum_rnn`` variant; they are rejected
-    because only single-layer heads are implemented.
-    """
+def _width(name: str, value: Any) -> int:
     if is_int(value):
         return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise ValueError(
+        f"speculator config: {name!r} must be an integer or a dotted string of integers, "
+        f"got {value!r}"
+    )
+
+
+def _parse_dims(name: str, value: Any) -> list[int]:
+    """Widths given as an int, a string (``"4096"``), a dotted string
+    (``"4096.4096"``, one width per stacked layer) or a list of ints (what
+    Arctic Inference's ``_parse_dim`` accepts)."""
     if isinstance(value, str):
-        parts = [p for p in value.split(".") if p != ""]
-        try:
-            dims = [int(p) for p in parts]
-        except ValueError:
-            raise ValueError(
-                f"speculator config: {name!r} must be an integer or a dotted string of "
-                f"integers, got {value!r}"
-            ) from None
-        if len(dims) != 1:
-            raise ValueError(
-                f"speculator config: {name!r}={value!r} describes {len(dims)} stacked layers; "
-                "only single-layer speculator heads are supported"
-            )
-        return dims[0]
-    raise ValueError(f"speculator config: {name!r} must be an integer width, got {value!r}")
+        parts: list[Any] = value.split(".")
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [value]
+    if not parts:
+        raise ValueError(f"speculator config: {name!r} is an empty list of widths")
+    return [_width(name, p) for p in parts]
+
+
+def _parse_dim(name: str, value: Any) -> int:
+    """One width (int or ``"4096"``); a dotted or list value is refused."""
+    dims = _parse_dims(name, value)
+    if len(dims) != 1:
+        raise ValueError(
+            f"speculator config: {name!r}={value!r} lists {len(dims)} widths; "
+            "this key takes one width"
+        )
+    return dims[0]
 
 
 def _require(d: Mapping[str, Any], key: str, kind: str) -> Any:
@@ -105,6 +126,24 @@ def _as_bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     raise ValueError(f"speculator config: {name!r} must be true/false, got {value!r}")
+
+
+def _parse_archs(value: Any) -> tuple[str, ...] | None:
+    """``base_model_archs``: a list of architecture names (a single string is
+    taken as a list of one)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(a, str) and a for a in value):
+        return tuple(value)
+    raise ValueError(
+        f"speculator config: 'base_model_archs' must be a list of architecture names, got {value!r}"
+    )
+
+
+def _dotted(dims: tuple[int, ...]) -> str:
+    return ".".join(str(d) for d in dims)
 
 
 @dataclass
@@ -128,8 +167,21 @@ class SpeculatorConfig:
             before the first head.
         base_model_name_or_path: informational: the base model trained against.
         architecture: architecture name the config was read from (written back
-            only when it is compatible with ``method``).
+            when it fits the head; see :attr:`layout`).
         extra: unknown config.json keys, preserved on save.
+        emb_dims: MLP heads in the ``sum_rnn`` layout only: the widths of a
+            stacked token-embedding (``emb_dim: "p.p"``); every width equals
+            ``emb_dim`` (each layer's norm is as wide as its input). ``None``:
+            one layer.
+        proj_dims: the same for the input projection (``proj_dim: "p.p"``).
+        inner_dims: the same after the mix (``inner_dim: "p.q.r"``): a norm of
+            width ``p``, then per further width a GELU, a linear layer and a
+            norm; ``inner_dims[0]`` equals ``inner_dim`` and the last width is
+            what the LM heads and the next projection read
+            (:attr:`out_dim`).
+        base_model_archs: the base models' architectures the speculator was
+            trained for (``config.json`` key ``base_model_archs``; checked
+            against the served model by the vLLM adapter). ``None``: unknown.
     """
 
     method: str
@@ -145,13 +197,47 @@ class SpeculatorConfig:
     base_model_name_or_path: str | None = None
     architecture: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    emb_dims: tuple[int, ...] | None = None
+    proj_dims: tuple[int, ...] | None = None
+    inner_dims: tuple[int, ...] | None = None
+    base_model_archs: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.emb_dim is None:
             self.emb_dim = self.inner_dim
         if self.proj_dim is None:
             self.proj_dim = self.inner_dim
+        for name in ("emb_dims", "proj_dims", "inner_dims", "base_model_archs"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
         self.validate()
+
+    # ------------------------------------------------------------ derived
+    @property
+    def stacked(self) -> bool:
+        """Whether the head has stacked layers (``sum_rnn`` dotted widths)."""
+        return any(
+            d is not None and len(d) > 1 for d in (self.emb_dims, self.proj_dims, self.inner_dims)
+        )
+
+    @property
+    def out_dim(self) -> int:
+        """Width of the state the LM heads read (``inner_dims[-1]``)."""
+        return self.inner_dims[-1] if self.inner_dims else self.inner_dim
+
+    @property
+    def layout(self) -> str:
+        """The checkpoint layout :meth:`to_dict` and ``save_speculator`` write:
+        ``"mlp"`` (IBM names ``emb.{i}.weight``, ``ArcticMLPSpeculator``
+        architecture), ``"sum_rnn"`` (an MLP head read from an
+        ``ArcticLSTM``-architecture config, or a stacked one: ``nn.Sequential``
+        names ``emb.{i}.0.weight``) or ``"sum_lstm"``."""
+        if self.method == "sum_lstm":
+            return "sum_lstm"
+        if self.stacked or self.architecture in LSTM_ARCHITECTURES:
+            return "sum_rnn"
+        return "mlp"
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
@@ -186,8 +272,37 @@ class SpeculatorConfig:
         if self.proj_dim != self.inner_dim:
             raise ValueError(
                 f"speculator config: proj_dim ({self.proj_dim}) must equal inner_dim "
-                f"({self.inner_dim}) for single-layer heads"
+                f"({self.inner_dim}): the projection is added to the token embedding"
             )
+        for name in ("emb_dims", "proj_dims", "inner_dims"):
+            dims = getattr(self, name)
+            if dims is None:
+                continue
+            if not isinstance(dims, tuple) or not dims or not all(is_int(d) for d in dims):
+                raise ValueError(
+                    f"speculator config: {name!r} must be a non-empty tuple of ints, got {dims!r}"
+                )
+            if min(dims) < 1:
+                raise ValueError(f"speculator config: {name!r} must be positive, got {dims!r}")
+            if self.method == "sum_lstm" and len(dims) > 1:
+                raise ValueError(
+                    f"speculator config: {name}={_dotted(dims)!r}: a sum_lstm head has no "
+                    "stacked layers"
+                )
+            first = self.inner_dim
+            if name == "inner_dims":
+                if dims[0] != first:
+                    raise ValueError(
+                        f"speculator config: inner_dim {_dotted(dims)!r} must start with the "
+                        f"mixing width {first} (emb_dim = proj_dim = inner_dim[0])"
+                    )
+            elif any(d != first for d in dims):
+                raise ValueError(
+                    f"speculator config: {name[:-1]} {_dotted(dims)!r}: every stacked width "
+                    f"must equal {first} (each stacked layer's norm is as wide as its input)"
+                )
+        if self.base_model_archs is not None:
+            _parse_archs(self.base_model_archs)
 
     def check_compatible(self, base_hidden_size: int, base_vocab_size: int) -> None:
         """Check that this speculator fits a base model.
@@ -215,7 +330,7 @@ class SpeculatorConfig:
     # --------------------------------------------------------------- dict I/O
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SpeculatorConfig:
-        """Build from a ``config.json`` dict (any of the published layouts).
+        """Build from a ``config.json`` dict (any of the released layouts).
 
         Raises:
             ValueError: on a missing key, unknown architecture/method or an
@@ -237,11 +352,18 @@ class SpeculatorConfig:
                 f"speculator config: unsupported architecture {arch!r} (supported: "
                 f"{', '.join(MLP_ARCHITECTURES + LSTM_ARCHITECTURES)})"
             )
+        uses_lstm_layout = arch in LSTM_ARCHITECTURES or (arch is None and "input_hidden_dim" in d)
 
         raw_method = d.get("method")
         if raw_method is None:
-            # ArcticTraining's LSTM config class defaults to "sum_rnn" (an MLP head)
-            raw_method = "sum_rnn" if arch in LSTM_ARCHITECTURES else "mlp"
+            # ArcticTraining's LSTM-config class and Arctic Inference's loader
+            # default to "sum_rnn" (an MLP head)
+            raw_method = "sum_rnn" if uses_lstm_layout else "mlp"
+        if uses_lstm_layout and raw_method not in ("sum_rnn", "sum_lstm"):
+            raise ValueError(
+                f"speculator config: unsupported method {raw_method!r} for "
+                f"{arch or 'an input_hidden_dim config'} (supported: sum_rnn, sum_lstm)"
+            )
         if raw_method in _MLP_METHODS:
             method = "mlp"
         elif raw_method in _LSTM_METHODS:
@@ -251,6 +373,11 @@ class SpeculatorConfig:
                 f"speculator config: unsupported method {raw_method!r} "
                 f"(supported: {', '.join(_MLP_METHODS + _LSTM_METHODS)})"
             )
+        if method == "sum_lstm" and not uses_lstm_layout:
+            raise ValueError(
+                f"speculator config: method 'sum_lstm' needs the ArcticLSTM layout "
+                f"(architecture {LSTM_ARCHITECTURES[0]} with input_hidden_dim), got {arch!r}"
+            )
         kind = f"{arch or 'no architecture'}, method={raw_method}"
 
         n_predict = _require(d, "n_predict", kind)
@@ -258,12 +385,27 @@ class SpeculatorConfig:
             raise ValueError(f"speculator config: 'n_predict' must be an int, got {n_predict!r}")
         vocab_size = _parse_dim("vocab_size", _require(d, "vocab_size", kind))
 
-        uses_lstm_layout = arch in LSTM_ARCHITECTURES or (arch is None and "input_hidden_dim" in d)
+        emb_dims = proj_dims = inner_dims = None
         if uses_lstm_layout:
             input_hidden_dim = _parse_dim("input_hidden_dim", _require(d, "input_hidden_dim", kind))
-            inner_dim = _parse_dim("inner_dim", _require(d, "inner_dim", kind))
-            emb_dim = _parse_dim("emb_dim", _require(d, "emb_dim", kind))
-            proj_dim = _parse_dim("proj_dim", _require(d, "proj_dim", kind))
+            raw = {k: _require(d, k, kind) for k in ("inner_dim", "proj_dim", "emb_dim")}
+            dims = {k: _parse_dims(k, v) for k, v in raw.items()}
+            inner_dim = dims["inner_dim"][0]
+            emb_dim, proj_dim = dims["emb_dim"][0], dims["proj_dim"][0]
+            if method == "sum_lstm":
+                # Arctic Inference reads emb_dim[0], proj_dim[0], inner_dim[0]
+                # and inner_dim[-1] of an LSTM head: one layer, all one width
+                for k, ds in dims.items():
+                    if any(x != inner_dim for x in ds):
+                        raise ValueError(
+                            f"speculator config: {k}={raw[k]!r}: a sum_lstm head is one layer "
+                            f"whose every width equals inner_dim[0]={inner_dim}"
+                        )
+            else:
+                emb_dims, proj_dims, inner_dims = (
+                    tuple(dims[k]) if len(dims[k]) > 1 else None
+                    for k in ("emb_dim", "proj_dim", "inner_dim")
+                )
         else:
             # IBM convention: emb_dim is the base hidden size
             input_hidden_dim = _parse_dim("emb_dim", _require(d, "emb_dim", kind))
@@ -295,36 +437,50 @@ class SpeculatorConfig:
             base_model_name_or_path=bmp if isinstance(bmp, str) else None,
             architecture=arch,
             extra=extra,
+            emb_dims=emb_dims,
+            proj_dims=proj_dims,
+            inner_dims=inner_dims,
+            base_model_archs=_parse_archs(d.get("base_model_archs")),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Serialise to the published ``config.json`` layout.
+        """Serialise to the released ``config.json`` layout of :attr:`layout`,
+        which Arctic Inference's ``arctic`` method reads:
 
-        MLP heads are written in the IBM ``MLPSpeculatorPreTrainedModel``
-        layout (``emb_dim`` = base hidden size), which vLLM's built-in
-        ``mlp_speculator`` loader also reads (``input_hidden_dim`` is added
-        for clarity). LSTM heads are written as
-        ``ArcticLSTMSpeculatorPreTrainedModel`` with dotted-string widths and
-        ``method="sum_lstm"``.
+        * ``"mlp"``: ``ArcticMLPSpeculatorPreTrainedModel`` (or the IBM
+          ``MLPSpeculatorPreTrainedModel`` it was read as, vLLM's own
+          ``mlp_speculator``), ``emb_dim`` = base hidden size
+          (``input_hidden_dim`` is added for clarity);
+        * ``"sum_rnn"``: ``ArcticLSTMSpeculatorPreTrainedModel`` (or
+          ``MLPVariantSpeculatorPreTrainedModel``) with ``method: "sum_rnn"``
+          and dotted-string widths;
+        * ``"sum_lstm"``: the same architectures with ``method: "sum_lstm"``.
+
+        ``top_k_tokens_per_head`` has ``n_predict`` entries (vLLM's config
+        class asserts that).
         """
         d: dict[str, Any] = dict(self.extra)
-        common = {
-            "model_type": "mlp_speculator",
-            "n_predict": self.n_predict,
-            "n_candidates": self.n_predict,
-            "top_k_tokens_per_head": [1] * self.n_predict,
-            "vocab_size": self.vocab_size,
-            "tie_weights": self.tie_weights,
-            "scale_input": self.scale_input,
-            "base_model_name_or_path": self.base_model_name_or_path,
-        }
-        if self.method == "mlp":
+        d.update(
+            {
+                "model_type": "mlp_speculator",
+                "n_predict": self.n_predict,
+                "n_candidates": self.n_predict,
+                "top_k_tokens_per_head": [1] * self.n_predict,
+                "vocab_size": self.vocab_size,
+                "tie_weights": self.tie_weights,
+                "scale_input": self.scale_input,
+                "base_model_name_or_path": self.base_model_name_or_path,
+            }
+        )
+        if self.base_model_archs is not None:
+            d["base_model_archs"] = list(self.base_model_archs)
+        layout = self.layout
+        if layout == "mlp":
             arch = (
                 self.architecture
                 if self.architecture in MLP_ARCHITECTURES
-                else MLP_ARCHITECTURES[0]
+                else "ArcticMLPSpeculatorPreTrainedModel"
             )
-            d.update(common)
             d.update(
                 {
                     "architectures": [arch],
@@ -333,19 +489,25 @@ class SpeculatorConfig:
                     "input_hidden_dim": self.input_hidden_dim,
                 }
             )
-        else:
-            d.update(common)
-            d.update(
-                {
-                    "architectures": [LSTM_ARCHITECTURES[0]],
-                    "method": "sum_lstm",
-                    "input_hidden_dim": self.input_hidden_dim,
-                    "inner_dim": str(self.inner_dim),
-                    "proj_dim": str(self.proj_dim),
-                    "emb_dim": str(self.emb_dim),
-                    "tie_lstm_embs": self.tie_lstm_embs,
-                }
-            )
+            return d
+        arch = (
+            self.architecture
+            if self.architecture in LSTM_ARCHITECTURES
+            else "ArcticLSTMSpeculatorPreTrainedModel"
+        )
+        assert self.emb_dim is not None and self.proj_dim is not None  # set in __post_init__
+        d.update(
+            {
+                "architectures": [arch],
+                "method": layout,
+                "input_hidden_dim": self.input_hidden_dim,
+                "inner_dim": _dotted(self.inner_dims or (self.inner_dim,)),
+                "proj_dim": _dotted(self.proj_dims or (self.proj_dim,)),
+                "emb_dim": _dotted(self.emb_dims or (self.emb_dim,)),
+                # Arctic Inference reads this key for both methods
+                "tie_lstm_embs": self.tie_lstm_embs,
+            }
+        )
         return d
 
     @classmethod

@@ -181,6 +181,17 @@ class MLPSpeculator(SpeculatorBase):
     Tensors: ``emb.{i}.weight`` [vocab, inner], ``proj.{i}.weight``
     [inner, input_hidden_dim (i=0) | inner], ``ln.{i}.weight``/``.bias``
     [inner], ``head.{i}.weight`` [vocab, inner].
+
+    A stacked ``sum_rnn`` head (``config.stacked``: dotted widths) builds
+    ``emb``, ``proj`` and ``ln`` as ArcticTraining's ``nn.Sequential``
+    stacks, so its tensor names are the released ones
+    (``emb.{i}.0.weight``, ``proj.{i}.3.weight``, ...)::
+
+        emb[i]  = Embedding(vocab, p), then per further emb width: norm(p), GELU, Linear(p, p)
+        proj[i] = Linear(in, p),       then per further proj width: norm(p), GELU, Linear(p, p)
+        ln[i]   = norm(p),             then per further inner width q: GELU, Linear(prev, q), norm(q)
+
+    and the LM heads and later projections read the last inner width.
     """
 
     def __init__(self, config: SpeculatorConfig) -> None:
@@ -188,32 +199,71 @@ class MLPSpeculator(SpeculatorBase):
             raise ValueError(f"MLPSpeculator needs method='mlp', got {config.method!r}")
         super().__init__(config)
         n, tie, d = config.n_predict, config.tie_weights, config.inner_dim
-        self.emb = nn.ModuleList(
-            nn.Embedding(config.vocab_size, d) for _ in range(_n_unique(n, tie))
-        )
-        self.proj = nn.ModuleList(
-            nn.Linear(config.input_hidden_dim if j == 0 else d, d, bias=False)
-            for j in range(_n_proj(n, tie))
-        )
-        self.ln = nn.ModuleList(SpeculatorLayerNorm(d) for _ in range(_n_unique(n, tie)))
+        out = config.out_dim
+        if config.stacked:
+            self.emb = nn.ModuleList(self._emb_stack() for _ in range(_n_unique(n, tie)))
+            self.proj = nn.ModuleList(
+                self._proj_stack(config.input_hidden_dim if j == 0 else out)
+                for j in range(_n_proj(n, tie))
+            )
+            self.ln = nn.ModuleList(self._ln_stack() for _ in range(_n_unique(n, tie)))
+        else:
+            self.emb = nn.ModuleList(
+                nn.Embedding(config.vocab_size, d) for _ in range(_n_unique(n, tie))
+            )
+            self.proj = nn.ModuleList(
+                nn.Linear(config.input_hidden_dim if j == 0 else d, d, bias=False)
+                for j in range(_n_proj(n, tie))
+            )
+            self.ln = nn.ModuleList(SpeculatorLayerNorm(d) for _ in range(_n_unique(n, tie)))
         self.head = nn.ModuleList(
-            nn.Linear(d, config.vocab_size, bias=False) for _ in range(_n_unique(n, tie))
+            nn.Linear(out, config.vocab_size, bias=False) for _ in range(_n_unique(n, tie))
         )
         self.reset_parameters()
+
+    # ArcticTraining's / Arctic Inference's sum_rnn stacks (same module order,
+    # so the same state_dict names)
+    def _emb_stack(self) -> nn.Sequential:
+        c = self.config
+        layers: list[nn.Module] = [nn.Embedding(c.vocab_size, c.inner_dim)]
+        for _ in (c.emb_dims or (c.inner_dim,))[1:]:
+            layers += [
+                SpeculatorLayerNorm(c.inner_dim),
+                nn.GELU(),
+                nn.Linear(c.inner_dim, c.inner_dim, bias=False),
+            ]
+        return nn.Sequential(*layers)
+
+    def _proj_stack(self, in_features: int) -> nn.Sequential:
+        c = self.config
+        layers: list[nn.Module] = [nn.Linear(in_features, c.inner_dim, bias=False)]
+        for _ in (c.proj_dims or (c.inner_dim,))[1:]:
+            layers += [
+                SpeculatorLayerNorm(c.inner_dim),
+                nn.GELU(),
+                nn.Linear(c.inner_dim, c.inner_dim, bias=False),
+            ]
+        return nn.Sequential(*layers)
+
+    def _ln_stack(self) -> nn.Sequential:
+        dims = self.config.inner_dims or (self.config.inner_dim,)
+        layers: list[nn.Module] = [SpeculatorLayerNorm(dims[0])]
+        for prev, width in zip(dims, dims[1:]):
+            layers += [nn.GELU(), nn.Linear(prev, width, bias=False), SpeculatorLayerNorm(width)]
+        return nn.Sequential(*layers)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Random init (fms-extras style); checkpoints overwrite it."""
         d = self.inner_dim
-        for e in _each(self.emb, nn.Embedding):
-            nn.init.normal_(e.weight, 0.0, 1.0 / math.sqrt(d))
-        for p in _each(self.proj, nn.Linear):
-            nn.init.normal_(p.weight, 0.0, 1.0 / math.sqrt(p.in_features))
-        for h in _each(self.head, nn.Linear):
-            nn.init.normal_(h.weight, 0.0, 1.0 / math.sqrt(d))
-        for ln in _each(self.ln, SpeculatorLayerNorm):
-            nn.init.ones_(ln.weight)
-            nn.init.zeros_(ln.bias)
+        for m in self.modules():
+            if isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, 0.0, 1.0 / math.sqrt(d))
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 1.0 / math.sqrt(m.in_features))
+            elif isinstance(m, SpeculatorLayerNorm) and m.elementwise_scale_and_shift:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def step(
         self, head_index: int, state: torch.Tensor, cell: torch.Tensor | None, tokens: torch.Tensor

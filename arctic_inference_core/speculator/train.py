@@ -259,6 +259,20 @@ def _load_base(
     return tok, model.to(device).eval()  # type: ignore[arg-type]
 
 
+def _base_model_archs(path: str) -> tuple[str, ...] | None:
+    """The base model's ``architectures`` (written as the speculator's
+    ``base_model_archs``, which the vLLM adapter checks against the served
+    model); None when its config.json does not list them."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            archs = json.load(f).get("architectures")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(archs, list) and archs and all(isinstance(x, str) and x for x in archs):
+        return tuple(archs)
+    return None
+
+
 def _cache_key(a: argparse.Namespace, prompts: list[dict[str, Any]]) -> dict[str, Any]:
     ph = hashlib.sha256()
     for r in prompts:
@@ -643,6 +657,7 @@ def run(a: argparse.Namespace, log: Log | None = None) -> dict[str, Any]:
             tie_weights=a.tie_weights,
             scale_input=a.scale_input,
             base_model_name_or_path=os.path.abspath(a.base_model),
+            base_model_archs=_base_model_archs(a.base_model),
         )
         spec = build_speculator(cfg)
     spec.check_compatible(data["hidden_size"], data["vocab_size"])

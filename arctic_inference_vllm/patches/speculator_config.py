@@ -12,8 +12,9 @@ that an arctic config with the switch off fails naming the switch (vLLM
 alone would only say 'arctic' is not a method). The wrapper merges vLLM's
 ``--spec-*`` flags into the config as vLLM would, and hands an arctic config
 to :func:`arctic_inference_vllm.speculator.config.translate` (checks against
-the target model: switch, speculator directory, hidden and vocab sizes,
-n_predict), which rewrites it to vLLM's ``method: "custom_class"`` with our
+the target model: switch, speculator directory, hidden and vocab sizes, its
+architectures against the speculator's ``base_model_archs``, n_predict),
+which rewrites it to vLLM's ``method: "custom_class"`` with our
 proposer class; the arctic settings go to
 ``additional_config["arctic_speculator"]``, which reaches every process. Any
 other config passes through untouched, except that the two arctic-only keys
@@ -77,7 +78,10 @@ def _rewrite(args: Any, target_model_config: Any) -> None:
     if not isinstance(args.additional_config, dict):
         raise arctic.ArcticConfigError("additional_config must be a dict")
     rewritten, settings = arctic.translate(
-        spec, target_model_config.get_hidden_size(), target_model_config.get_vocab_size()
+        spec,
+        target_model_config.get_hidden_size(),
+        target_model_config.get_vocab_size(),
+        list(getattr(target_model_config, "architectures", None) or ()),
     )
     args.speculative_config = rewritten
     for _, _, attr in _FLAGS:  # merged above; vLLM must not merge them again

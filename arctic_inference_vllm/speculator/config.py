@@ -9,13 +9,19 @@ own ``method: "custom_class"`` with
 class, and passes the arctic settings to every process in
 ``additional_config[SETTINGS_KEY]``.
 
+The speculator must fit the served model: hidden and vocab sizes always;
+its ``base_model_archs`` (config.json) must name the served model's
+architecture unless the user sets ``"skip_base_model_archs_check": true``,
+an arctic-only speculative_config key like the two above (docs/speculator.md).
+
 No vLLM import here, so the checks are unit-testable without vLLM.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,9 +30,18 @@ from arctic_inference_vllm.envs import EXTRAS_ENV, extras_enabled
 METHOD = "arctic"
 PROPOSER_CLASS = "arctic_inference_vllm.speculator.proposer.ArcticProposer"
 SETTINGS_KEY = "arctic_speculator"  # in additional_config; set by the adapter only
+# The override of the base_model_archs check (a speculative_config key).
+SKIP_ARCHS_KEY = "skip_base_model_archs_check"
 # Keys of an arctic speculative_config that vLLM's SpeculativeConfig lacks.
-ARCTIC_ONLY_KEYS = ("enable_suffix_decoding", "disable_by_batch_size")
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+ARCTIC_ONLY_KEYS = ("enable_suffix_decoding", "disable_by_batch_size", SKIP_ARCHS_KEY)
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+log = logging.getLogger("vllm.arctic_inference")
 
 
 class ArcticConfigError(ValueError):
@@ -118,10 +133,38 @@ def _check_suffix_settings(spec: Mapping[str, Any]) -> None:
         raise ArcticConfigError(f"bad suffix decoding setting: {e}") from None
 
 
-def _read_speculator(model: Any, hidden_size: int, vocab_size: int) -> tuple[str, int]:
+def _check_base_model_archs(
+    model: str, trained_for: Sequence[str] | None, served: Sequence[str] | None, skip: bool
+) -> None:
+    """The speculator's ``base_model_archs`` (config.json) must name the
+    served model's architecture, as in Arctic Inference; ``skip`` is the
+    user's ``skip_base_model_archs_check``."""
+    if skip or not served:
+        return
+    if trained_for is None:
+        log.warning(
+            "speculative method 'arctic': speculator %s has no base_model_archs in its "
+            "config.json, so the base model's architecture is not checked (its hidden and "
+            "vocab sizes are).",
+            model,
+        )
+        return
+    if not any(arch in trained_for for arch in served):
+        raise ArcticConfigError(
+            f"speculator {model!r} was trained for base model architecture(s) "
+            f"{list(trained_for)} (base_model_archs in its config.json), but the served model "
+            f"is {', '.join(served)}; use a speculator trained for this model, or set "
+            f'"{SKIP_ARCHS_KEY}": true in speculative_config if this one fits it anyway'
+        )
+
+
+def _read_speculator(
+    model: Any, hidden_size: int, vocab_size: int, architectures: Sequence[str] | None, skip: bool
+) -> tuple[str, int]:
     """Check the speculator directory against the base model; returns its
     absolute path and n_predict. Only config.json is read here; the weights
-    are loaded (and their shapes checked) when the engine loads the model."""
+    are loaded (and their names and shapes checked) when the engine loads the
+    model."""
     from arctic_inference_core.speculator import SpeculatorConfig
 
     if not isinstance(model, str) or not model:
@@ -130,7 +173,7 @@ def _read_speculator(model: Any, hidden_size: int, vocab_size: int) -> tuple[str
     if not os.path.isdir(path):
         raise ArcticConfigError(
             f"speculator directory {model!r} does not exist (model must be a local directory "
-            "with config.json and model.safetensors)"
+            "with config.json and the weights)"
         )
     try:
         config = SpeculatorConfig.from_pretrained(path)
@@ -139,16 +182,27 @@ def _read_speculator(model: Any, hidden_size: int, vocab_size: int) -> tuple[str
         raise ArcticConfigError(f"speculator {model!r}: {e}") from None
     if not any(os.path.isfile(os.path.join(path, f)) for f in _WEIGHT_FILES):
         raise ArcticConfigError(f"speculator {model!r} has no weights ({', '.join(_WEIGHT_FILES)})")
+    _check_base_model_archs(model, config.base_model_archs, architectures, skip)
     return path, config.n_predict
 
 
 def translate(
-    spec: Mapping[str, Any], hidden_size: int, vocab_size: int
+    spec: Mapping[str, Any],
+    hidden_size: int,
+    vocab_size: int,
+    architectures: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], ArcticSettings]:
-    """Check an arctic speculative_config against the base model and rewrite
+    """Check an arctic speculative_config against the base model (hidden and
+    vocab sizes; its ``architectures`` against the speculator's
+    ``base_model_archs`` unless ``skip_base_model_archs_check``) and rewrite
     it into a config vLLM accepts (method "custom_class")."""
     check_switch()
-    path, n_predict = _read_speculator(spec.get("model"), hidden_size, vocab_size)
+    skip = spec.get(SKIP_ARCHS_KEY, False)
+    if not isinstance(skip, bool):
+        raise ArcticConfigError(f"{SKIP_ARCHS_KEY} must be true or false, got {skip!r}")
+    path, n_predict = _read_speculator(
+        spec.get("model"), hidden_size, vocab_size, architectures, skip
+    )
     suffix = spec.get("enable_suffix_decoding", False)
     if not isinstance(suffix, bool):
         raise ArcticConfigError(f"enable_suffix_decoding must be true or false, got {suffix!r}")

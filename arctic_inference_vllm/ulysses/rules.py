@@ -142,7 +142,9 @@ def check_attention_layer(
 
 # Speculative methods whose drafts need no forward pass of a draft model (a
 # draft model's attention layers would be split too, but its forward is not).
-DRAFTERS_WITHOUT_A_MODEL = (None, "suffix", "ngram")
+# "arctic" drafts with heads that read the target's hidden states, which the
+# split forward all-gathers on every rank, and has no attention of its own.
+DRAFTERS_WITHOUT_A_MODEL = (None, "suffix", "ngram", "arctic")
 
 
 def _spec_method(args: Any) -> Any:

@@ -200,7 +200,9 @@ def _write_checkpoint(path: Path, config: dict, tensors: dict[str, torch.Tensor]
 
 
 def _published_lstm(n_predict: int = 3) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Shaped like Snowflake's Arctic LSTM speculator checkpoints (tiny dims)."""
+    """Shaped like Snowflake's Arctic LSTM speculator checkpoints (tiny dims):
+    gate projections stored apart (tests/core/speculator/test_released_layouts.py
+    covers the other released variants)."""
     cfg = {
         "architectures": ["ArcticLSTMSpeculatorPreTrainedModel"],
         "base_model_name_or_path": "meta-llama/Llama-3.1-8B-Instruct",
@@ -223,25 +225,39 @@ def _published_lstm(n_predict: int = 3) -> tuple[dict, dict[str, torch.Tensor]]:
     }
     g = torch.Generator().manual_seed(11)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    tensors = {
-        "speculator.forget_emb.0.weight": r(VOCAB, INNER) * 0.2,
-        "speculator.projs.0.weight": r(4 * INNER, HIDDEN) * 0.2,
-        "speculator.projs.1.weight": r(4 * INNER, INNER) * 0.2,
-        "speculator.cell_ln.0.weight": 1 + 0.3 * r(INNER),
-        "speculator.cell_ln.0.bias": 0.1 * r(INNER),
-        "speculator.state_ln.0.weight": 1 + 0.3 * r(INNER),
-        "speculator.state_ln.0.bias": 0.1 * r(INNER),
-        "speculator.head.0.weight": r(VOCAB, INNER) * 0.2,
-    }
+    tensors = {"forget_emb.0.weight": r(VOCAB, INNER) * 0.2}
+    for gate in ("forget", "input", "output", "cell"):
+        tensors[f"{gate}_proj.0.weight"] = r(INNER, HIDDEN) * 0.2
+        tensors[f"{gate}_proj.1.weight"] = r(INNER, INNER) * 0.2
+    tensors.update(
+        {
+            "cell_ln.0.weight": 1 + 0.3 * r(INNER),
+            "cell_ln.0.bias": 0.1 * r(INNER),
+            "state_ln.0.weight": 1 + 0.3 * r(INNER),
+            "state_ln.0.bias": 0.1 * r(INNER),
+            "head.0.weight": r(VOCAB, INNER) * 0.2,
+        }
+    )
     return cfg, tensors
+
+
+def _fused(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The reference's reading of split gate projections: concatenated in
+    gate order (forget, input, output, cell)."""
+    out = {k: v for k, v in tensors.items() if "_proj." not in k}
+    for j in (0, 1):
+        out[f"projs.{j}.weight"] = torch.cat(
+            [tensors[f"{g}_proj.{j}.weight"] for g in ("forget", "input", "output", "cell")]
+        )
+    return out
 
 
 def test_load_published_lstm_config(tmp_path: Path) -> None:
     cfg, tensors = _published_lstm()
     tensors = {k: v.to(torch.bfloat16) for k, v in tensors.items()}
-    # some exporters repeat tied tensors once per head: accepted
-    tensors["speculator.head.1.weight"] = tensors["speculator.head.0.weight"].clone()
-    tensors["speculator.head.2.weight"] = tensors["speculator.head.0.weight"].clone()
+    # ArcticTraining repeats tied heads once per head: accepted (checked equal)
+    tensors["head.1.weight"] = tensors["head.0.weight"].clone()
+    tensors["head.2.weight"] = tensors["head.0.weight"].clone()
     _write_checkpoint(tmp_path, cfg, tensors)
     model = load_speculator(tmp_path, dtype=torch.float64)
     assert isinstance(model, LSTMSpeculator)
@@ -255,10 +271,10 @@ def test_load_published_lstm_config(tmp_path: Path) -> None:
     )
     assert c.tie_weights and c.tie_lstm_embs and c.scale_input
     assert c.base_model_name_or_path == "meta-llama/Llama-3.1-8B-Instruct"
-    assert c.extra["base_model_archs"] == ["LlamaForCausalLM"]
+    assert c.base_model_archs == ("LlamaForCausalLM",)
     c.check_compatible(HIDDEN, VOCAB)
     h, last = inputs(batch=5, seed=12)
-    sd = {k.removeprefix("speculator."): v.double() for k, v in tensors.items()}
+    sd = {k: v.double() for k, v in _fused(tensors).items()}
     assert draft(model, h, last).tolist() == reference_draft(sd, c, h, last)
     # saving writes the same layout (string dims, method, architecture)
     save_speculator(model, tmp_path / "resaved")
@@ -371,8 +387,8 @@ def _base_cfg() -> dict:
             lambda d: d.update(architectures=["LlamaForCausalLM"]),
             "unsupported architecture 'LlamaForCausalLM'",
         ),
-        (lambda d: d.update(inner_dim=f"{INNER}.{INNER}"), "2 stacked layers"),
-        (lambda d: d.update(proj_dim="8"), "proj_dim .* must equal inner_dim"),
+        (lambda d: d.update(inner_dim=f"{INNER}.8"), "a sum_lstm head is one layer"),
+        (lambda d: d.update(proj_dim="8"), "proj_dim='8': a sum_lstm head is one layer"),
         (lambda d: d.update(emb_dim="x"), "'emb_dim' must be an integer"),
         (lambda d: d.update(tie_weights="yes"), "'tie_weights' must be true/false"),
     ],
@@ -415,31 +431,29 @@ def test_check_compatible() -> None:
 @pytest.mark.parametrize(
     "edit, match",
     [
-        (lambda t: t.pop("speculator.head.0.weight"), r"missing tensor\(s\) head.0.weight"),
+        (lambda t: t.pop("head.0.weight"), r"missing tensor\(s\) head.0.weight"),
         (
-            lambda t: t.update({"speculator.projs.1.weight": torch.zeros(4 * INNER, INNER + 1)}),
-            r"tensor 'projs.1.weight' has shape \(64, 17\), expected \(64, 16\)",
+            lambda t: t.update({"cell_ln.0.weight": torch.zeros(INNER + 1)}),
+            r"tensor 'cell_ln.0.weight' has shape \(17,\), expected \(16,\)",
         ),
         (
-            lambda t: t.update({"speculator.head.0.weight": torch.zeros(VOCAB + 3, INNER)}),
+            lambda t: t.update({"head.0.weight": torch.zeros(VOCAB + 3, INNER)}),
             r"tensor 'head.0.weight' has shape \(100, 16\), expected \(97, 16\)",
         ),
         (
-            lambda t: t.update({"speculator.head.1.weight": torch.zeros(VOCAB, 3)}),
+            lambda t: t.update({"head.1.weight": torch.zeros(VOCAB, 3)}),
             r"'head.1.weight' \(tied to 'head.0.weight'\) has shape",
         ),
         (
-            lambda t: t.update({"speculator.mystery.weight": torch.zeros(3)}),
-            "unexpected tensor 'mystery.weight'",
+            lambda t: t.update({"mystery.weight": torch.zeros(3)}),
+            r"unexpected tensor\(s\) 'mystery.weight'",
         ),
         (
-            lambda t: t.update({"speculator.input_emb.0.weight": torch.zeros(VOCAB, INNER)}),
-            "unexpected tensor 'input_emb.0.weight'",
+            lambda t: t.update({"input_emb.0.weight": torch.zeros(VOCAB, INNER)}),
+            "'input_emb.0.weight' differs from 'forget_emb.0.weight', but tie_lstm_embs is true",
         ),
         (
-            lambda t: t.update(
-                {"speculator.head.0.weight": torch.zeros(VOCAB, INNER, dtype=torch.int32)}
-            ),
+            lambda t: t.update({"head.0.weight": torch.zeros(VOCAB, INNER, dtype=torch.int32)}),
             "non-float dtype",
         ),
     ],
@@ -450,6 +464,18 @@ def test_bad_checkpoint_tensors(tmp_path: Path, edit, match: str) -> None:
     _write_checkpoint(tmp_path, cfg, tensors)
     with pytest.raises(ValueError, match=match):
         load_speculator(tmp_path)
+
+
+def test_fused_projections_of_earlier_saves_load(tmp_path: Path) -> None:
+    """Before 0.3.0 ``save_speculator`` wrote an LSTM's gate projections
+    already concatenated (``projs.{j}.weight``); such directories still load."""
+    cfg, tensors = _published_lstm()
+    fused = {"speculator." + k: v for k, v in _fused(tensors).items()}
+    _write_checkpoint(tmp_path, cfg, fused)
+    model = load_speculator(tmp_path, dtype=torch.float64)
+    h, last = inputs(batch=5, seed=13)
+    sd = {k: v.double() for k, v in _fused(tensors).items()}
+    assert draft(model, h, last).tolist() == reference_draft(sd, model.config, h, last)
 
 
 def test_bad_checkpoint_files(tmp_path: Path) -> None:

@@ -89,6 +89,10 @@ def test_training_improves_acceptance(tiny):
     spec = load_speculator(out / "speculator")
     assert spec.config.method == "sum_lstm" and spec.n_predict == 3
     spec.check_compatible(128, 259)
+    # written in the released layout, with the base model's architectures
+    saved = json.loads((out / "speculator" / "config.json").read_text())
+    assert saved["architectures"] == ["ArcticLSTMSpeculatorPreTrainedModel"]
+    assert saved["base_model_archs"] == ["LlamaForCausalLM"]
 
 
 def test_resume(tiny):

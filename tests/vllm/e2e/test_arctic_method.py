@@ -1,7 +1,10 @@
 """The `arctic` speculative method (behind ARCTIC_INFERENCE_VLLM_EXTRAS) on
-real vLLM (CPU): greedy outputs identical to no speculation, the right hidden
-states reach the speculator, drafts get accepted, suffix drafts win when they
-score high, disable_by_batch_size, and bad configs failing at start-up."""
+real vLLM (CPU): greedy outputs identical to no speculation, also from a
+speculator in the released checkpoint layout (ArcticTraining's
+pytorch_model.bin) and under Ulysses SP=2, the right hidden states reach the
+speculator, drafts get accepted, suffix drafts win when they score high,
+disable_by_batch_size, and bad configs (base_model_archs among them) failing
+at start-up."""
 
 from __future__ import annotations
 
@@ -63,11 +66,15 @@ def close(llm) -> None:
 def switch_on(extras_switch):
     """The switch for this process (the front end) and the engine processes
     it starts; it is read where the method is used, so turning it on after
-    the plugin registered is enough."""
+    the plugin registered is enough for the method. The extras' front-end
+    patches (the Ulysses flag) are installed too, in case this process
+    registered with the switch off."""
     import arctic_inference_vllm
+    import arctic_inference_vllm.plugin as plugin
 
     with extras_switch():
         arctic_inference_vllm.register()
+        plugin.install_extras()
         yield
 
 
@@ -121,6 +128,62 @@ def speculator(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> str
     return str(root / "run" / "speculator")
 
 
+@pytest.fixture(scope="module")
+def released_speculator(speculator: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The distilled speculator as ArcticTraining writes a released one:
+    pytorch_model.bin of its ArcticLSTMSpeculator's state dict (input_emb,
+    cell_emb, output_emb the very tensor of forget_emb; the four gate
+    projections apart; one tied head per position) and its config class's
+    config.json (string widths), with base_model_archs as published."""
+    import torch
+    from safetensors.torch import load_file
+
+    src, dst = Path(speculator), tmp_path_factory.mktemp("released")
+    ours = json.loads((src / "config.json").read_text())
+    t = load_file(str(src / "model.safetensors"))
+    forget = t["forget_emb.0.weight"]
+    sd = {f"{g}_emb.0.weight": forget for g in ("forget", "input", "cell", "output")}
+    for g in ("forget", "input", "cell", "output"):
+        for j in (0, 1):
+            sd[f"{g}_proj.{j}.weight"] = t[f"{g}_proj.{j}.weight"]
+    for name in ("cell_ln", "state_ln"):
+        sd[f"{name}.0.weight"], sd[f"{name}.0.bias"] = t[f"{name}.0.weight"], t[f"{name}.0.bias"]
+    for i in range(N_PREDICT):
+        sd[f"head.{i}.weight"] = t["head.0.weight"]
+    torch.save(sd, dst / "pytorch_model.bin")
+    config = {
+        "architectures": ["ArcticLSTMSpeculatorPreTrainedModel"],
+        "base_model_name_or_path": ours["base_model_name_or_path"],
+        "input_hidden_dim": ours["input_hidden_dim"],
+        "inner_dim": ours["inner_dim"],
+        "proj_dim": ours["proj_dim"],
+        "emb_dim": ours["emb_dim"],
+        "model_type": "mlp_speculator",
+        "n_candidates": N_PREDICT,
+        "n_predict": N_PREDICT,
+        "scale_input": ours["scale_input"],
+        "tie_weights": True,
+        "tie_lstm_embs": True,
+        "top_k_tokens_per_head": [1] * N_PREDICT,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.51.3",
+        "vocab_size": ours["vocab_size"],
+        "method": "sum_lstm",
+        "base_model_archs": ["LlamaForCausalLM", "LlamaSwiftKVForCausalLM"],
+    }
+    (dst / "config.json").write_text(json.dumps(config))
+    return str(dst)
+
+
+# The issue's configuration.
+RELEASED_SPEC = {
+    "method": "arctic",
+    "num_speculative_tokens": 3,
+    "enable_suffix_decoding": True,
+    "disable_by_batch_size": 64,
+}
+
+
 def random_speculator(path: Path, hidden: int, vocab: int) -> str:
     from arctic_inference_core.speculator import SpeculatorConfig, build_speculator, save_speculator
 
@@ -140,7 +203,7 @@ def random_speculator(path: Path, hidden: int, vocab: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(make_llm, tiny_model: str, speculator: str) -> dict:
+def runs(make_llm, tiny_model: str, speculator: str, released_speculator: str) -> dict:
     """All engine work of this module, one engine at a time (each start
     costs ~20 s on 2 cores); the tests below check the results."""
     out: dict = {}
@@ -198,6 +261,17 @@ def runs(make_llm, tiny_model: str, speculator: str) -> dict:
     c3 = counters(llm)
     out["three_counts"], out["one_counts"] = delta(c2, c1), delta(c3, c2)
     close(llm)
+
+    # The released layout (ArcticTraining's pytorch_model.bin), the issue's settings.
+    llm = make_llm(
+        tiny_model, {**RELEASED_SPEC, "model": released_speculator}, worker_extension_cls=PROBE
+    )
+    llm.collective_rpc("arctic_probe_start")
+    c0 = counters(llm)
+    out["released"] = token_ids(llm, PROMPTS)
+    out["released_counts"] = delta(counters(llm), c0)
+    (out["released_probe"],) = llm.collective_rpc("arctic_probe_stats")
+    close(llm)
     return out
 
 
@@ -226,6 +300,17 @@ def test_with_suffix_outputs_identical_to_no_speculation(runs) -> None:
     assert runs["suffix_state"]["cached"] >= len(PROMPTS)  # finished requests reach the cache
     assert runs["suffix"] == runs["plain"]
     assert runs["suffix_probe"]["mismatches"] == 0, runs["suffix_probe"]
+
+
+def test_released_layout_outputs_identical_to_no_speculation(runs) -> None:
+    """A speculator as ArcticTraining releases it, with the issue's
+    speculative_config: same greedy tokens as no speculation, and its drafts
+    (read from the right hidden states) get accepted."""
+    assert runs["released"] == runs["plain"]
+    probe, c = runs["released_probe"], runs["released_counts"]
+    # (how often the speculator drafts depends on the cost-aware draft policy)
+    assert probe["rows"] > 0 and probe["mismatches"] == 0, probe
+    assert c["num_accepted_tokens"] > 0, c
 
 
 def test_suffix_drafts_win_when_they_score_high(runs) -> None:
@@ -331,3 +416,137 @@ def test_more_tokens_than_heads_without_suffix(
 def test_arctic_keys_with_another_method(start_fails, tiny_model: str) -> None:
     msg = start_fails({"method": "ngram", "num_speculative_tokens": 2, "disable_by_batch_size": 4})
     assert "belong to method 'arctic'" in msg
+
+
+# ------------------------------------------------------------ base_model_archs
+
+
+def _with_archs(src: str, dst: Path, archs: list[str]) -> str:
+    import shutil
+
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["base_model_archs"] = archs
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return str(dst)
+
+
+def test_base_model_archs_mismatch_is_refused(
+    start_fails, tiny_model: str, released_speculator: str, tmp_path: Path
+) -> None:
+    spec = _with_archs(released_speculator, tmp_path / "qwen", ["Qwen2ForCausalLM"])
+    msg = start_fails({**RELEASED_SPEC, "model": spec})
+    assert "trained for base model architecture(s) ['Qwen2ForCausalLM']" in msg
+    assert "the served model is LlamaForCausalLM" in msg
+    assert '"skip_base_model_archs_check": true' in msg
+
+
+def test_base_model_archs_override(
+    tiny_model: str, released_speculator: str, tmp_path: Path
+) -> None:
+    """The override: the engine config builds (no engine started), and vLLM's
+    own config never sees the key."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    spec = _with_archs(released_speculator, tmp_path / "qwen", ["Qwen2ForCausalLM"])
+    args = EngineArgs(
+        model=tiny_model,
+        speculative_config={**RELEASED_SPEC, "model": spec, "skip_base_model_archs_check": True},
+    )
+    config = args.create_engine_config()
+    assert config.speculative_config.method == "custom_class"
+    assert config.additional_config["arctic_speculator"]["model"] == spec
+
+
+def test_saved_configs_read_as_arctic_inference_reads_them(tmp_path: Path) -> None:
+    """Arctic Inference reads a speculator's config.json through vLLM's
+    MLPSpeculatorConfig (which asserts one top_k_tokens_per_head entry per
+    head) and then sets its hidden_size (an alias of emb_dim) to
+    int(hidden_size): what save_speculator writes passes both, for every
+    layout, with n_predict other than vLLM's default 3."""
+    from vllm.transformers_utils.configs.mlp_speculator import MLPSpeculatorConfig
+
+    from arctic_inference_core.speculator import SpeculatorConfig, build_speculator, save_speculator
+
+    for name, kw in {
+        "lstm": dict(method="sum_lstm", tie_weights=True),
+        "mlp": dict(method="mlp", tie_weights=True),
+        "rnn": dict(method="mlp", proj_dims=(16, 16)),
+    }.items():
+        cfg = SpeculatorConfig(n_predict=5, input_hidden_dim=24, inner_dim=16, vocab_size=50, **kw)
+        save_speculator(build_speculator(cfg), tmp_path / name)
+        d = json.loads((tmp_path / name / "config.json").read_text())
+        hf = MLPSpeculatorConfig(**d)
+        hf.hidden_size = int(hf.hidden_size)
+        assert hf.n_predict == 5 and hf.architectures == d["architectures"]
+        assert hf.architectures[0] in (
+            "ArcticMLPSpeculatorPreTrainedModel",
+            "ArcticLSTMSpeculatorPreTrainedModel",
+        )
+
+
+# ------------------------------------------------------------ Ulysses SP
+
+
+def _sp_run(model: str, spec: dict | None, sp: int) -> dict:
+    """Greedy tokens of PROMPTS with prefills split over several 32-token
+    steps; what the ranks' speculators read; the engine's layout."""
+    from vllm import LLM
+
+    from arctic_inference_vllm.testing import cpu_binding
+
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(sp)
+    kwargs = {"ulysses_sequence_parallel_size": sp} if sp > 1 else {}
+    llm = LLM(
+        model=model,
+        dtype="float32",
+        max_model_len=512,
+        enforce_eager=True,
+        seed=0,
+        gpu_memory_utilization=0.1,
+        max_num_batched_tokens=32,
+        max_num_seqs=4,
+        speculative_config=spec,
+        worker_extension_cls=PROBE,
+        disable_log_stats=False,
+        **kwargs,
+    )
+    try:
+        parallel = llm.llm_engine.vllm_config.parallel_config
+        if spec is not None:
+            llm.collective_rpc("arctic_probe_start")
+        c0 = counters(llm)
+        out = {
+            "tokens": token_ids(llm, PROMPTS, 48),
+            "world": parallel.world_size,
+            "worker": parallel.worker_cls,
+        }
+        out["counts"] = delta(counters(llm), c0)
+        if spec is not None:
+            out["probes"] = llm.collective_rpc("arctic_probe_stats")
+        return out
+    finally:
+        os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+        close(llm)
+
+
+def test_arctic_under_ulysses_sp2_matches_sp1(tiny_model: str, released_speculator: str) -> None:
+    """The arctic method (speculator + suffix decoding) with SP=2: the ranks
+    draft from the all-gathered hidden states (the right rows on every rank;
+    vLLM takes rank 0's drafts, and each rank's cost-aware draft policy times
+    its own steps, so the ranks need not draft equally often), drafts get
+    accepted, and the greedy tokens equal SP=1's, with and without
+    speculation."""
+    spec = {**RELEASED_SPEC, "model": released_speculator}
+    plain = _sp_run(tiny_model, None, sp=1)
+    sp1 = _sp_run(tiny_model, spec, sp=1)
+    sp2 = _sp_run(tiny_model, spec, sp=2)
+    assert (sp2["world"], sp2["worker"]) == (
+        2,
+        "arctic_inference_vllm.ulysses.workers.UlyssesCPUWorker",
+    )
+    assert sp1["world"] == 1
+    assert sp2["tokens"] == sp1["tokens"] == plain["tokens"]
+    assert sp2["counts"]["num_accepted_tokens"] > 0, sp2["counts"]
+    assert len(sp2["probes"]) == 2 and sp2["probes"][0]["rows"] > 0, sp2["probes"]
+    assert all(p["mismatches"] == 0 for p in sp2["probes"]), sp2["probes"]

@@ -166,6 +166,61 @@ def test_arctic_checks_the_base_model_and_the_switch(spec_dir, monkeypatch) -> N
         am.ArcticSettings.from_additional_config({})  # the proposer class used on its own
 
 
+def _with_archs(spec_dir: str, archs) -> str:
+    import json
+    from pathlib import Path
+
+    cfg_path = Path(spec_dir) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    if archs is None:
+        cfg.pop("base_model_archs", None)
+    else:
+        cfg["base_model_archs"] = archs
+    cfg_path.write_text(json.dumps(cfg))
+    return spec_dir
+
+
+def test_arctic_checks_base_model_archs(spec_dir) -> None:
+    """The speculator's base_model_archs must name the served model's
+    architecture; "skip_base_model_archs_check": true overrides it."""
+    from arctic_inference_vllm.speculator import config as am
+
+    spec = {"method": "arctic", "model": _with_archs(spec_dir, ["LlamaForCausalLM", "X"])}
+    am.translate(spec, 16, 50, ["LlamaForCausalLM"])
+    with pytest.raises(am.ArcticConfigError) as e:
+        am.translate(spec, 16, 50, ["Qwen2ForCausalLM"])
+    msg = str(e.value)
+    assert "trained for base model architecture(s) ['LlamaForCausalLM', 'X']" in msg
+    assert "the served model is Qwen2ForCausalLM" in msg
+    assert '"skip_base_model_archs_check": true' in msg
+    rewritten, _ = am.translate({**spec, am.SKIP_ARCHS_KEY: True}, 16, 50, ["Qwen2ForCausalLM"])
+    assert am.SKIP_ARCHS_KEY not in rewritten  # vLLM never sees the key
+    with pytest.raises(am.ArcticConfigError, match="skip_base_model_archs_check must be true"):
+        am.translate({**spec, am.SKIP_ARCHS_KEY: "yes"}, 16, 50, ["LlamaForCausalLM"])
+    # hidden/vocab sizes are checked even with the override
+    with pytest.raises(am.ArcticConfigError, match="hidden size mismatch"):
+        am.translate({**spec, am.SKIP_ARCHS_KEY: True}, 32, 50, ["LlamaForCausalLM"])
+    # a single string is a list of one
+    am.translate(
+        {**spec, "model": _with_archs(spec_dir, "Qwen2ForCausalLM")}, 16, 50, ["Qwen2ForCausalLM"]
+    )
+    # the key belongs to the arctic method
+    with pytest.raises(ValueError, match="belong to method 'arctic'"):
+        am.wants_arctic({"method": "ngram", am.SKIP_ARCHS_KEY: True})
+
+
+def test_arctic_without_base_model_archs_warns(spec_dir, caplog) -> None:
+    """No base_model_archs (ArcticTraining's config class does not write it):
+    nothing to check, a warning says so (Arctic Inference 0.3.0 skips the
+    check too)."""
+    from arctic_inference_vllm.speculator import config as am
+
+    spec = {"method": "arctic", "model": _with_archs(spec_dir, None)}
+    with caplog.at_level("WARNING", logger="vllm.arctic_inference"):
+        am.translate(spec, 16, 50, ["Qwen2ForCausalLM"])
+    assert "has no base_model_archs" in caplog.text
+
+
 def test_arctic_needs_the_weights(spec_dir, tmp_path) -> None:
     from arctic_inference_vllm.speculator import config as am
 
