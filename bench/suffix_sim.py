@@ -209,6 +209,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-ngram", action="store_true", help="skip the vLLM n-gram peer")
     p.add_argument(
+        "--share",
+        action="store_true",
+        help="also replay this core with share_active_responses (costs of live sharing)",
+    )
+    p.add_argument(
         "--arctic-path",
         type=Path,
         default=None,
@@ -359,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for d in args.extra_depths
         if d != args.depth
     ]
+    if args.share:
+        replays.append(replay_suffix(traces, args.depth, args.k, params, args.context_len, True))
     peers: list[dict[str, Any]] = []
     ref = None if args.no_arctic else import_arctic_reference(args.arctic_path)
     if ref is not None:

@@ -9,7 +9,8 @@
 namespace arctic_core {
 
 SuffixTree::SuffixTree(int32_t max_depth, CopyRule copy) : max_depth_(max_depth), copy_(copy) {
-  ARCTIC_CHECK(max_depth >= 1, InvalidArgument, "max_depth must be >= 1, got ", max_depth);
+  ARCTIC_CHECK(max_depth >= 1 && max_depth <= kMaxDepth, InvalidArgument,
+               "max_depth must be within [1, ", kMaxDepth, "], got ", max_depth);
   nodes_.emplace_back();  // the root: count = number of suffixes, no edge
 }
 
@@ -94,8 +95,9 @@ void SuffixTree::free_subtree(uint32_t id) {
   while (!stack.empty()) {
     const uint32_t v = stack.back();
     stack.pop_back();
+    const bool mapped = nodes_[v].mapped;
     for (uint32_t c = nodes_[v].first_child; c != kNil; c = nodes_[c].next_sibling) {
-      edges_.erase(v, nodes_[c].token);
+      if (mapped) edges_.erase(v, nodes_[c].token);
       stack.push_back(c);
     }
     free_node(v);
@@ -110,7 +112,18 @@ void SuffixTree::link_child(uint32_t parent, uint32_t child) {
   c.next_sibling = p.first_child;
   if (p.first_child != kNil) nodes_[p.first_child].prev_sibling = child;
   p.first_child = child;
-  edges_.put(parent, c.token, child);
+  if (p.mapped) {
+    edges_.put(parent, c.token, child);
+    return;
+  }
+  // Few children are found by walking the list; more go into the edge map.
+  int32_t kids = 0;
+  for (uint32_t k = child; k != kNil && kids <= kMapAt; k = nodes_[k].next_sibling) ++kids;
+  if (kids > kMapAt) {
+    p.mapped = 1;
+    for (uint32_t k = child; k != kNil; k = nodes_[k].next_sibling)
+      edges_.put(parent, nodes_[k].token, k);
+  }
 }
 
 void SuffixTree::unlink_child(uint32_t child) {
@@ -122,7 +135,7 @@ void SuffixTree::unlink_child(uint32_t child) {
     p.first_child = c.next_sibling;
   }
   if (c.next_sibling != kNil) nodes_[c.next_sibling].prev_sibling = c.prev_sibling;
-  edges_.erase(c.parent, c.token);
+  if (p.mapped) edges_.erase(c.parent, c.token);
   c.parent = c.next_sibling = c.prev_sibling = kNil;
 }
 
@@ -235,7 +248,7 @@ void SuffixTree::append(int32_t seq_id, int32_t token) {
       continue;
     }
     // At a node end (or the root).
-    const uint32_t c = x.first_child == kNil ? kNil : edges_.find(a.node, token);
+    const uint32_t c = child(a.node, token);
     if (c != kNil) {
       Node& cn = nodes_[c];
       cn.count++;
@@ -300,7 +313,7 @@ int32_t SuffixTree::insert_sequence(std::span<const int32_t> tokens) {
     uint32_t v = kRoot;
     int32_t idx = i;
     while (idx < end) {
-      const uint32_t c = edges_.find(v, seq[idx]);
+      const uint32_t c = child(v, seq[idx]);
       if (c == kNil) {
         new_node(v, seq[idx], 1, end - idx, id, idx);
         break;
@@ -353,7 +366,7 @@ void SuffixTree::remove_sequence(int32_t seq_id) {
     nodes_[kRoot].count--;
     int32_t idx = start;
     while (idx < end) {
-      const uint32_t c = edges_.find(v, seq[idx]);
+      const uint32_t c = child(v, seq[idx]);
       ARCTIC_CHECK(c != kNil, InternalError, "suffix path missing during removal");
       Node& cn = nodes_[c];
       if (--cn.count == 0) {
@@ -447,7 +460,7 @@ bool SuffixTree::walk(const int32_t* s, int32_t n, Locus& l) const {
   int32_t off = 0;
   for (int32_t i = 0; i < n; ++i) {
     if (off == nodes_[v].length) {
-      const uint32_t c = nodes_[v].first_child == kNil ? kNil : edges_.find(v, s[i]);
+      const uint32_t c = child(v, s[i]);
       if (c == kNil) return false;
       v = c;
       off = 1;
@@ -499,7 +512,7 @@ bool SuffixTree::advance(Locus& l, int32_t token) const {
     if (tok(x.ref_seq, x.ref_idx + l.offset) != token) return false;
     ++l.offset;
   } else {
-    const uint32_t c = x.first_child == kNil ? kNil : edges_.find(l.node, token);
+    const uint32_t c = child(l.node, token);
     if (c == kNil) return false;
     l.node = c;
     l.offset = 1;
@@ -760,10 +773,10 @@ std::string SuffixTree::check_integrity() const {
       const Node& cn = nodes_[c];
       ++kids;
       if (cn.parent != v) return "child has wrong parent";
-      if (edges_.find(v, cn.token) != c) return "edge map disagrees with child list";
+      if (child(v, cn.token) != c) return "child lookup disagrees with child list";
       if (cn.length <= 0) return "non-positive edge length";
       if (cn.count <= 0) return "non-positive count";
-      if (cn.pend < 0 || cn.pend >= cn.count + (cn.length > 1 ? 0 : 1)) return "bad pend";
+      if (static_cast<int32_t>(cn.pend) >= cn.count + (cn.length > 1 ? 0 : 1)) return "bad pend";
       if (cn.ref_seq < 0 || !seqs_[cn.ref_seq]) return "dangling reference";
       const auto& ref = seqs_[cn.ref_seq]->tokens;
       const int32_t d = depth_of[v] + cn.length;
@@ -783,6 +796,7 @@ std::string SuffixTree::check_integrity() const {
       depth_of[c] = d;
       stack.push_back(c);
     }
+    if (!vn.mapped && kids > kMapAt) return "many children, not in the edge map";
     if (child_sum > vn.count - vn.pend) return "children counts exceed parent count";
     if (canonical && vn.pend != 0) return "pending suffix in a tree without active suffixes";
     if (canonical && v != kRoot && kids == 1 && child_sum == vn.count) return "unmerged unary node";
@@ -802,11 +816,11 @@ std::string SuffixTree::check_integrity() const {
       uint32_t v = kRoot;
       int32_t idx = start, off = 0;
       while (idx < end) {
-        const uint32_t c = edges_.find(v, seq[idx]);
+        const uint32_t c = child(v, seq[idx]);
         if (c == kNil) return "missing suffix path";
         const Node& cn = nodes_[c];
         entered[c]++;
-        off = std::min(cn.length, end - idx);
+        off = std::min<int32_t>(cn.length, end - idx);
         for (int32_t i = 0; i < off; ++i)
           if (seq[idx + i] != tok(cn.ref_seq, cn.ref_idx + i)) return "suffix path mismatch";
         idx += off;

@@ -74,9 +74,19 @@ class SuffixDrafter:
     """Suffix decoding through the public SuffixDecodingCache API."""
 
     def __init__(
-        self, depth: int, k: int, params: SpecParams, context_len: int, snapshot_every: int
+        self,
+        depth: int,
+        k: int,
+        params: SpecParams,
+        context_len: int,
+        snapshot_every: int,
+        share: bool = False,
     ) -> None:
+        # share: share_active_responses (the response grows in the global tree)
+        self.share = share
         self.name = f"ours: suffix {suffix_settings(depth, k, params, context_len)}"
+        if share:
+            self.name += ", sharing on"
         self.params = params
         self.depth = depth
         self.context_len = context_len
@@ -92,7 +102,9 @@ class SuffixDrafter:
         self.memory_snapshots: list[dict[str, float]] = []
 
     def make_cache(self, depth: int) -> Any:
-        return SuffixDecodingCache(max_tree_depth=depth, max_cached_requests=-1)
+        return SuffixDecodingCache(
+            max_tree_depth=depth, max_cached_requests=-1, share_active_responses=self.share
+        )
 
     def start(self, req_id: str, prompt: Tokens) -> None:
         t0 = time.perf_counter_ns()

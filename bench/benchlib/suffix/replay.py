@@ -135,10 +135,17 @@ def replay_summary(result: ReplayResult, drafter: Drafter) -> dict[str, Any]:
 
 
 def replay_suffix(
-    traces: Sequence[Trace], depth: int, k: int, params: SpecParams, context_len: int | None
+    traces: Sequence[Trace],
+    depth: int,
+    k: int,
+    params: SpecParams,
+    context_len: int | None,
+    share: bool = False,
 ) -> dict[str, Any]:
+    """``share``: the cache shares running responses (the response then
+    grows in the global tree, so updates cost differently)."""
     snapshot_every = max(1, len(traces) // 4)
-    drafter = SuffixDrafter(depth, k, params, context_len or depth, snapshot_every)
+    drafter = SuffixDrafter(depth, k, params, context_len or depth, snapshot_every, share)
     summary = replay_summary(run_replay(drafter, traces), drafter)
     print(
         f"[replay] {drafter.name}: {fmt(summary['all']['tokens_per_step'])} tokens/step in {summary['seconds']:.1f} s"

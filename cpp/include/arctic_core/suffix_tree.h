@@ -76,6 +76,7 @@ class SuffixTree {
  public:
   static constexpr uint32_t kNil = EdgeMap::kNone;
   static constexpr uint32_t kRoot = 0;
+  static constexpr int32_t kMaxDepth = 4096;  // edge lengths fit 13 bits
 
   // copy: what drafting does at max_depth (see CopyRule). kUnique only for
   // an append-only tree holding a single sequence (a request's own text).
@@ -135,10 +136,12 @@ class SuffixTree {
   std::string check_integrity() const;
 
  private:
+  // 36 bytes: the tree's memory is mostly nodes.
   struct Node {
-    int32_t count = 0;   // suffixes that entered this edge
-    int32_t pend = 0;    // active suffixes resting strictly inside the edge
-    int32_t length = 0;  // edge length in tokens
+    int32_t count = 0;         // suffixes that entered this edge
+    uint32_t length : 13 = 0;  // edge length in tokens (<= kMaxDepth)
+    uint32_t mapped : 1 = 0;   // children are in the edge map (else: walk the list)
+    uint32_t pend : 18 = 0;    // active suffixes resting strictly inside the edge
     int32_t ref_seq = -1;
     int32_t ref_idx = 0;  // start of the edge tokens in ref_seq
     int32_t token = 0;    // first edge token (the key in the parent)
@@ -169,6 +172,16 @@ class SuffixTree {
   const Sequence& live_seq(int32_t seq_id) const;
   Active& ring_at(Sequence& s, int32_t k) { return s.ring[(s.ring_start + k) % max_depth_]; }
 
+  // Children beyond this many go into the edge map (one hash lookup);
+  // fewer are found by walking the sibling list.
+  static constexpr int32_t kMapAt = 6;
+  uint32_t child(uint32_t v, int32_t token) const {
+    const Node& n = nodes_[v];
+    if (n.mapped) return edges_.find(v, token);
+    uint32_t c = n.first_child;
+    while (c != kNil && nodes_[c].token != token) c = nodes_[c].next_sibling;
+    return c;
+  }
   uint32_t new_node(uint32_t parent, int32_t token, int32_t count, int32_t length, int32_t ref_seq,
                     int32_t ref_idx);
   void free_node(uint32_t id);

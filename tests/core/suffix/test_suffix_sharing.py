@@ -34,7 +34,7 @@ def sibling_tokens(data: st.DataObject, ref: RefSuffixCache, alphabet: int) -> l
 @given(data=st.data())
 def test_concurrent_requests_match_reference(data: st.DataObject) -> None:
     depth = data.draw(st.integers(1, 6), label="depth")
-    alphabet = data.draw(st.integers(1, 4), label="alphabet")
+    alphabet = data.draw(st.sampled_from([1, 2, 3, 4, 9]), label="alphabet")
     max_cached = data.draw(st.sampled_from([-1, 1, 2, 3]), label="max_cached")
     native = SuffixDecodingCache(depth, max_cached, share_active_responses=True)
     ref = RefSuffixCache(depth, max_cached, share_active_responses=True)
