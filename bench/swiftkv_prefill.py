@@ -15,8 +15,12 @@ alone (median of ``--ttft-repeats``), and one run per prompt:output
 ``--ratios`` (output tokens per second of the whole run, prefill included).
 ``--methods`` picks the configurations: ``llama``, ``swiftkv`` (fast prefill
 on: prompt tokens skip the later layers), ``swiftkv-full`` (fast prefill
-off: every token runs every layer). Reports each against the Llama, next to
-the FLOPs a prompt token costs. Results: ``<out-dir>/swiftkv_prefill.{md,json}``.
+off: every token runs every layer). ``--quantization none fp8`` serves each
+also with vLLM's ``quantization="fp8"`` (GPU; rows ``<method>+fp8``), and
+reports the share of greedy tokens (``GREEDY_PROMPTS`` prompts,
+``GREEDY_TOKENS`` tokens each, position by position) equal to the same
+method unquantized. Reports each against the Llama, next to the FLOPs a
+prompt token costs. Results: ``<out-dir>/swiftkv_prefill.{md,json}``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from benchlib.tables import median, ratio, table
 from benchlib.worker import emit_result, run_worker_process
 
 METHODS = ("llama", "swiftkv", "swiftkv-full")
+GREEDY_PROMPTS, GREEDY_TOKENS = 4, 32
 
 __all__ = ["METHODS", "flops_per_prompt_token", "main", "report", "run_worker", "write_shape"]
 
@@ -67,6 +72,8 @@ def run_worker(a: argparse.Namespace) -> None:
         extra.update(load_format="dummy", skip_tokenizer_init=True)
     if a.worker == "swiftkv-full":
         extra["additional_config"] = {"arctic_inference": {"swiftkv_fast_prefill": False}}
+    if a.quant != "none":
+        extra["quantization"] = a.quant
     llm = LLM(
         model=a.model,
         max_model_len=2 * a.prompt_len + 16,
@@ -79,9 +86,17 @@ def run_worker(a: argparse.Namespace) -> None:
     params = dict(ignore_eos=True, detokenize=not a.dummy)
     llm.generate(warm, SamplingParams(max_tokens=2, **params), use_tqdm=False)
     out: dict[str, Any] = {
-        "model": a.worker,
+        "model": a.worker if a.quant == "none" else f"{a.worker}+{a.quant}",
+        "method": a.worker,
+        "quantization": a.quant,
         "fast_prefill": llm.llm_engine.vllm_config.cache_config.kv_sharing_fast_prefill,
     }
+    greedy = llm.generate(
+        prompts[:GREEDY_PROMPTS],
+        SamplingParams(temperature=0.0, max_tokens=GREEDY_TOKENS, **params),
+        use_tqdm=False,
+    )
+    out["greedy"] = [list(o.outputs[0].token_ids) for o in greedy]
     t0 = time.perf_counter()
     llm.generate(prompts, SamplingParams(max_tokens=1, **params), use_tqdm=False)
     out["prefill_tokens_per_s"] = a.num_prompts * a.prompt_len / (time.perf_counter() - t0)
@@ -98,6 +113,23 @@ def run_worker(a: argparse.Namespace) -> None:
         wall = time.perf_counter() - t0
         out[f"{n}:1"] = {"seconds": wall, "output_tokens_per_s": a.num_prompts * n_out / wall}
     emit_result(out)
+
+
+def _agreement(row: dict, rows: list[dict]) -> str:
+    """Share of ``row``'s greedy tokens equal, position by position, to the
+    same method's unquantized run."""
+    plain = next(
+        (
+            r
+            for r in rows
+            if r.get("method") == row.get("method") and r.get("quantization") == "none"
+        ),
+        None,
+    )
+    if plain is None or row.get("quantization") == "none":
+        return "-"
+    pairs = [(x, y) for a, b in zip(row["greedy"], plain["greedy"]) for x, y in zip(a, b)]
+    return f"{sum(x == y for x, y in pairs) / max(1, len(pairs)):.0%}"
 
 
 def report(
@@ -121,6 +153,9 @@ def report(
         "`swiftkv-full` runs every token through every layer (fast prefill off).",
     ]
     header = ["model", "prefill tokens/s", "vs Llama", "TTFT one prompt (ms)"]
+    quantized = any(r.get("quantization", "none") != "none" for r in rows)
+    if quantized:
+        header.append("greedy = unquantized")
     for n in a.ratios:
         header += [f"{n}:1 output tok/s", "vs Llama"]
     cells = []
@@ -131,6 +166,8 @@ def report(
             ratio(r["prefill_tokens_per_s"], base["prefill_tokens_per_s"]),
             f"{r['ttft_ms']:.1f}",
         ]
+        if quantized:
+            row.append(_agreement(r, rows))
         for n in a.ratios:
             got = r[f"{n}:1"]["output_tokens_per_s"]
             row += [f"{got:.1f}", ratio(got, base[f"{n}:1"]["output_tokens_per_s"])]
@@ -150,6 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--num-key-value-layers", type=int, required=True)
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument(
+        "--quantization",
+        nargs="+",
+        default=["none"],
+        help="vLLM quantization methods to serve each method with (none: unquantized)",
+    )
+    p.add_argument("--quant", default="none", help=argparse.SUPPRESS)
     p.add_argument("--prompt-len", type=int, default=1024)
     p.add_argument("--num-prompts", type=int, default=16)
     p.add_argument("--ttft-repeats", type=int, default=5)
@@ -196,12 +240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = json.loads((llama / "config.json").read_text())
     flops = flops_per_prompt_token(cfg, a.num_key_value_layers, a.prompt_len)
     rows = []
-    for name in a.methods:
+    for name, quant in [(m, q) for m in a.methods for q in a.quantization]:
         cmd = [
             sys.executable,
             __file__,
             "--worker",
             name,
+            "--quant",
+            quant,
             "--model",
             str(llama if name == "llama" else swiftkv),
             "--num-key-value-layers",
@@ -221,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         cmd += ["--enforce-eager"] * a.enforce_eager + ["--dummy"] * bool(a.shape)
         env = dict(os.environ, ARCTIC_INFERENCE_VLLM_EXTRAS="1")
-        rows += run_worker_process(name, cmd, a.out_dir / f"swiftkv_prefill_{name}.log", env, 1)
+        log = a.out_dir / f"swiftkv_prefill_{name}{'' if quant == 'none' else '_' + quant}.log"
+        rows += run_worker_process(name, cmd, log, env, 1)
         # written after each configuration: a run cut short keeps what it measured
         md = report(a, cfg, flops, rows, source)
         write_results(a.out_dir, "swiftkv_prefill", md, {"rows": rows, "flops": flops}, stamp, 1)

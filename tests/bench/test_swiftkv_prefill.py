@@ -49,6 +49,7 @@ def test_swiftkv_prefill_compares_a_conversion_with_its_llama(
         r["prefill_tokens_per_s"] > 0 and r["ttft_ms"] > 0 and r["4:1"]["output_tokens_per_s"] > 0
         for r in doc["rows"]
     )
+    assert all(len(r["greedy"]) == 2 for r in doc["rows"])  # GREEDY_PROMPTS, at most --num-prompts
     llama_flops, swiftkv_flops = doc["flops"]
     assert 0 < swiftkv_flops < llama_flops
     assert (tmp_path / "skv" / "swiftkv-k1" / "config.json").is_file()
@@ -82,3 +83,13 @@ def test_flops_per_prompt_token() -> None:
     # attention over 10 / 2 keys: 2 * 5 * 2 heads * 4 = 80
     assert flops_per_prompt_token(cfg, None, 10) == (4 * 656, 0.0)
     assert flops_per_prompt_token(cfg, 1, 10) == (4 * 656, 656 + 3 * 64)
+
+
+def test_greedy_agreement_is_position_by_position(load_script) -> None:
+    mod = load_script("swiftkv_prefill")
+    plain = {"method": "swiftkv", "quantization": "none", "greedy": [[1, 2, 3, 4], [5, 6]]}
+    fp8 = {"method": "swiftkv", "quantization": "fp8", "greedy": [[1, 2, 9, 4], [5, 7]]}
+    llama = {"method": "llama", "quantization": "fp8", "greedy": [[1]]}
+    assert mod._agreement(fp8, [plain, fp8, llama]) == "67%"
+    assert mod._agreement(plain, [plain, fp8]) == "-"
+    assert mod._agreement(llama, [plain, fp8, llama]) == "-"  # no unquantized llama row
