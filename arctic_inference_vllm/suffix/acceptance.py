@@ -101,7 +101,7 @@ class AcceptanceModel:
         """The request's factor: (accepted + 1) / (expected + 1) over its
         recent drafts, in [0.05, 4]."""
         acc, exp = self._req.get((source, req_id), (0.0, 0.0))
-        return float(np.clip((acc + 1.0) / (exp + 1.0), 0.05, 4.0))
+        return min(max((acc + 1.0) / (exp + 1.0), 0.05), 4.0)
 
     def token_values(
         self,
@@ -126,28 +126,48 @@ class AcceptanceModel:
         """The target model accepted the first ``accepted`` tokens of a
         draft whose tokens had estimated ``probs`` (an empty draft: the
         request's factor drifts back toward 1)."""
-        self._check(source)
         p = np.asarray(probs, dtype=np.float64).reshape(-1)
-        if np.any(~np.isfinite(p)) or np.any(p < 0) or np.any(p > 1):
-            raise ValueError("draft probabilities must be in [0, 1]")
         if isinstance(accepted, bool) or not isinstance(accepted, (int, np.integer)):
             raise TypeError(f"accepted must be an integer, got {type(accepted).__name__}")
-        if not 0 <= accepted <= len(p):
-            raise ValueError(f"accepted={accepted} outside [0, {len(p)}] for this draft")
-        key = (source, req_id)
-        stats = self._req.setdefault(key, [0.0, 0.0])
-        if len(p) == 0:
-            stats[0] *= 0.95
-            stats[1] *= 0.95
-            return
-        pos = np.arange(1, len(p) + 1, dtype=np.int64)
-        expected = float(self.calibrated(p, pos, source).sum())
-        m = self.request_memory
-        stats[0] = m * stats[0] + accepted
-        stats[1] = m * stats[1] + expected
+        self.observe_batch([req_id], p, np.array([0, len(p)]), [accepted], source)
+
+    def observe_batch(
+        self,
+        req_ids: Sequence[Hashable],
+        probs: npt.ArrayLike,
+        offsets: npt.ArrayLike,
+        accepted: Sequence[int] | npt.NDArray[np.int64],
+        source: str = "suffix",
+    ) -> None:
+        """:meth:`observe` for a whole step: the drafts flat, split by ``offsets``."""
+        self._check(source)
+        p, off = _flat(probs, offsets, len(req_ids))
+        lengths = np.diff(off)
+        acc = np.asarray(accepted)
+        if acc.shape != (len(req_ids),) or not np.issubdtype(acc.dtype, np.integer):
+            raise TypeError("accepted must hold one integer per request")
+        if np.any(acc < 0) or np.any(acc > lengths):
+            raise ValueError("accepted counts must be in [0, draft length] for every request")
+        pos = np.arange(len(p), dtype=np.int64) - np.repeat(off[:-1], lengths) + 1
         pb, qb = _p_bin(p), _pos_bin(pos)
-        np.add.at(self._trials[source], (pb, qb), 1.0)
-        np.add.at(self._hits[source], (pb[:accepted], qb[:accepted]), 1.0)
+        table = self._hits[source] / self._trials[source]
+        expected = np.bincount(
+            np.repeat(np.arange(len(lengths)), lengths), table[pb, qb], minlength=len(lengths)
+        )
+        m = self.request_memory
+        for r, n, a, e in zip(req_ids, lengths.tolist(), acc.tolist(), expected.tolist()):
+            stats = self._req.setdefault((source, r), [0.0, 0.0])
+            if n == 0:
+                stats[0] *= 0.95
+                stats[1] *= 0.95
+            else:
+                stats[0] = m * stats[0] + a
+                stats[1] = m * stats[1] + e
+        cell = pb * _POS_BINS + qb
+        hit = pos <= np.repeat(acc, lengths)
+        size = _P_BINS * _POS_BINS
+        self._trials[source] += np.bincount(cell, minlength=size).reshape(_P_BINS, _POS_BINS)
+        self._hits[source] += np.bincount(cell[hit], minlength=size).reshape(_P_BINS, _POS_BINS)
         full = self._trials[source] > self.max_trials
         if np.any(full):
             self._trials[source][full] *= 0.5

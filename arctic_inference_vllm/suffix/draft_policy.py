@@ -46,6 +46,7 @@ from arctic_inference_vllm.suffix.step_cost import (
     graph_mode_name,
     largest_graph,
     step_shape,
+    step_shapes,
 )
 
 DEFAULT_STEP_CAP = 512  # most tokens per step without CUDA graphs or a scheduler budget
@@ -211,11 +212,20 @@ class DraftPolicy:
             else:
                 self.stats.dropped += 1
         self._last_time = now
+        by_source: dict[str, tuple[list[Hashable], list[npt.NDArray[np.float64]], list[int]]] = {}
         for r, n_sampled in rows:
             if r in pending:
                 source, probs = pending[r]
-                accepted = min(max(n_sampled - 1, 0), len(probs))
-                self.acceptance.observe(r, probs, accepted, source)
+                ids, ps, acc = by_source.setdefault(source, ([], [], []))
+                ids.append(r)
+                ps.append(probs)
+                acc.append(min(max(n_sampled - 1, 0), len(probs)))
+        for source, (ids, ps, acc) in by_source.items():
+            offsets = np.concatenate(([0], np.cumsum([len(p) for p in ps]))).astype(np.int64)
+            flat = np.concatenate(ps) if ps else np.zeros(0)
+            self.acceptance.observe_batch(
+                ids, flat, offsets, np.asarray(acc, dtype=np.int64), source
+            )
 
     def record(self, cands: Candidates, lengths: Sequence[int]) -> None:
         """What this call returned: the first ``lengths[i]`` tokens of each
@@ -283,9 +293,14 @@ class DraftPolicy:
         )
 
     def _values(self, cands: Candidates) -> npt.NDArray[np.float64]:
+        sources = set(cands.sources)
+        if len(sources) == 1:  # the common case: one drafter
+            return self.acceptance.token_values(
+                cands.req_ids, cands.probs, cands.offsets, sources.pop()
+            )
         out = np.zeros(len(cands.probs))
         lengths = cands.lengths
-        for source in sorted(set(cands.sources)):
+        for source in sorted(sources):
             rows = [i for i, s in enumerate(cands.sources) if s == source]
             idx = np.concatenate(
                 [np.arange(cands.offsets[i], cands.offsets[i + 1]) for i in rows]
@@ -302,8 +317,8 @@ class DraftPolicy:
         self, mode: str, graph: int, tokens: npt.NDArray[np.int64], uniform: bool
     ) -> npt.NDArray[np.float64]:
         out = np.empty(len(tokens))
-        shapes = np.array([step_shape(mode, graph, int(n), uniform) for n in tokens])
-        for s in set(shapes.tolist()):
+        shapes = step_shapes(mode, graph, tokens, uniform)
+        for s in np.unique(shapes).tolist():
             m = shapes == s
             out[m] = self.cost.cost(s, tokens[m])
         return np.maximum(out, 1e-12)

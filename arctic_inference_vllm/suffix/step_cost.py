@@ -15,13 +15,16 @@ tokens it schedules:
 
 :func:`step_shape` says which one vLLM's dispatcher picks (mirrored from
 ``vllm/v1/cudagraph_dispatcher.py``, 0.26 - 0.33). :class:`StepCostModel`
-keeps, per shape, a piecewise-linear curve of seconds against scheduled
-tokens on a geometric grid (four points per doubling), each point a running
-mean that turns into an exponential average after ``1 / min_rate``
-observations. Where a shape has no observation, the curve is optimistic: flat
-above the largest observed size and proportional to the tokens below the
-smallest, so that the policy tries those sizes once and learns them. Queries
-are monotonic: a step never costs less than a smaller one of the same shape.
+fits, per shape, a line ``seconds = a + b * tokens`` (``a, b >= 0``) to the
+steps it has seen, by least squares with exponential forgetting (each
+observation of a shape discounts the earlier ones by ``forget``), so that
+every observation updates the whole curve and none goes stale while the
+machine's load or the requests' lengths change. Observations far above the
+current line (an idle engine, another process on the machine) are dropped.
+A shape never observed borrows the cheapest observed one; with nothing
+observed, every step costs the same, so the policy starts with long drafts
+and learns from them. Which sizes were measured lately is kept on a
+geometric grid for the policy's exploration (:meth:`StepCostModel.stale`).
 """
 
 from __future__ import annotations
@@ -70,33 +73,43 @@ def step_shape(mode: str, max_graph: int, num_tokens: int, uniform: bool) -> str
     return "eager" if mode == "FULL_DECODE_ONLY" else "piecewise"
 
 
+def step_shapes(
+    mode: str, max_graph: int, num_tokens: npt.NDArray[np.int64], uniform: bool
+) -> npt.NDArray[np.str_]:
+    """:func:`step_shape` of many step sizes at once."""
+    n = np.asarray(num_tokens)
+    small = step_shape(mode, max_graph, 1, uniform) if max_graph >= 1 else "eager"
+    return np.where(n > max_graph, "eager", small)
+
+
 class StepCostModel:
     """Seconds per step, per shape, against scheduled tokens (see module doc).
 
     Args:
-        min_rate: weight of a new observation once a grid point has had
-            ``1 / min_rate`` of them (an exponential average from then on).
-        outlier: observations above ``outlier`` times the current estimate
-            (once that estimate rests on 3 or more) are dropped: an idle
-            engine or another process on the machine, not the step.
+        forget: weight left to earlier observations of a shape at each new
+            one (0.98: the last ~50 steps count).
+        outlier: observations above ``outlier`` times the current line (once
+            it rests on 5 or more) are dropped.
     """
 
-    def __init__(self, min_rate: float = 0.05, outlier: float = 4.0) -> None:
-        if not 0.0 < min_rate <= 1.0:
-            raise ValueError(f"min_rate must be in (0, 1], got {min_rate!r}")
+    def __init__(self, forget: float = 0.98, outlier: float = 3.0) -> None:
+        if not 0.0 < forget <= 1.0:
+            raise ValueError(f"forget must be in (0, 1], got {forget!r}")
         if not outlier > 1.0:
             raise ValueError(f"outlier must be > 1, got {outlier!r}")
-        self.min_rate = min_rate
+        self.forget = forget
         self.outlier = outlier
-        n = len(_GRID)
-        self._value = {s: np.zeros(n) for s in SHAPES}
-        self._weight = {s: np.zeros(n) for s in SHAPES}
-        self._seen = {s: np.full(n, -1, dtype=np.int64) for s in SHAPES}
+        # per shape: weighted sums of 1, n, n^2, t, n*t; observations; the fit
+        self._sums = {s: np.zeros(5) for s in SHAPES}
+        self._count = dict.fromkeys(SHAPES, 0)
+        self._fit: dict[str, tuple[float, float]] = {}
+        self._range = {s: [0, 0] for s in SHAPES}
+        self._seen = {s: np.full(len(_GRID), -1, dtype=np.int64) for s in SHAPES}
         self.observations = 0
 
     # ------------------------------------------------------------ learning
 
-    def observe(self, shape: str, num_tokens: int, seconds: float) -> bool:
+    def observe(self, shape: str, num_tokens: int, seconds: float, weight: float = 1.0) -> bool:
         """Record one step; False when it was dropped as an outlier."""
         self._check_shape(shape)
         if isinstance(num_tokens, bool) or not isinstance(num_tokens, (int, np.integer)):
@@ -105,19 +118,21 @@ class StepCostModel:
             raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
         if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
             raise ValueError(f"seconds must be a finite number > 0, got {seconds!r}")
-        (i0, w0), (i1, w1) = _bracket(int(num_tokens))
-        weight = self._weight[shape]
-        if weight[i0] * w0 + weight[i1] * w1 >= 3.0:
-            if seconds > self.outlier * float(self.cost(shape, int(num_tokens))):
-                return False
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"weight must be a finite number > 0, got {weight!r}")
+        n = float(num_tokens)
+        if self._count[shape] >= 5 and seconds > self.outlier * self._line(shape, n):
+            return False
+        sums = self._sums[shape]
+        sums *= self.forget
+        sums += weight * np.array([1.0, n, n * n, seconds, n * seconds])
+        self._count[shape] += 1
+        self._fit[shape] = _solve(sums)
+        lo, hi = self._range[shape]
+        self._range[shape] = [min(lo, int(n)) if lo else int(n), max(hi, int(n))]
         self.observations += 1
-        for i, w in ((i0, w0), (i1, w1)):
-            if w <= 0.0:
-                continue
-            weight[i] += w
-            rate = max(w / weight[i], w * self.min_rate)
-            self._value[shape][i] += rate * (seconds - self._value[shape][i])
-            self._seen[shape][i] = self.observations
+        (i0, w0), (i1, w1) = _bracket(int(num_tokens))
+        self._seen[shape][i0 if w0 >= w1 else i1] = self.observations
         return True
 
     # ------------------------------------------------------------ queries
@@ -125,12 +140,19 @@ class StepCostModel:
     def known(self, shape: str) -> bool:
         """Whether ``shape`` has been observed."""
         self._check_shape(shape)
-        return bool(np.any(self._weight[shape] > 0))
+        return shape in self._fit
+
+    def line(self, shape: str) -> tuple[float, float]:
+        """The fitted (seconds per step, seconds per token) of a known shape."""
+        self._check_shape(shape)
+        if shape not in self._fit:
+            raise KeyError(f"step shape {shape!r} has no observations yet")
+        return self._fit[shape]
 
     def cost(self, shape: str, num_tokens: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Estimated seconds of steps of ``num_tokens`` (scalar or array).
 
-        A shape never observed borrows the cheapest observed shape's curve
+        A shape never observed borrows the cheapest observed shape's line
         (optimism: the policy will try it and learn); with nothing observed
         at all, every step costs 1.0 (flat: only the ratio of costs matters).
         """
@@ -138,12 +160,17 @@ class StepCostModel:
         n = np.asarray(num_tokens, dtype=np.float64)
         if np.any(~np.isfinite(n)) or np.any(n < 0):
             raise ValueError("num_tokens must be finite and >= 0")
-        if self.known(shape):
-            return self._curve(shape, n)
-        others = [self._curve(s, n) for s in SHAPES if self.known(s)]
+        if shape in self._fit:
+            a, b = self._fit[shape]
+            return np.asarray(a + b * n, dtype=np.float64)
+        others = [self._fit[s] for s in SHAPES if s in self._fit]
         if not others:
             return np.ones_like(n)
-        return np.minimum.reduce(others)
+        return np.asarray(np.minimum.reduce([a + b * n for a, b in others]), dtype=np.float64)
+
+    def _line(self, shape: str, n: float) -> float:
+        a, b = self._fit[shape]
+        return a + b * n
 
     def stale(self, shape: str, num_tokens: int, horizon: int) -> bool:
         """No observation of this shape near ``num_tokens`` (the two grid
@@ -153,14 +180,6 @@ class StepCostModel:
         last = max(self._seen[shape][i0], self._seen[shape][i1])
         return last < 0 or self.observations - last > horizon
 
-    def _curve(self, shape: str, n: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        have = self._weight[shape] > 0
-        xs = _GRID[have].astype(np.float64)
-        ys = np.maximum.accumulate(self._value[shape][have])  # monotonic in tokens
-        out = np.interp(n, xs, ys)  # flat beyond the largest observed size
-        # below the smallest observed size: proportional (optimistic)
-        return np.asarray(np.where(n < xs[0], ys[0] * n / xs[0], out), dtype=np.float64)
-
     def _check_shape(self, shape: str) -> None:
         if shape not in SHAPES:
             raise KeyError(f"unknown step shape {shape!r}; known: {', '.join(SHAPES)}")
@@ -168,21 +187,28 @@ class StepCostModel:
     # ------------------------------------------------------------ files
 
     def snapshot(self) -> dict[str, Any]:
-        """The learned curves as JSON-able data: per shape, the observed
-        grid points' tokens, milliseconds and observation weights."""
-        shapes = {}
+        """The fitted lines as JSON-able data: per shape, the line at the
+        smallest and largest step sizes observed (tokens, milliseconds) and
+        the weight of the observations behind it."""
+        shapes: dict[str, Any] = {}
         for s in SHAPES:
-            have = self._weight[s] > 0
+            if s not in self._fit:
+                shapes[s] = {"tokens": [], "ms": [], "weight": []}
+                continue
+            lo, hi = self._range[s]
+            points = [lo] if hi == lo else [lo, hi]
+            w = round(float(self._sums[s][0]) / len(points), 3)
             shapes[s] = {
-                "tokens": _GRID[have].tolist(),
-                "ms": (1e3 * self._value[s][have]).round(4).tolist(),
-                "weight": self._weight[s][have].round(2).tolist(),
+                "tokens": points,
+                "ms": [round(1e3 * self._line(s, p), 4) for p in points],
+                "weight": [w] * len(points),
             }
         return {"format": "arctic-step-cost/1", "shapes": shapes}
 
     @classmethod
     def from_snapshot(cls, data: Mapping[str, Any], **kwargs: Any) -> StepCostModel:
-        """A model holding a :meth:`snapshot`'s curves (a measured cost curve)."""
+        """A model holding a :meth:`snapshot`'s curves (a measured cost curve:
+        per shape, points of tokens and milliseconds, fitted with a line)."""
         if not isinstance(data, Mapping) or data.get("format") != "arctic-step-cost/1":
             raise ValueError(
                 'not a step cost curve: expected {"format": "arctic-step-cost/1", ...}'
@@ -204,15 +230,15 @@ class StepCostModel:
             if not len(tokens) == len(ms) == len(weight):
                 raise ValueError(f"step cost curve {shape!r}: tokens and ms differ in length")
             for t, v, w in zip(tokens, ms, weight):
-                if t < 1 or not math.isfinite(v) or v <= 0 or w <= 0:
+                if t < 1 or not math.isfinite(v) or v <= 0 or not w > 0:
                     raise ValueError(f"step cost curve {shape!r}: bad point ({t}, {v} ms, {w})")
-                i = int(np.searchsorted(_GRID, t))
-                if i >= len(_GRID) or _GRID[i] != t:
-                    # a hand-made curve: spread the point over the grid
-                    model.observe(shape, t, v / 1e3)
-                    continue
-                model._value[shape][i] = v / 1e3
-                model._weight[shape][i] = w
+            saved = model.forget
+            model.forget = 1.0  # the points are one fit, not a sequence
+            for t, v, w in zip(tokens, ms, weight):
+                model._count[shape] = 0  # no outlier test between the file's points
+                model.observe(shape, t, v / 1e3, max(w, 1e-3))
+            model._count[shape] = len(tokens)
+            model.forget = saved
         return model
 
     @classmethod
@@ -223,6 +249,19 @@ class StepCostModel:
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"cannot read step cost curve {path}: {e}") from e
         return cls.from_snapshot(data, **kwargs)
+
+
+def _solve(sums: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """Weighted least squares ``t = a + b n`` with ``a, b >= 0``."""
+    w, sn, snn, st, snt = (float(x) for x in sums)
+    mean_n, mean_t = sn / w, st / w
+    var = snn / w - mean_n * mean_n
+    b = (snt / w - mean_n * mean_t) / var if var > 1e-9 * max(mean_n * mean_n, 1.0) else 0.0
+    b = max(b, 0.0)
+    a = mean_t - b * mean_n
+    if a < 0.0:  # through the origin instead
+        a, b = 0.0, max(snt / snn, 0.0)
+    return a, b
 
 
 def _bracket(n: int) -> tuple[tuple[int, float], tuple[int, float]]:

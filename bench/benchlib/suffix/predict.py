@@ -68,7 +68,12 @@ class CostFile:
         return float(np.interp(rows, self.none_rows, self.none_ms)) / 1e3
 
     def prefill_seconds(self, tokens: int) -> float:
-        """Linear in prompt tokens, fit to the measured batches."""
+        """The measured batch of these prompt tokens (the same batch: its
+        prompts share prefixes with earlier ones as they did in the run),
+        else linear in prompt tokens, fit to the measured batches."""
+        for t, ms in zip(self.prefill_tokens, self.prefill_ms):
+            if t == tokens:
+                return ms / 1e3
         xs, ys = np.asarray(self.prefill_tokens, float), np.asarray(self.prefill_ms, float)
         if len(xs) == 0:
             return 0.0

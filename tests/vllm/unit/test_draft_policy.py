@@ -242,19 +242,31 @@ def test_step_shapes_follow_vllms_dispatcher() -> None:
     assert step_shape("PIECEWISE", 512, 7, True) == "piecewise"
 
 
-def test_cost_curve_is_monotonic_and_interpolates() -> None:
+def test_cost_curve_fits_a_line_and_follows_the_machine() -> None:
     model = StepCostModel()
-    model.observe("eager", 10, 0.010)
-    model.observe("eager", 100, 0.020)
-    model.observe("eager", 50, 0.005)  # noise: cheaper than a smaller step
-    n = np.arange(1, 400)
-    c = model.cost("eager", n)
-    assert np.all(np.diff(c) >= 0)
-    assert float(model.cost("eager", 10)) == pytest.approx(0.010)
-    assert float(model.cost("eager", 300)) == pytest.approx(0.020)  # flat above (optimistic)
-    assert float(model.cost("eager", 5)) == pytest.approx(0.005)  # proportional below
+    for n in (1, 10, 100, 50, 20):
+        model.observe("eager", n, 0.010 + 0.0002 * n)
+    a, b = model.line("eager")
+    assert a == pytest.approx(0.010) and b == pytest.approx(0.0002)
+    n = np.arange(0, 400)
+    assert np.all(np.diff(model.cost("eager", n)) >= 0)  # monotonic
+    # noise cheaper at larger sizes never makes a negative slope
+    noisy = StepCostModel()
+    for n, t in ((1, 0.02), (2, 0.02), (30, 0.01), (31, 0.011)):
+        noisy.observe("eager", n, t)
+    assert noisy.line("eager")[1] == 0.0
+    for _ in range(300):  # a long quiet period
+        model.observe("eager", 1, 0.010 + 0.0002)
+        model.observe("eager", 40, 0.010 + 0.0002 * 40)
+    # the machine slows down: the whole line follows within ~100 steps
+    for _ in range(60):
+        model.observe("eager", 1, 0.020)
+        model.observe("eager", 40, 0.020 + 0.0004 * 40)
+    assert float(model.cost("eager", 100)) == pytest.approx(0.060, rel=0.05)
     # an unobserved shape borrows the cheapest observed one
-    assert float(model.cost("full", 100)) == pytest.approx(0.020)
+    assert float(model.cost("full", 100)) == pytest.approx(float(model.cost("eager", 100)))
+    # outliers far above the line are dropped
+    assert not model.observe("eager", 10, 1.0)
 
 
 def test_cost_curve_round_trips_through_a_file(tmp_path) -> None:
@@ -270,6 +282,7 @@ def test_cost_curve_round_trips_through_a_file(tmp_path) -> None:
         {"format": "arctic-step-cost/1", "shapes": {"eager": {"tokens": [1, 1000], "ms": [10, 30]}}}
     )
     assert float(hand.cost("eager", 1000)) == pytest.approx(0.030)
+    assert float(hand.cost("eager", 500)) == pytest.approx(0.020, rel=1e-3)
 
 
 def test_acceptance_calibrates_and_never_rises_along_a_draft() -> None:
@@ -320,7 +333,8 @@ def test_request_factor_recovers_without_drafts() -> None:
         (lambda: StepCostModel().observe("eager", 3, float("nan")), ValueError),
         (lambda: StepCostModel().observe("eager", 3, -1.0), ValueError),
         (lambda: StepCostModel().cost("eager", -1), ValueError),
-        (lambda: StepCostModel(min_rate=0), ValueError),
+        (lambda: StepCostModel(forget=0), ValueError),
+        (lambda: StepCostModel().line("full"), KeyError),
         (lambda: StepCostModel.from_snapshot({"shapes": {}}), ValueError),
         (
             lambda: StepCostModel.from_snapshot(
