@@ -99,6 +99,18 @@ PATCHES: tuple[Patch, ...] = (
         outside_supported_range=True,
     ),
     Patch(
+        name="suffix_graph_mode",
+        targets=("vllm.config.vllm.VllmConfig._apply_optimization_level_defaults",),
+        phase=Phase.FRONT_END,
+        checked=("0.32.0 (tests; CPU: a pass-through)", "0.26.0 (source)"),
+        tests=(_ISOLATION, "tests/vllm/unit/test_settings.py"),
+        upstream_hook="a config hook for speculative methods (as `MODELS_CONFIG_MAP` is for "
+        "models), or full CUDA graphs for non-uniform spec-decode steps by default",
+        remove_when="vLLM's default graph mode runs steps without drafts on a full graph, or "
+        "speculative methods can choose their graph mode",
+        without="suffix decoding keeps vLLM's default graph mode unless the user sets FULL",
+    ),
+    Patch(
         name="speculator_config",
         targets=("vllm.engine.arg_utils.EngineArgs.create_speculative_config",),
         phase=Phase.FRONT_END,

@@ -213,3 +213,38 @@ def test_small_decode_steps_are_padded_to_full_cuda_graphs(tiny_model: str) -> N
     cfg.additional_config = {}
     cfg.compilation_config.cudagraph_mode = CUDAGraphMode.PIECEWISE  # no full graphs
     assert run() == plain
+
+
+def test_full_cuda_graphs_where_the_user_left_the_mode_unset(tiny_model: str) -> None:
+    """patches/suffix_graph_mode.py: on CUDA, suffix decoding and the arctic
+    method get cudagraph_mode FULL when the user set none; an explicit mode,
+    another method or a CPU stay as they are."""
+    from vllm.config import CUDAGraphMode
+    from vllm.engine.arg_utils import EngineArgs
+
+    from arctic_inference_vllm.patches.suffix_graph_mode import choose_graph_mode
+    from arctic_inference_vllm.suffix.graph_mode import ARCTIC_PROPOSER, preferred_graph_mode
+
+    def config(method: str = "suffix"):
+        spec = {"method": method, "num_speculative_tokens": 4}
+        if method == "ngram":
+            spec |= {"prompt_lookup_min": 2, "prompt_lookup_max": 3}
+        return EngineArgs(
+            model=tiny_model, max_model_len=256, enforce_eager=True, speculative_config=spec
+        ).create_engine_config()
+
+    cfg = config()
+    assert cfg.compilation_config.cudagraph_mode == CUDAGraphMode.NONE  # CPU: built unchanged
+    cfg.compilation_config.cudagraph_mode = None  # as vLLM has it before its defaults
+    assert choose_graph_mode(cfg, on_cuda=False) is None
+    assert cfg.compilation_config.cudagraph_mode is None
+    assert choose_graph_mode(cfg, on_cuda=True) == "FULL"
+    assert cfg.compilation_config.cudagraph_mode == CUDAGraphMode.FULL
+    cfg.compilation_config.cudagraph_mode = CUDAGraphMode.PIECEWISE  # the user's choice wins
+    assert choose_graph_mode(cfg, on_cuda=True) is None
+    assert cfg.compilation_config.cudagraph_mode == CUDAGraphMode.PIECEWISE
+    other = config("ngram")
+    other.compilation_config.cudagraph_mode = None
+    assert choose_graph_mode(other, on_cuda=True) is None
+    assert preferred_graph_mode("custom_class", ARCTIC_PROPOSER, True) == "FULL"
+    assert preferred_graph_mode("custom_class", "pkg.Other", True) is None
