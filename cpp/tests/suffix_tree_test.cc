@@ -68,7 +68,7 @@ TEST(SuffixTree, CountsMatchBruteForceThroughInsertsAndRemovals) {
   std::mt19937 rng(7);
   for (int round = 0; round < 20; ++round) {
     const int depth = 1 + round % 6, vocab = 2 + round % 4;
-    SuffixTree tree(depth, /*allow_copy=*/false);
+    SuffixTree tree(depth, CopyRule::kNewest);
     std::vector<Text> texts;
     std::vector<int32_t> ids;
     for (int i = 0; i < 6; ++i) {
@@ -90,8 +90,8 @@ TEST(SuffixTree, CountsMatchBruteForceThroughInsertsAndRemovals) {
 
 TEST(SuffixTree, RemovingEverySequenceGivesTheMemoryBack) {
   std::mt19937 rng(3);
-  const size_t empty = SuffixTree(8, false).memory_bytes();
-  SuffixTree tree(8, false);
+  const size_t empty = SuffixTree(8, CopyRule::kNewest).memory_bytes();
+  SuffixTree tree(8, CopyRule::kNewest);
   std::vector<int32_t> ids;
   for (int i = 0; i < 50; ++i) ids.push_back(tree.insert_sequence(random_text(rng, 200, 5)));
   EXPECT_GT(tree.memory_bytes(), empty);
@@ -106,7 +106,7 @@ TEST(SuffixTree, FifoRemovalFreesEachRemovedSequencesTokens) {
   // to a kept copy instead of holding a removed one's tokens.
   std::mt19937 rng(5);
   const Text text = random_text(rng, 1000, 50);
-  SuffixTree two(16, false), many(16, false);
+  SuffixTree two(16, CopyRule::kNewest), many(16, CopyRule::kNewest);
   two.insert_sequence(text);
   two.insert_sequence(text);
   std::vector<int32_t> ids;
@@ -125,7 +125,7 @@ TEST(SuffixTree, FifoRemovalFreesEachRemovedSequencesTokens) {
 TEST(SuffixTree, AppendedTextCountsMatchBruteForce) {
   std::mt19937 rng(11);
   for (int depth : {1, 3, 8}) {
-    SuffixTree tree(depth, /*allow_copy=*/true);
+    SuffixTree tree(depth, CopyRule::kUnique);
     const int32_t id = tree.add_sequence();
     Text text;
     for (int i = 0; i < 120; ++i) {
@@ -147,7 +147,7 @@ TEST(SuffixTree, AppendedTextCountsMatchBruteForce) {
 
 TEST(SuffixTree, DraftsAreRealContinuationsWithFallingProbabilities) {
   std::mt19937 rng(13);
-  SuffixTree tree(12, false);
+  SuffixTree tree(12, CopyRule::kNewest);
   std::vector<Text> texts;
   for (int i = 0; i < 8; ++i) {
     texts.push_back(random_text(rng, 60, 4));
@@ -178,19 +178,22 @@ TEST(SuffixTree, DraftsAreRealContinuationsWithFallingProbabilities) {
 }
 
 TEST(SuffixTree, MisuseThrowsTypedErrors) {
-  EXPECT_THROW(SuffixTree(0, false), InvalidArgument);
-  SuffixTree tree(4, false);
+  EXPECT_THROW(SuffixTree(0, CopyRule::kNewest), InvalidArgument);
+  SuffixTree tree(4, CopyRule::kNewest);
   const int32_t id = tree.insert_sequence(Text{1, 2, 3});
   EXPECT_THROW(tree.remove_sequence(id + 1), NotFound);
   EXPECT_THROW(tree.append(id, 4), InvalidArgument);  // inserted whole: cannot grow
   EXPECT_THROW(tree.tokens(-1), NotFound);
   tree.remove_sequence(id);
   EXPECT_THROW(tree.remove_sequence(id), NotFound);
-  SuffixTree grown(4, true);
+  EXPECT_THROW(SuffixTree(SuffixTree::kMaxDepth + 1, CopyRule::kNewest), InvalidArgument);
+  SuffixTree grown(4, CopyRule::kUnique);
   const int32_t g = grown.add_sequence();
   grown.append(g, 1);
-  EXPECT_THROW(grown.insert_sequence(Text{1}), InvalidArgument);
-  EXPECT_THROW(grown.remove_sequence(g), InvalidArgument);
+  EXPECT_THROW(grown.append(g + 1, 1), NotFound);
+  std::vector<Locus> loci;
+  std::vector<int64_t> occ;
+  EXPECT_THROW(grown.tail_loci(g + 1, loci, occ), NotFound);
 }
 
 }  // namespace
