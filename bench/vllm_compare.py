@@ -374,6 +374,12 @@ def cost_file(results: list[dict], meta: dict[str, Any]) -> Any:
     if not probes or not policies:
         return None
     rows = sorted({p["decode_rows"]: p["decode_ms"] for p in probes}.items())
+    best = policies[0]
+    levels = {
+        r["concurrency"]: StepCostModel.from_snapshot(r["policy"]["cost"])
+        for r in policies
+        if r["method"] == best["method"] and r["round"] == best["round"]
+    }
     return CostFile(
         StepCostModel.from_snapshot(policies[0]["policy"]["cost"]),
         [r for r, _ in rows],
@@ -382,7 +388,8 @@ def cost_file(results: list[dict], meta: dict[str, Any]) -> Any:
         [ms for p in probes for ms in p["prefill_ms"]],
         meta["graph_mode"],
         meta["graph_size"],
-        {"machine": meta["machine"], "model": meta["model"], "curve_from": policies[0]["method"]},
+        {"machine": meta["machine"], "model": meta["model"], "curve_from": best["method"]},
+        levels,
     )
 
 

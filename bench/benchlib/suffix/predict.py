@@ -11,7 +11,9 @@ what the engine's steps cost on the machine (:class:`CostFile`):
   prompt tokens;
 - ``none``: a decode step without speculation, against running requests;
 - ``shapes``: a speculative step, per step shape, against scheduled tokens
-  (the draft policy's learned curve, ``suffix/step_cost.py``'s format).
+  (the draft policy's learned curve, ``suffix/step_cost.py``'s format), and
+  optionally ``levels``: such a curve per concurrency level (the cost of a
+  draft token depends on the batch: the policy's curve is a local fit).
 
 Each drafter then replays the traces: per step it drafts from everything
 generated so far, the drafts it verifies are accepted up to the first token
@@ -61,6 +63,13 @@ class CostFile:
     graph_mode: str = "NONE"
     graph_size: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    levels: dict[int, StepCostModel] = field(default_factory=dict)
+
+    def spec_for(self, concurrency: int) -> StepCostModel:
+        """The curve measured at this concurrency, else the nearest one, else ``spec``."""
+        if not self.levels:
+            return self.spec
+        return self.levels[min(self.levels, key=lambda c: (abs(c - concurrency), c))]
 
     def none_seconds(self, rows: int) -> float:
         if not self.none_rows:
@@ -87,6 +96,7 @@ class CostFile:
         out["none"] = {"rows": self.none_rows, "ms": self.none_ms}
         out["prefill"] = {"tokens": self.prefill_tokens, "ms": self.prefill_ms}
         out["graphs"] = {"mode": self.graph_mode, "size": self.graph_size}
+        out["levels"] = {str(c): m.snapshot() for c, m in sorted(self.levels.items())}
         out["meta"] = self.meta
         return out
 
@@ -104,6 +114,7 @@ class CostFile:
                 str(graphs.get("mode", "NONE")),
                 int(graphs.get("size", 0)),
                 dict(data.get("meta", {})),
+                {int(c): StepCostModel.from_snapshot(v) for c, v in data.get("levels", {}).items()},
             )
         except (AttributeError, TypeError) as e:
             raise ValueError(f"not a cost file: {e}") from e
@@ -182,7 +193,13 @@ class _OurDrafts:
             cost=StepCostModel.from_snapshot(costs.spec.snapshot()),
             clock=lambda: self.clock[0],
         )
+        self.costs = costs
+        self.truth = costs.spec  # what steps really cost: the level's curve
         self.k, self.params = k, params
+
+    def level(self, concurrency: int) -> None:
+        self.truth = self.costs.spec_for(concurrency)
+        self.policy.cost = StepCostModel.from_snapshot(self.truth.snapshot())
 
     def start(self, rid: str, prompt: list[int]) -> None:
         self.cache.start_request(rid, np.asarray(prompt, dtype=np.int32))
@@ -237,7 +254,7 @@ class _OurDrafts:
         tokens = rows + sum(len(d) for d in drafts)
         mode, graph = self.policy.graph()
         uniform = self.k > 0 and all(len(d) == self.k for d in drafts)
-        return float(self.policy.cost.cost(step_shape(mode, graph, tokens, uniform), tokens))
+        return float(self.truth.cost(step_shape(mode, graph, tokens, uniform), tokens))
 
     def stop(self, rid: str) -> None:
         self.cache.stop_request(rid)
@@ -251,6 +268,7 @@ class _ReferenceDrafts:
     def __init__(self, ref: ArcticRef, costs: CostFile, k: int, depth: int, params: SpecParams):
         self.cache = ref.cache_cls(max_tree_depth=depth, max_cached_requests=100000)
         self.costs, self.k, self.depth, self.params = costs, k, depth, params
+        self.truth = costs.spec
         self.seq: dict[str, list[int]] = {}
         self.clock = [0.0]
 
@@ -280,7 +298,10 @@ class _ReferenceDrafts:
         tokens = rows + sum(len(d) for d in drafts)
         uniform = self.k > 0 and all(len(d) == self.k for d in drafts)
         shape = step_shape(self.costs.graph_mode, self.costs.graph_size, tokens, uniform)
-        return float(self.costs.spec.cost(shape, tokens))
+        return float(self.truth.cost(shape, tokens))
+
+    def level(self, concurrency: int) -> None:
+        self.truth = self.costs.spec_for(concurrency)
 
     def stop(self, rid: str) -> None:
         self.cache.stop_request(rid)
@@ -290,6 +311,7 @@ class _ReferenceDrafts:
 def predict_drafter(level: Level, costs: CostFile, drafter: Any, tag: str) -> Outcome:
     """Replay ``level`` with ``drafter`` (continuing its cache across levels)."""
     out = Outcome()
+    drafter.level(level.concurrency)
     for b, batch in enumerate(level.batches):
         out.seconds += costs.prefill_seconds(sum(len(r.prompt) for r in batch))
         rids = [f"{tag}-c{level.concurrency}-b{b}-r{i}" for i in range(len(batch))]
