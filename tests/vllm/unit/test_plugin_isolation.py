@@ -1,7 +1,8 @@
 """Registering the plugin changes exactly the targets of the manifest's
 front-end patches (arctic_inference_vllm/patches/__init__.py): the
-suffix-decoding hooks of vLLM and the arctic method's front-end hook (a
-pass-through for every other config: tests/vllm/e2e/test_arctic_method.py),
+suffix-decoding hooks of vLLM, the arctic method's front-end hook (a
+pass-through for every other config: tests/vllm/e2e/test_arctic_method.py)
+and the CPU expand-kernel fix,
 with the opt-in switch off or on; the switch adds the targets of the
 front-end extras: the SwiftKV architecture's config hook and the Ulysses
 flag's EngineArgs wrappers (a pass-through without the flag:
@@ -47,7 +48,7 @@ SNAPSHOT = textwrap.dedent(
     if sys.argv[1:] == ["on"]:
         os.environ["ARCTIC_INFERENCE_VLLM_EXTRAS"] = "1"
     import vllm, vllm.config, vllm.engine.arg_utils, vllm.v1.spec_decode.suffix_decoding
-    import vllm.model_executor.models.registry
+    import vllm.model_executor.models.registry, vllm.utils.cpu_triton_utils
     from vllm.model_executor.models.config import MODELS_CONFIG_MAP
 
     def snapshot():
@@ -106,7 +107,7 @@ ULYSSES_HOOKS = targets(Phase.FRONT_END_EXTRAS)
 def test_the_manifest_lists_the_hooks_checked_here() -> None:
     """The expected lists come from the manifest; they must not be empty or
     overlap (a target in two phases would hide in the 'on' run)."""
-    assert len(HOOKS) == 5 and len(ULYSSES_HOOKS) == 5
+    assert len(HOOKS) == 6 and len(ULYSSES_HOOKS) == 5
     assert not set(HOOKS) & set(ULYSSES_HOOKS)
     assert map_entries(Phase.FRONT_END) == []
     assert map_entries(Phase.FRONT_END_EXTRAS) == ["LlamaSwiftKVForCausalLM"]
