@@ -195,6 +195,10 @@ void SuffixTree::append(int32_t seq_id, int32_t token) {
   ARCTIC_CHECK(s.ring_size > 0 || s.tokens.empty(), InvalidArgument, "sequence ", seq_id,
                " was inserted whole or finished and cannot grow");
   if (s.ring.empty()) {
+    // A node counts the suffixes pending in its edge in 18 bits.
+    ARCTIC_CHECK((growing_.size() + 1) * max_depth_ < (size_t{1} << 18), InvalidArgument,
+                 "too many sequences growing at once (", growing_.size() + 1, ") for max_depth ",
+                 max_depth_, ": stop some requests first");
     s.ring.resize(max_depth_);
     growing_.push_back(seq_id);
   }

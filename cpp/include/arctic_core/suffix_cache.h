@@ -114,6 +114,11 @@ class SuffixCache {
     int32_t prompt_len = 0;
     Loci gloci;  // in the global tree
     Loci lloci;  // in the local tree, when it holds the prompt only
+    // Previous position of the same token in the request's own text (-1:
+    // none), and each token's last position: realignment looks up recent
+    // occurrences of the context's last token.
+    std::vector<int32_t> prev_same;
+    std::unordered_map<int32_t, int32_t> last_pos;
   };
 
   // Reusable buffers of one drafting thread.
@@ -121,7 +126,8 @@ class SuffixCache {
     std::vector<int32_t> ctx, tmp;
     std::vector<Locus> loci;
     std::vector<int64_t> occ;
-    Draft draft, local_best, global_best;
+    Draft draft, local_best, global_best, realigned;
+    std::vector<int32_t> cand, pair_from, pair_to;
   };
 
   using Requests = std::unordered_map<int64_t, Request>;
@@ -133,8 +139,15 @@ class SuffixCache {
   void best_draft(const SuffixTree& tree, const SpecParams& params, Draft& best, Scratch& s);
   OwnText own_text(const Request& r) const;
   void add_tokens(Request& r, std::span<const int32_t> tokens);
+  static void index_own(Request& r, std::span<const int32_t> tokens);
+  void realign(const Request& r, std::span<const int32_t> context, const SpecParams& p,
+               Scratch& s) const;
   void update_loci(const SuffixTree& tree, const OwnText& own, Loci& st, Scratch& s) const;
   void tail_matches(const SuffixTree& tree, std::span<const int32_t> context, Scratch& s) const;
+
+  static constexpr int32_t kRealignWindow = 32;
+  static constexpr int32_t kRealignCands = 16;
+  static constexpr int32_t kRealignPairs = 3;
 
   int32_t max_depth_;
   bool share_;

@@ -29,6 +29,8 @@ occurrence counts instead of tree nodes:
   prompt alone, unless its response is no longer cached (then prompt +
   response), so its own text counts once.
 - The best local draft wins unless the global one scores strictly higher.
+- A realigned draft (see ``realign``) from the request's own text (prompt +
+  response) replaces that winner if it scores strictly higher.
 """
 
 from __future__ import annotations
@@ -246,6 +248,82 @@ class Corpus:
         return best if best is not None else RefDraft()
 
 
+REALIGN_WINDOW = 32
+REALIGN_CANDS = 16
+REALIGN_PAIRS = 3
+
+
+def realign(
+    own: list[int], c: list[int], k: int, factor: float, offset: float, depth: int
+) -> RefDraft:
+    """A copy from the own text that survives a few substituted tokens or one
+    inserted token. Candidates: the REALIGN_WINDOW latest positions e of
+    c[-1] in ``own`` that have a next token; each matches m_e context tokens
+    backwards. If some m_e >= len(c) - 1: none. Else the candidates with the
+    largest m (at most REALIGN_CANDS of them, latest first) are tried: with
+    q = e - m + 1 >= 1, either own[q - 1] -> c[-m - 1] is a substitution and
+    matching goes on backwards, learning up to REALIGN_PAIRS pairs (a token
+    equal to its counterpart matches unless it is a mapped one; a new pair
+    needs a target no pair has), or c[-m - 1] is an inserted token and
+    matching goes on exactly. The longest match L (first found on ties,
+    substitution before insertion; L <= depth) of at least m + 2 drafts
+    own[e + 1:], mapped through its pairs, budget(L) tokens, probability 1."""
+    d = RefDraft()
+    n, cl = len(own), len(c)
+    if cl < 2 or n < 2:
+        return d
+    cands = [e for e in range(n - 2, -1, -1) if own[e] == c[-1]][:REALIGN_WINDOW]
+    ms = []
+    for e in cands:
+        m = 1
+        while m < cl and e - m >= 0 and own[e - m] == c[cl - 1 - m]:
+            m += 1
+        if m >= cl - 1:
+            return d
+        ms.append(m)
+    if not cands:
+        return d
+    m = max(ms)
+    best = [e for e, me in zip(cands, ms) if me == m]
+    if len(best) > REALIGN_CANDS:
+        return d
+    x = c[cl - 1 - m]
+    best_len, best_e, best_map = 0, -1, {}
+    for e in best:
+        q = e - m + 1
+        if q < 1:
+            continue
+        pairs = {own[q - 1]: x}
+        i, j, length = cl - m - 2, q - 2, m + 1
+        while i >= 0 and j >= 0 and length < depth:
+            a, b = own[j], c[i]
+            if a in pairs:
+                if pairs[a] != b:
+                    break
+            elif a != b:
+                if len(pairs) == REALIGN_PAIRS or b in pairs.values():
+                    break
+                pairs[a] = b
+            i, j, length = i - 1, j - 1, length + 1
+        if length > best_len:
+            best_len, best_e, best_map = length, e, dict(pairs)
+        i, j, length = cl - m - 2, q - 1, m
+        while i >= 0 and j >= 0 and length < depth and own[j] == c[i]:
+            i, j, length = i - 1, j - 1, length + 1
+        if length > best_len:
+            best_len, best_e, best_map = length, e, {}
+    if best_e < 0 or best_len < m + 2:
+        return d
+    b = budget(best_len, k, factor, offset)
+    for t in own[best_e + 1 : best_e + 1 + b]:
+        d.parents.append(len(d.token_ids) - 1)
+        d.token_ids.append(best_map.get(t, t))
+        d.probs.append(1.0)
+        d.score += 1.0
+    d.match_len = best_len
+    return d
+
+
 class RefSuffixCache:
     """Same public behaviour as SuffixDecodingCache, by brute force."""
 
@@ -332,4 +410,6 @@ class RefSuffixCache:
             glob_seqs = [e.tokens for r, e in self.cached.items() if r not in self.prompt]
         local = Corpus([local_text], self.depth, copy=True).best_draft(*args)
         glob = Corpus(glob_seqs, self.depth, copy=True, finals=self.finals).best_draft(*args)
-        return glob if glob.score > local.score else local
+        best = glob if glob.score > local.score else local
+        re = realign(own, ctx, k, max_spec_factor, max_spec_offset, self.depth)
+        return re if re.score > best.score else best
