@@ -205,7 +205,12 @@ void SuffixCache::stop_request(int64_t handle) {
     } else {
       global_.finish(r.global_seq);
     }
+    // Only the cached response's sequence id stays.
     r.local.reset();
+    std::vector<int32_t>().swap(r.prev_same);
+    std::unordered_map<int32_t, int32_t>().swap(r.last_pos);
+    r.gloci = Loci();
+    r.lloci = Loci();
   } else {
     forget(requests_.find(handle));
   }
@@ -481,8 +486,12 @@ size_t SuffixCache::memory_bytes() {
   std::lock_guard<std::mutex> lock(mu_);
   size_t total = sizeof(*this) + global_.memory_bytes() + requests_.bucket_count() * sizeof(void*) +
                  requests_.size() * (sizeof(Request) + sizeof(int64_t) + 2 * sizeof(void*));
-  for (const auto& [h, r] : requests_)
+  for (const auto& [h, r] : requests_) {
     if (r.local) total += r.local->memory_bytes();
+    total += r.prev_same.capacity() * sizeof(int32_t) + r.last_pos.bucket_count() * sizeof(void*) +
+             r.last_pos.size() * (2 * sizeof(int32_t) + 2 * sizeof(void*)) +
+             (r.gloci.loci.capacity() + r.lloci.loci.capacity()) * sizeof(Locus);
+  }
   return total;
 }
 

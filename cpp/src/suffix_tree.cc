@@ -155,13 +155,14 @@ uint32_t SuffixTree::split(uint32_t c, int32_t j, Active* self) {
   if (cn.pend == 0) return u;
   int32_t above = 0, at = 0;
   auto move = [&](Active& e) {
-    const int32_t o = cn.length - e.rem;
-    if (o < j) {
-      e = Active{u, j - o};
+    if (e.off < j) {
+      e.node = u;
       ++above;
-    } else if (o == j) {
-      e = Active{u, 0};
+    } else if (e.off == j) {
+      e = Active{u, kEnd};
       ++at;
+    } else {
+      e.off -= j;
     }
   };
   if (self != nullptr && cn.pend == 1) {
@@ -172,7 +173,7 @@ uint32_t SuffixTree::split(uint32_t c, int32_t j, Active* self) {
       Sequence& s = *seqs_[g];
       for (int32_t k = 0; k < s.ring_size; ++k) {
         Active& e = ring_at(s, k);
-        if (e.node == c && e.rem > 0) move(e);
+        if (e.node == c && e.off != kEnd) move(e);
       }
     }
   }
@@ -219,7 +220,7 @@ void SuffixTree::append(int32_t seq_id, int32_t token) {
     s.ring_start = (s.ring_start + 1) % max_depth_;
     --s.ring_size;
   }
-  ring_at(s, s.ring_size) = Active{kRoot, 0};
+  ring_at(s, s.ring_size) = Active{kRoot, kEnd};
   ++s.ring_size;
   nodes_[kRoot].count++;
 
@@ -236,39 +237,79 @@ void SuffixTree::append(int32_t seq_id, int32_t token) {
        ++k, --len, ap = (ap + 1 == ring_end) ? ring_begin : ap + 1) {
     Active& a = *ap;
     Node& x = nodes_[a.node];
-    if (a.rem > 0) {
+    if (a.off != kEnd) {
       // Inside an edge: follow it if the text does, else branch off here.
-      if (tok(x.ref_seq, x.ref_idx + x.length - a.rem) == token) {
-        if (--a.rem == 0) {
+      if (tok(x.ref_seq, x.ref_idx + a.off) == token) {
+        if (++a.off == static_cast<int32_t>(x.length)) {
+          a.off = kEnd;
           x.pend--;
           if (newest && len < max_depth_) set_ref(x, seq_id, pos + 1 - x.length);
         }
       } else {
         // Split where the text diverges (moving other suffixes pending in
         // the same edge to their part); leave through a new leaf.
-        const uint32_t u = split(a.node, x.length - a.rem, &a);
-        a = Active{new_node(u, token, 1, 1, seq_id, pos), 0};
+        const uint32_t u = split(a.node, a.off, &a);
+        a = Active{new_node(u, token, 1, 1, seq_id, pos), kEnd};
       }
       continue;
     }
     // At a node end (or the root).
     const uint32_t c = child(a.node, token);
     if (c != kNil) {
+      const uint32_t from = a.node;
       Node& cn = nodes_[c];
       cn.count++;
       if (cn.length > 1) {
         cn.pend++;
-        a = Active{c, cn.length - 1};
+        a = Active{c, 1};
       } else {
-        a = Active{c, 0};
+        a = Active{c, kEnd};
         if (newest && len < max_depth_) set_ref(cn, seq_id, pos);
       }
-    } else if (a.node != kRoot && x.count == 1 && x.first_child == kNil) {
-      // Only this suffix ever reached this leaf: grow its edge.
+      // Every suffix that entered `from` has now gone on into its only
+      // child (sequences writing the same text in lock step): one edge.
+      const Node& fn = nodes_[from];
+      if (from != kRoot && fn.first_child == c && nodes_[c].next_sibling == kNil &&
+          nodes_[c].count == fn.count) {
+        absorb_parent(c, &a);
+      }
+    } else if (a.node != kRoot && x.first_child == kNil &&
+               x.count - static_cast<int32_t>(x.pend) == 1 &&
+               static_cast<int32_t>(x.length) < kMaxDepth) {
+      // Only this suffix reached this leaf's end (others may be following
+      // inside its edge): grow the edge.
       x.length++;
       set_ref(x, seq_id, pos + 1 - x.length);
     } else {
-      a = Active{new_node(a.node, token, 1, 1, seq_id, pos), 0};
+      a = Active{new_node(a.node, token, 1, 1, seq_id, pos), kEnd};
+    }
+  }
+}
+
+void SuffixTree::absorb_parent(uint32_t c, Active* self) {
+  // c's parent x has c as its only child and no suffix stops in or at the
+  // end of x: c takes x's edge in front of its own and x goes.
+  const uint32_t x = nodes_[c].parent;
+  const Node xn = nodes_[x];
+  unlink_child(c);
+  unlink_child(x);
+  free_node(x);
+  Node& cc = nodes_[c];
+  cc.token = xn.token;
+  cc.length += xn.length;
+  cc.ref_idx -= xn.length;  // c's occurrence covers x's edge too
+  link_child(xn.parent, c);
+  const int32_t pend = nodes_[c].pend;
+  if (pend == 0) return;
+  if (self != nullptr && pend == 1 && self->node == c && self->off != kEnd) {
+    self->off += xn.length;
+    return;
+  }
+  for (const int32_t g : growing_) {  // pending in c: further into the edge now
+    Sequence& s = *seqs_[g];
+    for (int32_t k = 0; k < s.ring_size; ++k) {
+      Active& e = ring_at(s, k);
+      if (e.node == c && e.off != kEnd) e.off += xn.length;
     }
   }
 }
@@ -281,9 +322,9 @@ void SuffixTree::finish(int32_t seq_id) {
   if (s.ring_size > 0) ++generation_;
   for (int32_t k = 0; k < s.ring_size; ++k) {
     Active& a = ring_at(s, k);
-    if (a.rem > 0) {
+    if (a.off != kEnd) {
       // A suffix that stops growing must end at a node end.
-      split(a.node, nodes_[a.node].length - a.rem, &a);
+      split(a.node, a.off, &a);
     }
     // Every occurrence is final now (the oldest may end at max_depth).
     if (newest && a.node != kRoot) set_ref(nodes_[a.node], seq_id, n - nodes_[a.node].length);
@@ -358,7 +399,7 @@ void SuffixTree::remove_sequence(int32_t seq_id) {
     // occurrences are not made final (it is going away).
     for (int32_t k = 0; k < s.ring_size; ++k) {
       Active& a = ring_at(s, k);
-      if (a.rem > 0) split(a.node, nodes_[a.node].length - a.rem, &a);
+      if (a.off != kEnd) split(a.node, a.off, &a);
     }
     stop_growing(seq_id);
   }
@@ -402,6 +443,16 @@ void SuffixTree::remove_sequence(int32_t seq_id) {
       cc.length += vlen;
       cc.ref_idx -= vlen;  // c's occurrence covers v's edge too
       link_child(parent, c);
+      if (nodes_[c].pend > 0) {
+        // Suffixes pending in c are now vlen tokens further into its edge.
+        for (const int32_t g : growing_) {
+          Sequence& gs = *seqs_[g];
+          for (int32_t k = 0; k < gs.ring_size; ++k) {
+            Active& e = ring_at(gs, k);
+            if (e.node == c && e.off != kEnd) e.off += vlen;
+          }
+        }
+      }
     }
   }
   num_tokens_ -= seq.size();
@@ -417,25 +468,23 @@ void SuffixTree::remove_sequence(int32_t seq_id) {
 void SuffixTree::trim(uint32_t x) {
   // Cut x's edge after its deepest pending suffix (x has no children: their
   // counts cannot exceed the suffixes passing x's end, none).
-  const int32_t len = nodes_[x].length;
   int32_t deepest = 0;
   for (const int32_t g : growing_) {
     Sequence& s = *seqs_[g];
     for (int32_t k = 0; k < s.ring_size; ++k) {
       const Active& e = ring_at(s, k);
-      if (e.node == x && e.rem > 0) deepest = std::max(deepest, len - e.rem);
+      if (e.node == x && e.off != kEnd) deepest = std::max(deepest, e.off);
     }
   }
   ARCTIC_CHECK(deepest > 0 && nodes_[x].first_child == kNil, InternalError, "bad trim");
-  const int32_t cut = len - deepest;
   int32_t at_end = 0;
   for (const int32_t g : growing_) {
     Sequence& s = *seqs_[g];
     for (int32_t k = 0; k < s.ring_size; ++k) {
       Active& e = ring_at(s, k);
-      if (e.node != x || e.rem == 0) continue;
-      e.rem -= cut;
-      if (e.rem == 0) ++at_end;
+      if (e.node != x || e.off != deepest) continue;
+      e.off = kEnd;
+      ++at_end;
     }
   }
   nodes_[x].length = deepest;
@@ -509,22 +558,6 @@ Locus SuffixTree::longest_match(std::span<const int32_t> context) const {
   return best;
 }
 
-bool SuffixTree::advance(Locus& l, int32_t token) const {
-  if (l.depth >= max_depth_) return false;
-  const Node& x = nodes_[l.node];
-  if (l.offset < x.length) {
-    if (tok(x.ref_seq, x.ref_idx + l.offset) != token) return false;
-    ++l.offset;
-  } else {
-    const uint32_t c = child(l.node, token);
-    if (c == kNil) return false;
-    l.node = c;
-    l.offset = 1;
-  }
-  ++l.depth;
-  return true;
-}
-
 void SuffixTree::tail_loci(int32_t seq_id, std::vector<Locus>& out,
                            std::vector<int64_t>& occ) const {
   const Sequence& s = live_seq(seq_id);
@@ -536,9 +569,9 @@ void SuffixTree::tail_loci(int32_t seq_id, std::vector<Locus>& out,
   for (int32_t m = 1; m <= s.ring_size; ++m, idx = (idx == 0) ? max_depth_ - 1 : idx - 1) {
     const Active& a = s.ring[idx];
     const Node& x = nodes_[a.node];
-    out[m - 1] = Locus{a.node, x.length - a.rem, m};
+    out[m - 1] = Locus{a.node, a.off == kEnd ? static_cast<int32_t>(x.length) : a.off, m};
     // A pending tail suffix alone in its edge stops no one before itself.
-    if (x.pend == 0 || (x.pend == 1 && a.rem > 0)) {
+    if (x.pend == 0 || (x.pend == 1 && a.off != kEnd)) {
       occ[m - 1] = x.count;
     } else {
       occ[m - 1] = cheap_occurrences(out[m - 1]);
@@ -557,7 +590,7 @@ int64_t SuffixTree::occurrences(const Locus& l) const {
     const Sequence& s = *seqs_[g];
     for (int32_t k = 0; k < s.ring_size; ++k) {
       const Active& e = s.ring[(s.ring_start + k) % max_depth_];
-      if (e.node == l.node && e.rem > 0 && x.length - e.rem < l.offset) ++stopped;
+      if (e.node == l.node && e.off != kEnd && e.off < l.offset) ++stopped;
     }
   }
   return x.count - stopped;
@@ -838,8 +871,8 @@ std::string SuffixTree::check_integrity() const {
       }
       if (is_active) {
         const Active& a = sq.ring[(sq.ring_start + k) % max_depth_];
-        if (a.node != v || (v != kRoot && nodes_[v].length - a.rem != off))
-          return "active locus is stale";
+        const int32_t aoff = a.off == kEnd ? static_cast<int32_t>(nodes_[v].length) : a.off;
+        if (a.node != v || (v != kRoot && aoff != off)) return "active locus is stale";
       }
     }
   }

@@ -151,12 +151,13 @@ class SuffixTree {
     uint32_t prev_sibling = kNil;
   };
 
-  // An active suffix: in `node`, `rem` edge tokens before the node's end
-  // (0: at the end). Counted from the end, so prepending tokens to an edge
-  // (a merge during removal) moves no active suffix.
+  // An active suffix: `off` tokens into `node`'s edge while pending inside
+  // it, kEnd at its end. So a suffix at an end stays there when the edge
+  // is split or grows (a leaf followed by others' pending suffixes).
+  static constexpr int32_t kEnd = -1;
   struct Active {
     uint32_t node;
-    int32_t rem;
+    int32_t off;
   };
 
   struct Sequence {
@@ -194,6 +195,7 @@ class SuffixTree {
   uint32_t split(uint32_t child, int32_t keep, Active* self);
   void stop_growing(int32_t seq_id);
   void trim(uint32_t x);
+  void absorb_parent(uint32_t c, Active* self);
   uint32_t best_child(uint32_t node, int64_t& total) const;
   int32_t copy_start(uint32_t node) const;
   bool walk(const int32_t* s, int32_t n, Locus& l) const;
@@ -216,5 +218,22 @@ class SuffixTree {
   uint64_t generation_ = 0;
   bool appended_ = false;  // ever grown by append(): not canonical
 };
+
+// Inline: followed for every locus and every new token.
+inline bool SuffixTree::advance(Locus& l, int32_t token) const {
+  if (l.depth >= max_depth_) return false;
+  const Node& x = nodes_[l.node];
+  if (l.offset < x.length) {
+    if (tok(x.ref_seq, x.ref_idx + l.offset) != token) return false;
+    ++l.offset;
+  } else {
+    const uint32_t c = child(l.node, token);
+    if (c == kNil) return false;
+    l.node = c;
+    l.offset = 1;
+  }
+  ++l.depth;
+  return true;
+}
 
 }  // namespace arctic_core

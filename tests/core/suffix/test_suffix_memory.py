@@ -44,3 +44,18 @@ def test_an_evicted_response_frees_its_tokens_while_copies_stay_cached() -> None
     # One kept copy of the text would add 4 bytes per token; slot bookkeeping
     # differs by a few bytes only.
     assert many.memory_bytes() - two.memory_bytes() < len(text)
+
+
+def test_a_stopped_request_keeps_only_its_cached_response() -> None:
+    # Its prompt, local tree and per-request indexes go at stop_request.
+    response = list(range(300))
+    sizes = []
+    for prompt_len in (0, 5000):
+        for share in (False, True):
+            cache = SuffixDecodingCache(max_tree_depth=16, share_active_responses=share)
+            cache.start_request("r", [7] * prompt_len)
+            cache.add_active_response("r", response)
+            cache.speculate("r", None)
+            cache.stop_request("r")
+            sizes.append(cache.memory_bytes())
+    assert abs(sizes[0] - sizes[2]) < 64 and abs(sizes[1] - sizes[3]) < 64

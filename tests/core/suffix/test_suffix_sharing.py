@@ -6,6 +6,7 @@ from, and the batch entry point against single calls."""
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from suffix_reference import RefSuffixCache
@@ -158,3 +159,25 @@ def test_evicting_a_growing_response_keeps_it_for_its_request() -> None:
     cache.check_integrity()
     cache.stop_request("r")
     assert cache.num_cached_tokens() == 0
+
+
+def test_siblings_in_lock_step_take_no_more_memory_than_one_after_another() -> None:
+    # Identical samples growing a few tokens at a time each: the edges they
+    # share stay whole (a node whose suffixes all went on into its only
+    # child merges with it) instead of one node per step and suffix.
+    text = [int(t) for t in np.random.default_rng(2).integers(0, 5000, 1500)]
+    sizes = []
+    for lock_step in (False, True):
+        cache = SuffixDecodingCache(32, share_active_responses=True)
+        for i in range(3):
+            cache.start_request(i, [1])
+            if not lock_step:
+                cache.add_active_response(i, text)
+        for a in range(0, len(text) if lock_step else 0, 9):
+            for i in range(3):
+                cache.add_active_response(i, text[a : a + 9])
+        for i in range(3):
+            cache.stop_request(i)
+        cache.check_integrity()
+        sizes.append(cache.memory_bytes())
+    assert sizes[1] < 1.1 * sizes[0]
