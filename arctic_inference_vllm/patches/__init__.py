@@ -163,7 +163,11 @@ PATCHES: tuple[Patch, ...] = (
         ),
         phase=Phase.FRONT_END_EXTRAS,
         checked=("0.32.0 (tests)", "0.26.0 (source; flag parsed on an H200)"),
-        tests=(_ISOLATION, "tests/vllm/e2e/test_ulysses_vllm.py"),
+        tests=(
+            _ISOLATION,
+            "tests/vllm/e2e/test_ulysses_vllm.py",
+            "tests/vllm/e2e/test_shift_parallel.py",
+        ),
         upstream_hook="engine arguments and CLI flags added by plugins, and a hook on the "
         "parallel config (worker count, worker class)",
         remove_when="vLLM has Ulysses sequence parallelism itself, or plugins can add engine "
@@ -186,7 +190,11 @@ PATCHES: tuple[Patch, ...] = (
         targets=("vllm.distributed.parallel_state.initialize_model_parallel",),
         phase=Phase.ULYSSES_WORKER,
         checked=("0.32.0 (tests)", "0.26.0 (source)"),
-        tests=(_ISOLATION, "tests/vllm/e2e/test_ulysses_vllm.py"),
+        tests=(
+            _ISOLATION,
+            "tests/vllm/e2e/test_ulysses_vllm.py",
+            "tests/vllm/e2e/test_shift_parallel.py",
+        ),
         upstream_hook="extra model-parallel dimensions (a sequence-parallel group) in "
         "`initialize_model_parallel`",
         remove_when="vLLM builds sequence-parallel groups itself",
