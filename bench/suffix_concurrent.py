@@ -16,8 +16,9 @@ this core with live sharing (``share_active_responses``) on and off, and
 arctic-inference (``--arctic-path``; its cache shares running outputs).
 
 Reported per traffic and drafter: tokens per request-step (overall and per
-family), the drafting time per engine step (p50 / p99) and per request-step
-(p50), and the peak bytes the trees hold per cached token. Results:
+family), the cache's time per engine step (drafting plus the starts and
+stops of that step; p50 / p99) and per request-step (p50), and the peak
+bytes the trees hold per cached token. Results:
 ``<out-dir>/suffix_concurrent.{md,json}``.
 """
 
@@ -151,7 +152,7 @@ def render(a: argparse.Namespace, results: list[dict[str, Any]]) -> str:
                     "requests / slots (mean running)",
                     "tokens per step",
                     " / ".join(FAMILIES),
-                    "us per engine step p50 / p99",
+                    "us per engine step p50 / p99 (with starts, stops)",
                     "us per request-step p50",
                     "bytes per cached token (peak)",
                 ],
