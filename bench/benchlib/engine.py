@@ -31,6 +31,7 @@ REFERENCE_SUFFIX = "suffix-ai"
 POLICY_METHODS = ("suffix", "arctic", "arctic+suffix")  # run this core's draft policy
 EDIT_FAMILIES = ("edit_file", "edit_diff")
 EXTRAS_ENV = "ARCTIC_INFERENCE_VLLM_EXTRAS"  # the adapter's opt-in switch
+ADAPTER_PLUGIN = "arctic_inference_core"  # this adapter's vllm.general_plugins entry point
 INSPECTOR = "benchlib.inspector.PolicyInspector"  # worker extension (draft policy state)
 
 
@@ -76,8 +77,9 @@ def worker_env(method: str, arctic_path: str | None = None) -> dict[str, str]:
     """The environment of a worker serving ``method`` (the arctic methods are
     an opt-in extra of the adapter). ``suffix-ai`` imports arctic-inference
     from ``arctic_path`` (a ``pip install --target`` directory, or its
-    package's parent) and loads no vLLM plugin, neither this adapter nor
-    arctic-inference's own (``VLLM_PLUGINS=""`` is an allowlist of nothing)."""
+    package's parent) and loads neither this adapter's vLLM plugin nor
+    arctic-inference's own (``VLLM_PLUGINS`` lists the other plugins, for
+    example the 8B-cost stand-in's; an empty list matches nothing)."""
     env = dict(os.environ)
     if method.startswith("arctic"):
         env[EXTRAS_ENV] = "1"
@@ -85,8 +87,17 @@ def worker_env(method: str, arctic_path: str | None = None) -> dict[str, str]:
         if not arctic_path:
             raise ValueError(f"method {REFERENCE_SUFFIX!r} needs --arctic-path DIR")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (arctic_path, env.get("PYTHONPATH")) if p)
-        env["VLLM_PLUGINS"] = ""
+        env["VLLM_PLUGINS"] = ",".join(other_plugins())
     return env
+
+
+def other_plugins() -> list[str]:
+    """vLLM general plugins other than this adapter and arctic-inference's own
+    (the stand-in's among them); an allowlist of these loads neither."""
+    from importlib.metadata import entry_points
+
+    names = {e.name for e in entry_points(group="vllm.general_plugins")}
+    return sorted(names - {ADAPTER_PLUGIN, "arctic_inference"})
 
 
 def spec_config(

@@ -71,7 +71,10 @@ def test_cost_file_round_trip(tmp_path: Path) -> None:
 
 def test_reference_suffix_runs_without_this_adapter() -> None:
     env = engine.worker_env("suffix-ai", "/opt/arctic")
-    assert env["PYTHONPATH"].split(":")[0] == "/opt/arctic" and env["VLLM_PLUGINS"] == ""
+    assert env["PYTHONPATH"].split(":")[0] == "/opt/arctic"
+    allowed = env["VLLM_PLUGINS"].split(",")
+    assert "arctic_inference_core" not in allowed and "arctic_inference" not in allowed
+    assert set(allowed) - {""} == set(engine.other_plugins())
     assert engine.spec_config("suffix-ai", 32, 64) == engine.spec_config("suffix", 32, 64)
     with pytest.raises(ValueError, match="--arctic-path"):
         engine.worker_env("suffix-ai")
