@@ -552,7 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     graph_mode = (
         "NONE"
         if args.enforce_eager
-        else ("FULL_AND_PIECEWISE" if args.cudagraph_mode == "default" else args.cudagraph_mode)
+        # unset, the adapter runs this core's suffix in FULL (suffix/graph_mode.py)
+        else ("FULL" if args.cudagraph_mode == "default" else args.cudagraph_mode)
     )
     meta = {
         "model": model_desc,
