@@ -3,7 +3,9 @@
 // One map serves a whole tree, so a node with thousands of children (the root)
 // costs the same O(1) lookup as a node with one, and a node pays nothing for an
 // empty per-node container. Linear probing with backward-shift deletion keeps
-// the table free of tombstones.
+// the table free of tombstones. 12-byte slots, filled up to 3/4: the map
+// holds the children of nodes with many of them, a large part of a big
+// tree's bytes.
 #pragma once
 
 #include <cstddef>
@@ -19,27 +21,24 @@ class EdgeMap {
   EdgeMap() { rehash(16); }
 
   uint32_t find(uint32_t parent, int32_t token) const {
-    const uint64_t key = make_key(parent, token);
-    for (size_t i = slot_of(key);; i = (i + 1) & mask_) {
+    for (size_t i = slot_of(parent, token);; i = (i + 1) & mask_) {
       const Slot& s = slots_[i];
-      if (s.key == key) return s.value;
-      if (s.key == kEmpty) return kNone;
+      if (s.parent == parent && s.token == token) return s.value;
+      if (s.parent == kEmpty) return kNone;
     }
   }
 
   // Insert or overwrite.
   void put(uint32_t parent, int32_t token, uint32_t child) {
-    if ((size_ + 1) * 2 > slots_.size()) rehash(slots_.size() * 2);  // load <= 1/2
-    const uint64_t key = make_key(parent, token);
-    for (size_t i = slot_of(key);; i = (i + 1) & mask_) {
+    if ((size_ + 1) * 4 > slots_.size() * 3) rehash(slots_.size() * 2);  // load <= 3/4
+    for (size_t i = slot_of(parent, token);; i = (i + 1) & mask_) {
       Slot& s = slots_[i];
-      if (s.key == key) {
+      if (s.parent == parent && s.token == token) {
         s.value = child;
         return;
       }
-      if (s.key == kEmpty) {
-        s.key = key;
-        s.value = child;
+      if (s.parent == kEmpty) {
+        s = Slot{parent, token, child};
         ++size_;
         return;
       }
@@ -48,17 +47,16 @@ class EdgeMap {
 
   // Remove if present.
   void erase(uint32_t parent, int32_t token) {
-    const uint64_t key = make_key(parent, token);
-    size_t i = slot_of(key);
+    size_t i = slot_of(parent, token);
     for (;; i = (i + 1) & mask_) {
-      if (slots_[i].key == key) break;
-      if (slots_[i].key == kEmpty) return;
+      if (slots_[i].parent == parent && slots_[i].token == token) break;
+      if (slots_[i].parent == kEmpty) return;
     }
     // Backward-shift: move later entries of the probe run into the hole.
     size_t hole = i;
     for (size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
-      if (slots_[j].key == kEmpty) break;
-      const size_t home = slot_of(slots_[j].key);
+      if (slots_[j].parent == kEmpty) break;
+      const size_t home = slot_of(slots_[j].parent, slots_[j].token);
       // Entry j may move to hole if its home is not in (hole, j] cyclically.
       const bool between = (hole <= j) ? (hole < home && home <= j) : (hole < home || home <= j);
       if (!between) {
@@ -66,7 +64,7 @@ class EdgeMap {
         hole = j;
       }
     }
-    slots_[hole].key = kEmpty;
+    slots_[hole].parent = kEmpty;
     --size_;
     if (slots_.size() > 64 && size_ * 8 < slots_.size()) rehash(slots_.size() / 2);
   }
@@ -75,31 +73,30 @@ class EdgeMap {
   size_t memory_bytes() const { return slots_.capacity() * sizeof(Slot); }
 
  private:
-  static constexpr uint64_t kEmpty = ~uint64_t{0};
+  static constexpr uint32_t kEmpty = kNone;  // no node has this id
   struct Slot {
-    uint64_t key;
+    uint32_t parent;
+    int32_t token;
     uint32_t value;
   };
 
-  static uint64_t make_key(uint32_t parent, int32_t token) {
-    return (uint64_t{parent} << 32) | static_cast<uint32_t>(token);
-  }
-  size_t slot_of(uint64_t key) const {
+  size_t slot_of(uint32_t parent, int32_t token) const {
     // Fibonacci hashing: the high bits of the product are well mixed.
+    const uint64_t key = (uint64_t{parent} << 32) | static_cast<uint32_t>(token);
     return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_);
   }
   void rehash(size_t capacity) {
     std::vector<Slot> old;
     old.swap(slots_);
-    slots_.assign(capacity, Slot{kEmpty, 0});
+    slots_.assign(capacity, Slot{kEmpty, 0, 0});
     mask_ = capacity - 1;
     shift_ = 64;
     for (size_t c = capacity; c > 1; c >>= 1) --shift_;
     size_ = 0;
     for (const Slot& s : old) {
-      if (s.key == kEmpty) continue;
-      for (size_t i = slot_of(s.key);; i = (i + 1) & mask_) {
-        if (slots_[i].key == kEmpty) {
+      if (s.parent == kEmpty) continue;
+      for (size_t i = slot_of(s.parent, s.token);; i = (i + 1) & mask_) {
+        if (slots_[i].parent == kEmpty) {
           slots_[i] = s;
           ++size_;
           break;
