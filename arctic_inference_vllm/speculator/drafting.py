@@ -71,6 +71,7 @@ class ArcticDrafting:
         n = len(sampled_token_ids)
         suffix_drafts: list[list[int]] = [[] for _ in range(n)]
         suffix_probs = [np.zeros(0) for _ in range(n)]
+        suffix_ml = [-1] * n
         if self.suffix is not None:
             # always called: it feeds the step's tokens to the suffix cache
             sd = self.suffix.step_drafts(0 if off else num_spec_tokens, batch, sampled_token_ids)
@@ -78,6 +79,8 @@ class ArcticDrafting:
             for j, (i, d) in enumerate(zip(sd.rows, sd.drafts)):
                 suffix_drafts[i] = d
                 suffix_probs[i] = sd.cands.probs_of(j, len(d))
+                assert sd.cands.match_lens is not None
+                suffix_ml[i] = int(sd.cands.match_lens[j])
         else:
             sampled, had_prefill = self._sampled(batch, sampled_token_ids)
         self.policy.start_step(sampled, had_prefill)
@@ -87,16 +90,18 @@ class ArcticDrafting:
 
         scores = [float(p.sum()) for p in suffix_probs]
         drafts, need = choose_drafts(suffix_drafts, scores, speculator_tokens)
-        rows, probs, sources = [], [], []
+        rows, probs, sources, mls = [], [], [], []
         for i in range(n):
             if drafts[i]:
                 rows.append(i)
                 probs.append(suffix_probs[i][: len(drafts[i])])
                 sources.append("suffix")
+                mls.append(suffix_ml[i])
             elif need[i] and sampled_token_ids[i] and room[i] > 0 and speculator_tokens > 0:
                 rows.append(i)
                 probs.append(np.ones(min(speculator_tokens, room[i])))
                 sources.append("speculator")
+                mls.append(-1)
         if not rows:
             return empty
         lengths = [len(p) for p in probs]
@@ -105,6 +110,7 @@ class ArcticDrafting:
             np.concatenate(probs),
             np.concatenate(([0], np.cumsum(lengths))).astype(np.int64),
             sources,
+            np.asarray(mls, dtype=np.int64),
         )
         k = self.policy.k
         uniform = None

@@ -58,17 +58,24 @@ class Candidates:
 
     ``probs`` holds each draft token's estimated probability, flat and split
     by ``offsets`` (one more entry than requests); ``sources`` names each
-    request's drafter (see acceptance.SOURCES).
+    request's drafter (see acceptance.SOURCES); ``match_lens`` the context
+    tokens each suffix draft matched.
     """
 
     req_ids: list[Hashable]
     probs: npt.NDArray[np.float64]
     offsets: npt.NDArray[np.int64]
     sources: list[str]
+    match_lens: npt.NDArray[np.int64] | None = None  # per request; -1 or None: unknown
 
     def __post_init__(self) -> None:
         self.probs = np.asarray(self.probs, dtype=np.float64).reshape(-1)
         self.offsets = np.asarray(self.offsets, dtype=np.int64).reshape(-1)
+        n = len(self.req_ids)
+        ml = np.full(n, -1) if self.match_lens is None else self.match_lens
+        self.match_lens = np.asarray(ml, dtype=np.int64).reshape(-1)
+        if len(self.match_lens) != n:
+            raise ValueError(f"{len(self.match_lens)} match lengths for {n} requests")
         if len(self.sources) != len(self.req_ids):
             raise ValueError(f"{len(self.sources)} sources for {len(self.req_ids)} requests")
         if len(self.offsets) != len(self.req_ids) + 1 or self.offsets[-1] != len(self.probs):
@@ -159,8 +166,8 @@ class DraftPolicy:
         self.stale_after = stale_after
         self.stats = PolicyStats()
         self._last_time: float | None = None
-        # what the previous call returned: req_id -> (source, draft probs)
-        self._pending: dict[Hashable, tuple[str, npt.NDArray[np.float64]]] = {}
+        # what the previous call returned: req_id -> (source, draft probs, match length)
+        self._pending: dict[Hashable, tuple[str, npt.NDArray[np.float64], int]] = {}
 
     # ------------------------------------------------------------ graphs
 
@@ -212,19 +219,20 @@ class DraftPolicy:
             else:
                 self.stats.dropped += 1
         self._last_time = now
-        by_source: dict[str, tuple[list[Hashable], list[npt.NDArray[np.float64]], list[int]]] = {}
+        by_source: dict[str, tuple[list[Any], ...]] = {}
         for r, n_sampled in rows:
             if r in pending:
-                source, probs = pending[r]
-                ids, ps, acc = by_source.setdefault(source, ([], [], []))
+                source, probs, ml = pending[r]
+                ids, ps, acc, mls = by_source.setdefault(source, ([], [], [], []))
                 ids.append(r)
                 ps.append(probs)
                 acc.append(min(max(n_sampled - 1, 0), len(probs)))
-        for source, (ids, ps, acc) in by_source.items():
+                mls.append(ml)
+        for source, (ids, ps, acc, mls) in by_source.items():
             offsets = np.concatenate(([0], np.cumsum([len(p) for p in ps]))).astype(np.int64)
             flat = np.concatenate(ps) if ps else np.zeros(0)
             self.acceptance.observe_batch(
-                ids, flat, offsets, np.asarray(acc, dtype=np.int64), source
+                ids, flat, offsets, np.asarray(acc, dtype=np.int64), source, mls
             )
 
     def record(self, cands: Candidates, lengths: Sequence[int]) -> None:
@@ -235,7 +243,8 @@ class DraftPolicy:
             p = cands.probs_of(i, int(n))
             if len(p) < n:
                 p = np.concatenate([p, np.zeros(int(n) - len(p))])
-            self._pending[r] = (cands.sources[i], p)
+            assert cands.match_lens is not None
+            self._pending[r] = (cands.sources[i], p, int(cands.match_lens[i]))
 
     def forget(self, req_id: Hashable) -> None:
         self.acceptance.forget(req_id)
@@ -296,7 +305,7 @@ class DraftPolicy:
         sources = set(cands.sources)
         if len(sources) == 1:  # the common case: one drafter
             return self.acceptance.token_values(
-                cands.req_ids, cands.probs, cands.offsets, sources.pop()
+                cands.req_ids, cands.probs, cands.offsets, sources.pop(), cands.match_lens
             )
         out = np.zeros(len(cands.probs))
         lengths = cands.lengths
@@ -308,8 +317,13 @@ class DraftPolicy:
             if len(idx) == 0:
                 continue
             sub_off = np.concatenate(([0], np.cumsum(lengths[rows]))).astype(np.int64)
+            assert cands.match_lens is not None
             out[idx] = self.acceptance.token_values(
-                [cands.req_ids[i] for i in rows], cands.probs[idx], sub_off, source
+                [cands.req_ids[i] for i in rows],
+                cands.probs[idx],
+                sub_off,
+                source,
+                cands.match_lens[rows],
             )
         return out
 

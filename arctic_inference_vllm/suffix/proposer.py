@@ -128,6 +128,7 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
         drafts: list[list[int]] = []
         probs = np.zeros(0)
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        match_lens = np.zeros(len(rows), dtype=np.int64)
         if rows:
             batch = cache.speculate_batch(
                 req_ids,
@@ -137,12 +138,13 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
                 min_token_prob=self.min_token_prob,
             )
             drafts, probs, offsets = _cap(batch.token_id_lists(), batch.probs, batch.offsets, room)
+            match_lens = np.asarray(batch.match_lens, dtype=np.int64)
 
         # Requests no longer in the batch finished or were preempted.
         for req_id in cache.active_requests - input_batch.req_id_to_index.keys():
             cache.stop_request(req_id)
             self.policy.forget(req_id)
-        cands = Candidates(list(req_ids), probs, offsets, ["suffix"] * len(rows))
+        cands = Candidates(list(req_ids), probs, offsets, ["suffix"] * len(rows), match_lens)
         return StepDrafts(
             rows, cands, drafts, [t[-1] for t in new_tokens], room, sampled_rows, had_prefill
         )
@@ -156,7 +158,9 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
         )
         offsets = np.arange(len(padded) + 1, dtype=np.int64) * k
         probs_flat = np.concatenate(padded_probs) if padded_probs else np.zeros(0)
-        return padded, Candidates(list(step.cands.req_ids), probs_flat, offsets, step.cands.sources)
+        return padded, Candidates(
+            list(step.cands.req_ids), probs_flat, offsets, step.cands.sources, step.cands.match_lens
+        )
 
     def _longer_draft(self, k: int) -> Callable[[Hashable], Extension]:
         """Padding source: the tree's continuation without the length and

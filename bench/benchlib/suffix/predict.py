@@ -216,7 +216,8 @@ class _OurDrafts:
             min_token_prob=self.params.min_prob,
         )
         lists = batch.token_id_lists()
-        cands = Candidates(list(rids), batch.probs, batch.offsets, ["suffix"] * len(rids))
+        ml = np.asarray(batch.match_lens, dtype=np.int64)
+        cands = Candidates(list(rids), batch.probs, batch.offsets, ["suffix"] * len(rids), ml)
         uniform, padded = None, None
         if self.policy.uniform_fits(len(rids), len(rids), self.k):
             padded, probs = [], []
@@ -240,6 +241,7 @@ class _OurDrafts:
                 np.concatenate(probs),
                 np.arange(len(rids) + 1, dtype=np.int64) * self.k,
                 ["suffix"] * len(rids),
+                ml,
             )
         plan = self.policy.plan(cands, len(rids), uniform)
         if plan.uniform and padded is not None and uniform is not None:

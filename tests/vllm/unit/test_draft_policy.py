@@ -302,6 +302,21 @@ def test_acceptance_calibrates_and_never_rises_along_a_draft() -> None:
     )
 
 
+def test_acceptance_tells_short_matches_from_long_ones() -> None:
+    # the tree's estimates are 1.0 either way; drafts from 4-token matches
+    # fail after their first token, drafts from 20-token matches pass
+    model = AcceptanceModel()
+    for i in range(100):
+        model.observe_batch(
+            [f"s{i}", f"l{i}"], np.ones(12), np.array([0, 6, 12]), [1, 6], "suffix", [4, 20]
+        )
+    v = model.token_values(["a", "b"], np.ones(12), np.array([0, 6, 12]), match_lens=[5, 24])
+    short, long_ = v[:6], v[6:]
+    assert long_[3] > 0.8 and short[3] < 0.2
+    unknown = model.token_values(["c"], np.ones(6), np.array([0, 6]))  # no match length
+    assert 0.2 < unknown[3] <= 1.0  # its own (untrained) cells: the prior
+
+
 def test_request_factor_recovers_without_drafts() -> None:
     model = AcceptanceModel()
     for _ in range(10):
@@ -347,6 +362,7 @@ def test_request_factor_recovers_without_drafts() -> None:
         (lambda: AcceptanceModel().observe("a", np.ones(2), 3), ValueError),
         (lambda: AcceptanceModel().observe("a", np.ones(2), 1.0), TypeError),
         (lambda: AcceptanceModel(request_memory=1.0), ValueError),
+        (lambda: Candidates(["a"], np.ones(1), np.array([0, 1]), ["suffix"], [3, 4]), ValueError),
     ],
 )
 def test_bad_input_raises_typed_errors(call: Callable[[], object], error: type) -> None:
