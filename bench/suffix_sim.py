@@ -279,7 +279,8 @@ def predict_run(args: argparse.Namespace) -> int:
     for r in sorted((r for r in traced if r["round"] == first), key=lambda r: r["concurrency"]):
         reqs = [Request(p, o) for p, o in zip(r["prompt_ids"], r["outputs"])]
         c = r["concurrency"]
-        levels.append(Level(c, [reqs[i : i + c] for i in range(0, len(reqs), c)]))
+        # runs recorded before the load was recorded sent waves
+        levels.append(Level(c, reqs, run["meta"].get("load", "waves")))
     meta = run["meta"]
     ref = None if args.no_arctic else import_arctic_reference(args.arctic_path)
     rows = predict(levels, costs, meta["k"], meta["depth"], SpecParams(), ref, args.budget)

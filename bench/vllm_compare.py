@@ -49,10 +49,12 @@ from typing import Any
 from benchlib.assets import agentic_prompts_path, model_to_serve
 from benchlib.engine import (
     DEFAULT_METHODS,
+    LOADS,
     METHODS,
     POLICY_METHODS,
     REFERENCE_SUFFIX,
     build_engine,
+    generate_at_concurrency,
     load_prompts,
     spec_counters,
     worker_env,
@@ -89,10 +91,8 @@ def run_worker(args: argparse.Namespace) -> None:
         # copied for free.
         level_prompts = token_prompts[start : start + level_size(args.num_prompts, c)]
         start += len(level_prompts)
-        before, t0, outputs = spec_counters(llm), time.perf_counter(), []
-        for i in range(0, len(level_prompts), c):  # c requests in flight at a time
-            outs = llm.generate(level_prompts[i : i + c], params, use_tqdm=False)
-            outputs += [list(o.outputs[0].token_ids) for o in outs]
+        before, t0 = spec_counters(llm), time.perf_counter()
+        outputs = generate_at_concurrency(llm, level_prompts, params, c, args.load)
         wall = time.perf_counter() - t0
         after = spec_counters(llm)
         drafts = after["drafts"] - before["drafts"]
@@ -176,7 +176,7 @@ def worker_cmd(
     cmd += ["--k", str(args.k), "--depth", str(args.depth), "--max-tokens", str(args.max_tokens)]
     cmd += ["--max-model-len", str(args.max_model_len), "--round", str(round_)]
     cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
-    cmd += ["--concurrency", *map(str, args.concurrency)]
+    cmd += ["--concurrency", *map(str, args.concurrency), "--load", args.load]
     if args.enforce_eager:
         cmd.append("--enforce-eager")
     if args.speculator:
@@ -408,7 +408,7 @@ def predicted_rows(
     ):
         c = r["concurrency"]
         reqs = [Request(p, o) for p, o in zip(r["prompt_ids"], r["outputs"])]
-        levels.append(Level(c, [reqs[i : i + c] for i in range(0, len(reqs), c)]))
+        levels.append(Level(c, reqs, args.load))
     ref = None
     if args.arctic_path and REFERENCE_SUFFIX in args.methods:
         ref = import_arctic_reference(Path(args.arctic_path))
@@ -434,6 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests per concurrency level (at least the concurrency)",
     )
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    p.add_argument(
+        "--load",
+        choices=LOADS,
+        default="steady",
+        help="steady: keep CONCURRENCY requests running, a new one joining as one finishes "
+        "(as `vllm bench serve --max-concurrency`); waves: CONCURRENCY at a time, each wave "
+        "waiting for its slowest request (this script's load before 2026-12-03)",
+    )
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
     p.add_argument(
         "--rounds",
@@ -567,6 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "k": args.k,
         "depth": args.depth,
         "rounds": args.rounds,
+        "load": args.load,
         "machine": "GPU" if on_gpu else "CPU, eager" if args.enforce_eager else "CPU",
         "graph_mode": graph_mode,
         "graph_size": 0 if graph_mode == "NONE" else 512,  # vLLM's default largest graph

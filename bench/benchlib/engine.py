@@ -197,3 +197,39 @@ def build_engine(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
         **extra,
     )
     return llm, tok, token_prompts
+
+
+LOADS = ("steady", "waves")  # how a concurrency level's requests are sent
+
+
+def generate_at_concurrency(
+    llm: Any, prompts: list[Any], params: Any, concurrency: int, load: str = "steady"
+) -> list[list[int]]:
+    """The output token ids of ``prompts`` (in order), served ``concurrency``
+    at a time. ``steady``: a new request joins as soon as one finishes, so
+    ``concurrency`` run at once until the prompts run out (as ``vllm bench
+    serve --max-concurrency``); ``waves``: ``concurrency`` at a time, each
+    wave waiting for its slowest request."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if load == "waves":
+        out: list[list[int]] = []
+        for i in range(0, len(prompts), concurrency):
+            outs = llm.generate(prompts[i : i + concurrency], params, use_tqdm=False)
+            out += [list(o.outputs[0].token_ids) for o in outs]
+        return out
+    if load not in LOADS:
+        raise ValueError(f"unknown load {load!r}; known: {', '.join(LOADS)}")
+    engine = llm.llm_engine
+    ids = [f"steady-{os.getpid()}-{id(prompts)}-{i}" for i in range(len(prompts))]
+    index = {rid: i for i, rid in enumerate(ids)}
+    done: dict[int, list[int]] = {}
+    sent = 0
+    while len(done) < len(prompts):
+        while sent < len(prompts) and sent - len(done) < concurrency:
+            engine.add_request(ids[sent], prompts[sent], params)
+            sent += 1
+        for o in engine.step():
+            if o.finished:
+                done[index[o.request_id]] = list(o.outputs[0].token_ids)
+    return [done[i] for i in range(len(prompts))]

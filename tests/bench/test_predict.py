@@ -27,16 +27,33 @@ def repetitive(n: int = 3, length: int = 64) -> Level:
     for i in range(n):
         unit = [10 * i + j + 1 for j in range(8)]
         reqs.append(Request(unit * 4, (unit * (length // 8 + 1))[:length]))
-    return Level(1, [[r] for r in reqs])
+    return Level(1, reqs)
 
 
 def test_no_speculation_costs_prefill_plus_one_step_per_token() -> None:
-    level = Level(2, [[Request([1] * 100, [5] * 3), Request([1] * 100, [6] * 5)]])
+    level = Level(2, [Request([1] * 100, [5] * 3), Request([1] * 100, [6] * 5)], "waves")
     out = predict_none(level, costs())
     # prefill of 200 tokens (linear through the two points: 100 ms), then
     # steps 1-2 with both requests (20 ms each), steps 3-4 with one (10 ms)
     assert out.steps == 4 and out.tokens == 8
     assert out.seconds == pytest.approx((100 + 20 + 20 + 10 + 10) / 1e3)
+
+
+def test_steady_load_starts_a_request_as_soon_as_one_finishes() -> None:
+    reqs = [Request([1] * 100, [5] * 3), Request([1] * 100, [6] * 5), Request([1] * 100, [7] * 3)]
+    c = costs()
+    c.none_ms = [10.0, 12.0]  # a step of two requests costs less than two steps of one
+    steady = predict_none(Level(2, reqs), c)
+    # 100 ms prefill; two steps of both; the first is done and the third
+    # joins (50 ms prefill); two steps of the two
+    assert steady.steps == 4 and steady.tokens == 11
+    assert steady.seconds == pytest.approx((100 + 12 + 12 + 50 + 12 + 12) / 1e3)
+    # waves: the third waits for the second, which finishes alone
+    waves = predict_none(Level(2, reqs, "waves"), c)
+    assert waves.steps == 6
+    assert waves.seconds == pytest.approx((100 + 12 + 12 + 10 + 10 + 50 + 10 + 10) / 1e3)
+    with pytest.raises(ValueError, match="unknown load"):
+        Level(2, reqs, "bursts")
 
 
 def test_suffix_decoding_pays_where_drafts_pass_and_steps_are_flat() -> None:
@@ -50,7 +67,7 @@ def test_suffix_decoding_stops_drafting_where_tokens_cost_a_step() -> None:
     # outputs that never repeat (drafts fail) and every draft token costs as
     # much as a step's fixed part: the policy learns to stop drafting
     reqs = [Request(list(range(1, 40)) * 2, [200 + j for j in range(120)])]
-    level = Level(1, [reqs])
+    level = Level(1, reqs)
     rows = {r["drafter"]: r for r in predict([level], costs(10.0), k=16, depth=32)}
     assert rows["suffix"]["tokens_per_s"] > 0.8 * rows["none"]["tokens_per_s"]
 
@@ -137,8 +154,8 @@ def test_suffix_sim_predicts_a_served_run(load_script, tmp_path: Path, capsys) -
             "round": 0,
             "concurrency": 1,
             "tokens_per_s": tps,
-            "outputs": [r.output for b in level.batches for r in b],
-            "prompt_ids": [r.prompt for b in level.batches for r in b],
+            "outputs": [r.output for r in level.requests],
+            "prompt_ids": [r.prompt for r in level.requests],
         }
         for m, tps in (("none", 60.0), ("suffix", 150.0))
     ]

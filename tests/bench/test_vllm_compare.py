@@ -24,9 +24,9 @@ def test_vllm_compare_writes_its_table(
                 "--traces",
                 str(edit_traces),
                 "--num-prompts",
-                "2",
+                "3",
                 "--concurrency",
-                "1",
+                "2",
                 "--max-tokens",
                 "24",
                 "--max-model-len",
@@ -44,15 +44,18 @@ def test_vllm_compare_writes_its_table(
     by = {r["method"]: r for r in doc["results"]}
     assert set(by) == {"none", "suffix"}
     assert by["none"]["drafts"] == 0 and by["none"]["generated_tokens"] > 0
-    assert by["suffix"]["outputs"] == by["none"]["outputs"]  # same greedy outputs
+    # same greedy outputs, in prompt order, though the third request joined
+    # the steady load when the first one finished
+    assert by["suffix"]["outputs"] == by["none"]["outputs"]
+    assert doc["meta"]["load"] == "steady" and len(by["none"]["outputs"]) == 3
     assert by["suffix"]["drafts"] > 0 and by["suffix"]["mean_tokens_per_step"] > 1.0
     # the draft policy's state, the none worker's cost probes, the prediction
     assert by["suffix"]["policy"]["observed_steps"] > 0
-    assert by["none"]["costs"]["decode_ms"] > 0 and len(by["none"]["prompt_ids"]) == 2
+    assert by["none"]["costs"]["decode_ms"] > 0 and len(by["none"]["prompt_ids"]) == 3
     predicted = {p["drafter"]: p for p in doc["predicted"]}
     assert set(predicted) == {"none", "suffix"} and predicted["none"]["tokens_per_s"] > 0
     costs = json.loads((tmp_path / "vc" / "vllm_compare_costs.json").read_text())
-    assert costs["shapes"]["eager"]["tokens"] and costs["none"]["rows"] == [1]
+    assert costs["shapes"]["eager"]["tokens"] and costs["none"]["rows"] == [2]
     table = (tmp_path / "vc" / "vllm_compare.md").read_text()
     assert "| none |" in table and "| suffix, this core |" in table
-    assert "2/2" in table and "predicted" in table  # identical outputs, predicted column
+    assert "3/3" in table and "predicted" in table  # identical outputs, predicted column

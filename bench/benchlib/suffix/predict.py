@@ -1,10 +1,10 @@
 """Predict a served run's output tokens/s from a measured cost curve, without
 a model.
 
-The traces are what the engine serves: per concurrency level, batches of
-requests (prompt token ids and the model's greedy output ids), run the way
-``bench/vllm_compare.py`` runs them (one batch at a time, every request of a
-batch in lockstep, a finished request leaving the batch). The cost file says
+The traces are what the engine serves: per concurrency level, requests
+(prompt token ids and the model's greedy output ids), sent the way
+``bench/vllm_compare.py`` sends them (:class:`Level`: a steady
+concurrency, or waves), every running request advancing in lockstep. The cost file says
 what the engine's steps cost on the machine (:class:`CostFile`):
 
 - ``prefill``: a batch's prompt processing (and first token), against its
@@ -36,6 +36,7 @@ import numpy as np
 from arctic_inference_core.suffix import SuffixDecodingCache
 from arctic_inference_vllm.suffix.draft_policy import Candidates, DraftPolicy
 from arctic_inference_vllm.suffix.step_cost import StepCostModel, step_shape
+from benchlib.engine import LOADS
 from benchlib.suffix.drafters import ArcticRef, SpecParams
 
 
@@ -47,10 +48,27 @@ class Request:
 
 @dataclass
 class Level:
-    """One concurrency level: its batches, in the order they ran."""
+    """One concurrency level: its requests in the order they were sent, and
+    how (``load``): ``steady`` keeps ``concurrency`` requests running, a new
+    one joining as soon as one finishes (what ``vllm bench serve
+    --max-concurrency`` does); ``waves`` sends ``concurrency`` at a time and
+    waits for the whole wave (its slowest request) before the next."""
 
     concurrency: int
-    batches: list[list[Request]]
+    requests: list[Request]
+    load: str = "steady"
+
+    def __post_init__(self) -> None:
+        if self.load not in LOADS:
+            raise ValueError(f"unknown load {self.load!r}; known: {', '.join(LOADS)}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+
+    def admit(self, pending: int, running: int) -> int:
+        """How many pending requests join now, with ``running`` in flight."""
+        if self.load == "steady":
+            return min(pending, self.concurrency - running)
+        return min(pending, self.concurrency) if running == 0 else 0
 
 
 @dataclass
@@ -168,15 +186,22 @@ class Outcome:
 
 
 def predict_none(level: Level, costs: CostFile) -> Outcome:
+    """Joining requests' prefill (their first token), then one decode step
+    per token for everything running."""
     out = Outcome()
-    for batch in level.batches:
-        out.seconds += costs.prefill_seconds(sum(len(r.prompt) for r in batch))
-        lengths = sorted(len(r.output) for r in batch)
-        out.tokens += sum(lengths)
-        for step in range(1, lengths[-1]):  # the first token came with the prefill
-            rows = sum(n > step for n in lengths)
-            out.seconds += costs.none_seconds(rows)
-            out.steps += 1
+    queue = list(level.requests)
+    left: list[int] = []  # tokens each running request still has to decode
+    while queue or left:
+        n = level.admit(len(queue), len(left))
+        if n:
+            joining, queue = queue[:n], queue[n:]
+            out.seconds += costs.prefill_seconds(sum(len(r.prompt) for r in joining))
+            out.tokens += sum(len(r.output) for r in joining)
+            left = [x for x in left + [len(r.output) - 1 for r in joining] if x > 0]
+            continue
+        out.seconds += costs.none_seconds(len(left))
+        out.steps += 1
+        left = [x - 1 for x in left if x > 1]
     return out
 
 
@@ -314,48 +339,54 @@ def predict_drafter(level: Level, costs: CostFile, drafter: Any, tag: str) -> Ou
     """Replay ``level`` with ``drafter`` (continuing its cache across levels)."""
     out = Outcome()
     drafter.level(level.concurrency)
-    for b, batch in enumerate(level.batches):
-        out.seconds += costs.prefill_seconds(sum(len(r.prompt) for r in batch))
-        rids = [f"{tag}-c{level.concurrency}-b{b}-r{i}" for i in range(len(batch))]
-        pos = {}
-        new: dict[str, list[int]] = {}
-        for rid, r in zip(rids, batch):
-            drafter.start(rid, r.prompt)
-            pos[rid] = 1  # the prefill step sampled the first token
-            new[rid] = r.output[:1]
-            out.tokens += len(r.output)
-        truth = dict(zip(rids, (r.output for r in batch)))
-        active = [rid for rid in rids if len(truth[rid]) > 1]
-        for rid in rids:
-            if rid not in active:
-                drafter.stop(rid)
-        sampled: list[tuple[str, int]] = []
-        prefill = True
-        while active:
-            drafts = drafter.draft(active, [new[r] for r in active], sampled, prefill)
-            prefill = False
-            dt = drafter.step_seconds(len(active), drafts)
-            out.seconds += dt
-            drafter.clock[0] += dt
-            out.steps += 1
-            sampled = []
-            still = []
-            for rid, d in zip(active, drafts):
-                t = truth[rid]
-                acc = _accepted(d, t[pos[rid] :])
-                gained = min(acc + 1, len(t) - pos[rid])
-                if d:
-                    out.drafts += 1
-                    out.draft_tokens += len(d)
-                    out.accepted += min(acc, gained)
-                new[rid] = t[pos[rid] : pos[rid] + gained]
-                pos[rid] += gained
-                sampled.append((rid, gained))
-                if pos[rid] < len(t):
-                    still.append(rid)
+    queue = list(enumerate(level.requests))
+    truth: dict[str, list[int]] = {}
+    pos: dict[str, int] = {}
+    new: dict[str, list[int]] = {}
+    active: list[str] = []
+    sampled: list[tuple[str, int]] = []
+    prefill = False
+    while queue or active:
+        n = level.admit(len(queue), len(active))
+        if n:
+            joining, queue = queue[:n], queue[n:]
+            out.seconds += costs.prefill_seconds(sum(len(r.prompt) for _, r in joining))
+            prefill = True
+            for i, r in joining:
+                rid = f"{tag}-c{level.concurrency}-r{i}"
+                drafter.start(rid, r.prompt)
+                truth[rid], pos[rid], new[rid] = r.output, 1, r.output[:1]
+                out.tokens += len(r.output)
+                if len(r.output) > 1:  # the prefill step sampled the first token
+                    active.append(rid)
                 else:
                     drafter.stop(rid)
-            active = still
+            if not active:
+                continue
+        drafts = drafter.draft(active, [new[r] for r in active], sampled, prefill)
+        prefill = False
+        dt = drafter.step_seconds(len(active), drafts)
+        out.seconds += dt
+        drafter.clock[0] += dt
+        out.steps += 1
+        sampled = []
+        still = []
+        for rid, d in zip(active, drafts):
+            t = truth[rid]
+            acc = _accepted(d, t[pos[rid] :])
+            gained = min(acc + 1, len(t) - pos[rid])
+            if d:
+                out.drafts += 1
+                out.draft_tokens += len(d)
+                out.accepted += min(acc, gained)
+            new[rid] = t[pos[rid] : pos[rid] + gained]
+            pos[rid] += gained
+            sampled.append((rid, gained))
+            if pos[rid] < len(t):
+                still.append(rid)
+            else:
+                drafter.stop(rid)
+        active = still
     return out
 
 
