@@ -29,6 +29,9 @@ changes nothing.
 
 Opt out of fast prefill (every token runs every layer; prompt logprobs are
 right): ``additional_config={"arctic_inference": {"swiftkv_fast_prefill": false}}``.
+Under Ulysses sequence parallelism (``ulysses_sequence_parallel_size`` > 1,
+shift parallelism included) fast prefill stays off: its rows are the
+step's, while each SP rank's forward holds a slice of them.
 """
 
 from __future__ import annotations
@@ -75,7 +78,22 @@ def update_config(vllm_config: Any, log: logging.Logger | None = None) -> None:
     if not getattr(vllm_config.model_config.hf_config, "swiftkv", False):
         return  # the original Llama: vLLM's defaults
     select_v1_runner(vllm_config, log)
-    if adapter_settings(vllm_config).swiftkv_fast_prefill:
+    settings = adapter_settings(vllm_config)
+    sp = settings.ulysses_sequence_parallel_size
+    if sp > 1:
+        # Fast prefill's rows are the step's; an SP rank holds a slice of them.
+        if vllm_config.cache_config.kv_sharing_fast_prefill:
+            raise ValueError(
+                f"SwiftKV under Ulysses sequence parallelism (SP={sp}) runs without "
+                "kv_sharing_fast_prefill; drop --kv-sharing-fast-prefill"
+            )
+        if settings.swiftkv_fast_prefill and log is not None:
+            log.info(
+                "SwiftKV: fast prefill off under Ulysses sequence parallelism (SP=%d): "
+                "prompt tokens run every layer.",
+                sp,
+            )
+    elif settings.swiftkv_fast_prefill:
         vllm_config.cache_config.kv_sharing_fast_prefill = True
     compilation = vllm_config.compilation_config
     if compilation.mode is None:  # None: not set by the user

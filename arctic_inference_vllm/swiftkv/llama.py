@@ -23,7 +23,10 @@ attention metadata for the tokens whose logits are read only (the last
 scheduled token of each request, every token of a decoding one), and the
 model runs only those rows through the later layers. Other prompt tokens stop
 after the K/V projections. With fast prefill off every token runs every
-layer (and prompt logprobs are right).
+layer (and prompt logprobs are right). Under Ulysses sequence parallelism
+(alone or on shift parallelism's SP path) each rank runs its slice of the
+step's tokens; the writers exchange K/V so that each rank's cache gets every
+token for its share of the heads, and fast prefill stays off.
 
 Every linear layer gets vLLM's ``quant_config`` (``--quantization fp8``;
 ``kv_proj_swiftkv`` is the packed module of ``k/v_proj_swiftkv`` for
@@ -72,6 +75,7 @@ from vllm.model_executor.models.utils import (
 )
 
 from arctic_inference_vllm.swiftkv.weights import CheckedWeights
+from arctic_inference_vllm.ulysses import runtime as ulysses_runtime
 
 # checkpoint name fragment -> (vLLM stacked module, shard id); the dots keep
 # ".q_proj." from matching ".q_proj_swiftkv."
@@ -144,6 +148,9 @@ class SwiftKVCacheWriter(nn.Module):
             )
 
     def forward(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        # Under Ulysses SP this rank holds a slice of the step's tokens, but its
+        # cache holds every token for its share of the heads.
+        k, v = ulysses_runtime.kv_for_cache(k, v)
         unified_kv_cache_update(k, v, self.attn.layer_name)
 
 
@@ -333,6 +340,10 @@ class SwiftKVLlamaModel(nn.Module):
                 v.contiguous().view(tokens, shape.kv_heads, shape.head_dim),
             )
         rows = self._rows_to_run()
+        if rows is not None and ulysses_runtime.in_split_forward():
+            # the rows are the step's, this rank holds a slice (swiftkv/config.py
+            # keeps fast prefill off under Ulysses SP)
+            raise RuntimeError("SwiftKV's fast prefill cannot run under Ulysses SP")
         if rows is not None:  # SwiftKV: the other prompt tokens stop here
             hidden_states, positions = (
                 hidden_states.index_select(0, rows),

@@ -135,6 +135,33 @@ def wrap_model_forward(model: Any) -> None:
     model._arctic_ulysses_wrapped = True
 
 
+def in_split_forward() -> bool:
+    """Whether a sequence-parallel model forward is running (its layers see
+    this rank's token slice, not the step's tokens)."""
+    return _state.split is not None
+
+
+def kv_for_cache(key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K/V ``[tokens, kv_heads, head_dim]`` as a layer that writes the KV
+    cache without attending (SwiftKV's cache writers) must write them: inside
+    a sequence-parallel forward, every token of the step for this rank's
+    share of the K/V heads (the GQA rule, as the Ulysses attention layers
+    receive them), since the cache holds that share and the step's slot
+    mapping covers every token; outside one, unchanged."""
+    from arctic_inference_core.ulysses import expand_kv_heads_for, seq_to_head
+
+    split = _state.split
+    if split is None:
+        return key, value
+    group = _state.group.device_group
+    replicas = expand_kv_heads_for(_state.size, key.shape[1])
+    k, v = (
+        cast("torch.Tensor", seq_to_head(x.contiguous(), group, num_kv_replicas=replicas))
+        for x in (key, value)
+    )
+    return k[: split.total], v[: split.total]
+
+
 def attention_forward(layer: Any, original: Any, tp_heads: int, tp_kv_heads: int) -> Any:
     """The forward of a vLLM ``Attention`` layer built for ``tp_heads`` query
     and ``tp_kv_heads`` K/V heads of this rank's token slice, attending over
