@@ -147,6 +147,7 @@ class AcceptanceModel:
         ml = np.repeat(_match_lens(match_lens, len(req_ids)), lengths)
         v = self.calibrated(p, pos, source, ml)
         v *= np.repeat([self.factor(r, source) for r in req_ids], lengths)
+        np.minimum(v, 1.0, out=v)  # a probability, however well the request runs
         return segment_cummin(v, lengths)
 
     def observe(

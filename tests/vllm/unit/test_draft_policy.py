@@ -317,6 +317,16 @@ def test_acceptance_tells_short_matches_from_long_ones() -> None:
     assert 0.2 < unknown[3] <= 1.0  # its own (untrained) cells: the prior
 
 
+def test_a_request_that_runs_well_never_gets_values_above_one() -> None:
+    model = AcceptanceModel()
+    for _ in range(100):  # others pass one token, this request every draft whole
+        model.observe("other", np.ones(4), 1)
+        model.observe("good", np.ones(4), 4)
+    assert model.factor("good") > 1.3
+    v = model.token_values(["good"], np.ones(4), np.array([0, 4]))
+    assert np.all(v <= 1.0) and v[0] == pytest.approx(1.0)
+
+
 def test_request_factor_recovers_without_drafts() -> None:
     model = AcceptanceModel()
     for _ in range(10):
