@@ -31,7 +31,8 @@ import json
 import os
 import sys
 import urllib.request
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,11 +187,9 @@ def check(
     return checks, details
 
 
-def _count(items: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for x in items:
-        out[x] = out.get(x, 0) + 1
-    return dict(sorted(out.items()))
+def _count(items: Iterable[str]) -> dict[str, int]:
+    """Occurrences per item, sorted by item (the report's column order)."""
+    return dict(sorted(Counter(items).items()))
 
 
 def run_method(
