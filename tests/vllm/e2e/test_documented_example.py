@@ -19,8 +19,9 @@ tied head per position).
 
 Left out of the example: ``--quantization fp8`` (no CPU kernel; fp8 is a GPU
 matter, docs/swiftkv.md). Added for the CPU test machine only: float32 (vLLM
-would downcast), a small KV cache, a model length for the long prompt, one
-core per rank, and a worker extension that records what the ranks ran.
+would downcast), a small KV cache, a model length for the long prompt, a
+smaller step budget (a shorter start-up profile run), one core per rank, and
+a worker extension that records what the ranks ran.
 
 Greedy tokens of both forms equal the same model's without speculation on
 one rank, as the plain-PyTorch reading of the released layout (float64)
@@ -65,6 +66,7 @@ PROMPTS = [
 ]
 NEW_TOKENS = 16
 MAX_MODEL_LEN = 768
+STEP_TOKENS = 1024  # vLLM's CPU default, 8192, makes the start-up profile run 10x longer
 N_PREDICT = 3
 INSPECTOR = f"{Path(__file__).stem}.ExampleInspector"
 
@@ -220,7 +222,8 @@ def main(model, speculator, prompts, out):
         enable_shift_parallel=True,
         speculative_config={SPEC},
         # the CPU test machine's settings
-        dtype="float32", max_model_len={MAX_MODEL_LEN}, gpu_memory_utilization=0.1,
+        dtype="float32", max_model_len={MAX_MODEL_LEN}, max_num_batched_tokens={STEP_TOKENS},
+        gpu_memory_utilization=0.1,
         seed=0, disable_log_stats=False, worker_extension_cls="{INSPECTOR}",
     )
     llm.collective_rpc("arctic_probe_start")
@@ -255,6 +258,7 @@ def test_python_form(swiftkv: str, speculator: str, prompt_ids: list, tmp_path: 
         textwrap.dedent(PYTHON_FORM).format(
             SPEC=spec.replace("'SPEC_DIR'", "speculator"),
             MAX_MODEL_LEN=MAX_MODEL_LEN,
+            STEP_TOKENS=STEP_TOKENS,
             INSPECTOR=INSPECTOR,
             NEW_TOKENS=NEW_TOKENS,
         )
@@ -292,6 +296,7 @@ def test_cli_form(
         "--speculative-config", json.dumps(example_spec(speculator)),
         # the CPU test machine's settings
         "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN),
+        "--max-num-batched-tokens", str(STEP_TOKENS),
         "--worker-extension-cls", INSPECTOR,
     ]  # fmt: skip
     env = {**engine_env(), "VLLM_SERVER_DEV_MODE": "1"}  # /collective_rpc for the inspector
@@ -333,6 +338,7 @@ def test_cli_form(
     assert accepted and accepted[0] > 0, accepted
     text = log.read_text()
     assert "Shift parallelism on 2 ranks" in text and "speculative method 'arctic'" in text
+    assert "SwiftKV: fast prefill off under Ulysses sequence parallelism (SP=2)" in text
 
 
 # ------------------------------------------------------------ SwiftKV under SP
