@@ -4,6 +4,7 @@ and engines shared per module (each start costs ~15 s on 2 cores)."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -61,10 +62,62 @@ def _make_llm(model: str, spec: dict | None = None, **kwargs):
 
 
 @pytest.fixture(scope="session")
+def plain_greedy(tiny_model: str) -> dict[str, list[int]]:
+    """Greedy tokens (e2e/greedy_reference.py's MAX_TOKENS, no speculation)
+    of ``tiny_model`` for every prompt of e2e/greedy_reference.py, from one
+    engine, gone before the tests start theirs (engines in one process share
+    vLLM's metrics registry)."""
+    from greedy_reference import ARCTIC_PROMPTS, MAX_TOKENS, SUFFIX_PROMPTS
+    from vllm import SamplingParams
+
+    prompts = list(dict.fromkeys(SUFFIX_PROMPTS + ARCTIC_PROMPTS))
+    llm = _make_llm(tiny_model)
+    try:
+        greedy = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, ignore_eos=True)
+        outs = llm.generate(prompts, greedy, use_tqdm=False)
+        return {p: list(o.outputs[0].token_ids) for p, o in zip(prompts, outs, strict=True)}
+    finally:
+        del llm
+        gc.collect()
+
+
+@pytest.fixture(scope="session")
 def extras_switch():
     """A context manager: the opt-in switch on for this process and the
     engine processes it starts, restored afterwards."""
     return _extras_switch
+
+
+@pytest.fixture(scope="module")
+def switch_on(extras_switch):
+    """The switch on for a module's tests, with the extras' front-end patches
+    (the Ulysses and shift flags) installed: this process registered the
+    plugin before the switch was on. (test_arctic_method.py has its own.)"""
+    import arctic_inference_vllm.plugin as plugin
+
+    with extras_switch():
+        plugin.install_extras()
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny4(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """4 query heads, 2 K/V heads: splits over TP=2 x SP=2 without replication."""
+    return str(
+        build_tiny_llama(
+            tmp_path_factory.mktemp("tiny4"), num_attention_heads=4, num_key_value_heads=2
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny4_sp1(tiny4: str) -> dict:
+    """The SP=1 reference on ``tiny4`` (e2e/sp_engine.py) that the Ulysses
+    and shift-parallel tests compare against: one engine start for both."""
+    from sp_engine import run
+
+    with _extras_switch():
+        return run(tiny4, sp=1)
 
 
 @pytest.fixture(scope="session")

@@ -24,55 +24,22 @@ from arctic_inference_vllm.envs import EXTRAS_ENV as SWITCH
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.vllm
 
-PROMPTS = [
-    "def add(a, b):\n    return a + b\n" * 3,
-    "abc",
-    "x" * 37,
-    "The quick brown fox jumps over the lazy dog. " * 2,
-]
-NEW_TOKENS = 10
+# the prompts of the shared SP=1 reference (tiny4_sp1, tests/vllm/conftest.py)
+from sp_engine import NEW_TOKENS, PROMPTS  # noqa: E402
+
 THRESHOLD = 12
 STEP = dict(max_num_batched_tokens=24, max_num_seqs=2)
 INSPECTOR = "arctic_inference_vllm.diagnostics.ShiftInspector"
 
 
-@pytest.fixture(scope="module")
-def switch_on(extras_switch):
-    import arctic_inference_vllm.plugin as plugin
-
-    with extras_switch():
-        plugin.install_extras()  # this process registered before the switch was on
-        yield
-
-
-@pytest.fixture(scope="module")
-def tiny4(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """4 query heads, 2 K/V heads: splits over TP=2 x SP=2 without replication."""
-    from arctic_inference_vllm.testing import build_tiny_llama
-
-    path = tmp_path_factory.mktemp("tiny4")
-    return str(build_tiny_llama(path, num_attention_heads=4, num_key_value_heads=2))
-
-
-def run(model: str, sp: int = 1, tp: int = 1) -> dict:
-    """Greedy tokens and top-3 logprobs of PROMPTS; with SP > 1 under shift
-    parallelism, also what each rank holds and ran."""
+def run(model: str, sp: int, tp: int) -> dict:
+    """Greedy tokens and top-3 logprobs of PROMPTS under shift parallelism,
+    and what each rank holds and ran."""
     from vllm import LLM, SamplingParams
 
     from arctic_inference_vllm.testing import cpu_binding
 
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(sp * tp)
-    shift = sp > 1
-    kwargs = (
-        dict(
-            ulysses_sequence_parallel_size=sp,
-            enable_shift_parallel=True,
-            shift_parallel_threshold=THRESHOLD,
-            worker_extension_cls=INSPECTOR,
-        )
-        if shift
-        else {}
-    )
     llm = LLM(
         model=model,
         dtype="float32",
@@ -82,14 +49,15 @@ def run(model: str, sp: int = 1, tp: int = 1) -> dict:
         gpu_memory_utilization=0.1,
         tensor_parallel_size=tp,
         enable_prefix_caching=False,
+        ulysses_sequence_parallel_size=sp,
+        enable_shift_parallel=True,
+        shift_parallel_threshold=THRESHOLD,
+        worker_extension_cls=INSPECTOR,
         **STEP,
-        **kwargs,
     )
     try:
-        got: dict = {}
-        if shift:
-            got["layout"] = llm.collective_rpc("shift_layout")
-            llm.collective_rpc("shift_record")
+        got: dict = {"layout": llm.collective_rpc("shift_layout")}
+        llm.collective_rpc("shift_record")
         outs = llm.generate(
             PROMPTS,
             SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=3),
@@ -101,10 +69,9 @@ def run(model: str, sp: int = 1, tp: int = 1) -> dict:
             [sorted(v.logprob for v in step.values())[-3:] for step in o.outputs[0].logprobs]
             for o in outs
         ]
-        if shift:
-            got["steps"] = llm.collective_rpc("shift_steps")
-            got["caches"] = llm.collective_rpc("shift_kv_caches")
-            got["weights"] = llm.collective_rpc("shift_weight_bytes")
+        got["steps"] = llm.collective_rpc("shift_steps")
+        got["caches"] = llm.collective_rpc("shift_kv_caches")
+        got["weights"] = llm.collective_rpc("shift_weight_bytes")
         return got
     finally:
         os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
@@ -118,8 +85,11 @@ def assert_close(got: list, want: list) -> None:
 
 
 @pytest.fixture(scope="module")
-def sp1(tiny4: str, switch_on) -> dict:
-    return run(tiny4)
+def sp1(tiny4_sp1: dict, switch_on) -> dict:
+    """SP=1 on one rank, the Ulysses tests' reference (other steps: 4
+    sequences at a time, the same 24 tokens; greedy tokens and logprobs do
+    not depend on the batch)."""
+    return tiny4_sp1
 
 
 def test_tp2_sp2_shift_matches_sp1(tiny4: str, sp1: dict) -> None:
@@ -164,7 +134,8 @@ def test_tp2_sp2_shift_matches_sp1(tiny4: str, sp1: dict) -> None:
 def test_vllm_serve_with_shift(tiny4: str, sp1: dict, tmp_path: Path, vllm_server) -> None:
     """``vllm serve`` with SP=2 and the shift flags answers an OpenAI
     completion of all PROMPTS with SP=1's greedy text and logprobs, having
-    run both paths."""
+    run both paths (its steps above the threshold are Ulysses SP=2's: the
+    serve check of the Ulysses flag too)."""
     from arctic_inference_vllm.testing import cpu_binding
 
     log = tmp_path / "server.log"

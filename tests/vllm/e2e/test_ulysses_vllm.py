@@ -4,11 +4,10 @@ SP=1, alone and combined with TP=2, with chunked prefill mixing prefills and
 decodes; each rank embeds only its slice of a step's tokens, attends over all
 of them for its share of the heads, and holds a KV cache of that share.
 Start-up refuses impossible or unsupported combinations with a clear message,
-and ``vllm serve`` accepts the flag."""
+and logs the layout (``vllm serve`` with the flag: test_shift_parallel.py)."""
 
 from __future__ import annotations
 
-import gc
 import os
 import subprocess
 import sys
@@ -25,86 +24,8 @@ from arctic_inference_vllm.envs import EXTRAS_ENV as SWITCH
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.vllm
 
-PROMPTS = [
-    "def add(a, b):\n    return a + b\n" * 3,
-    "abc",
-    "x" * 37,
-    "The quick brown fox jumps over the lazy dog. " * 2,
-]
-NEW_TOKENS = 10
-INSPECTOR = "arctic_inference_vllm.diagnostics.UlyssesInspector"
-
-
-@pytest.fixture(scope="module")
-def switch_on(extras_switch):
-    import arctic_inference_vllm.plugin as plugin
-
-    with extras_switch():
-        plugin.install_extras()  # this process registered before the switch was on
-        yield
-
-
-@pytest.fixture(scope="module")
-def tiny4(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """4 query heads, 2 K/V heads: splits over TP=2 x SP=2 without replication."""
-    from arctic_inference_vllm.testing import build_tiny_llama
-
-    path = tmp_path_factory.mktemp("tiny4")
-    return str(build_tiny_llama(path, num_attention_heads=4, num_key_value_heads=2))
-
-
-def run(model: str, sp: int, tp: int = 1, spec: dict | None = None) -> dict:
-    """Greedy tokens and top-3 logprobs of PROMPTS, and what each rank saw."""
-    from vllm import LLM, SamplingParams
-
-    from arctic_inference_vllm.testing import cpu_binding
-
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(sp * tp)
-    kwargs = {"ulysses_sequence_parallel_size": sp} if sp > 1 else {}
-    # 24-token steps: prompts prefill over several steps, mixed with decodes
-    llm = LLM(
-        model=model,
-        dtype="float32",
-        max_model_len=512,
-        enforce_eager=True,
-        seed=0,
-        gpu_memory_utilization=0.1,
-        tensor_parallel_size=tp,
-        max_num_batched_tokens=24,
-        max_num_seqs=4,
-        enable_prefix_caching=False,
-        worker_extension_cls=INSPECTOR,
-        speculative_config=spec,
-        disable_log_stats=False,
-        **kwargs,
-    )
-    try:
-        layout = llm.collective_rpc("ulysses_layout")
-        llm.collective_rpc("ulysses_record_rows")
-        outs = llm.generate(
-            PROMPTS,
-            SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=3),
-            use_tqdm=False,
-        )
-        return {
-            "tokens": [list(o.outputs[0].token_ids) for o in outs],
-            "texts": [o.outputs[0].text for o in outs],
-            "logprobs": [
-                [sorted(v.logprob for v in step.values())[-3:] for step in o.outputs[0].logprobs]
-                for o in outs
-            ],
-            "layout": layout,
-            "rows": llm.collective_rpc("ulysses_rows"),
-            "accepted": sum(
-                m.value
-                for m in llm.get_metrics()
-                if m.name == "vllm:spec_decode_num_accepted_tokens"
-            ),
-        }
-    finally:
-        os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
-        del llm
-        gc.collect()
+# the shared engine run (sp_engine.py, on sys.path through tests/vllm/conftest.py)
+from sp_engine import run  # noqa: E402
 
 
 def assert_same_outputs(got: dict, want: dict) -> None:
@@ -147,10 +68,10 @@ def test_sp2_matches_sp1_with_replicated_kv_heads(tiny_model: str, sp1_tiny: dic
     assert all(e == t for e, t in sp1_tiny["rows"][0])
 
 
-def test_tp2_sp2_matches_sp1(tiny4: str, switch_on) -> None:
+def test_tp2_sp2_matches_sp1(tiny4: str, tiny4_sp1: dict, switch_on) -> None:
     """4 ranks: TP ranks 0, 1 of copy 0 are global ranks 0, 1; each attends
     over 1 query and 1 K/V head, and holds a KV cache of that one head."""
-    want = run(tiny4, sp=1)
+    want = tiny4_sp1
     got = run(tiny4, sp=2, tp=2)
     assert_same_outputs(got, want)
     assert [(r["sp_rank"], r["tp"], r["heads"], r["kv_heads"]) for r in got["layout"]] == [
@@ -267,12 +188,16 @@ def test_sp1_leaves_the_config_alone(tiny_model: str, switch_on) -> None:
     assert not config.parallel_config.worker_cls.startswith("arctic_inference_vllm")
 
 
-def test_sp2_config(tiny_model: str, switch_on) -> None:
-    """TP x SP ranks, our worker class, eager; the EngineArgs keep the user's values."""
+def test_sp2_config(tiny_model: str, switch_on, caplog: pytest.LogCaptureFixture) -> None:
+    """TP x SP ranks, our worker class, eager; the EngineArgs keep the user's
+    values; the start-up log says so. (``vllm serve`` with the flag:
+    test_shift_parallel.py::test_vllm_serve_with_shift.)"""
     from vllm.engine.arg_utils import EngineArgs
 
     args = EngineArgs(model=tiny_model, ulysses_sequence_parallel_size=2)
-    config = args.create_engine_config()
+    with caplog.at_level("INFO", logger="vllm.arctic_inference"):
+        config = args.create_engine_config()
+    assert "Ulysses sequence parallelism: SP=2 x TP=1 on 2 ranks" in caplog.text
     assert config.parallel_config.world_size == 2
     assert (
         config.parallel_config.worker_cls
@@ -309,36 +234,6 @@ def test_vllm_serve_refuses_a_size_that_does_not_split(tiny_model: str) -> None:
     )
     assert out.returncode != 0
     assert "2 attention heads cannot be split over 3 ranks" in out.stdout + out.stderr
-
-
-def test_vllm_serve_with_sp2(tiny_model: str, sp1_tiny: dict, tmp_path: Path, vllm_server) -> None:
-    """``vllm serve --ulysses-sequence-parallel-size 2``: two ranks serve an
-    OpenAI completion with the same greedy text as SP=1."""
-    import json
-    import urllib.request
-
-    from arctic_inference_vllm.testing import cpu_binding
-
-    log = tmp_path / "server.log"
-    args = ["--dtype", "float32", "--ulysses-sequence-parallel-size", "2"]
-    env = {**os.environ, SWITCH: "1", "VLLM_CPU_OMP_THREADS_BIND": cpu_binding(2)}
-    with vllm_server(tiny_model, args, log, env) as base:
-        body = {
-            "model": "tiny",
-            "prompt": PROMPTS[0],
-            "max_tokens": NEW_TOKENS,
-            "temperature": 0,
-            "ignore_eos": True,
-        }
-        req = urllib.request.Request(
-            f"{base}/v1/completions",
-            json.dumps(body).encode(),
-            {"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=120) as r:
-            text = json.load(r)["choices"][0]["text"]
-    assert text == sp1_tiny["texts"][0]
-    assert "Ulysses sequence parallelism: SP=2 x TP=1 on 2 ranks" in log.read_text()
 
 
 def test_switch_off_in_a_fresh_process_names_the_switch(tiny_model: str) -> None:
