@@ -24,13 +24,9 @@ pytestmark = pytest.mark.vllm
 
 PROBE = "arctic_probe.ArcticProbe"
 N_PREDICT = 3
-PROMPTS = [
-    "alpha item 7: ",  # like the training prompts
-    "beta item 9: ",
-    "abcabcabcabcabcabcabc",  # repetitive: suffix drafts
-    "def add(a, b):\n    return a + b\n\ndef add(a, b):\n",
-    "The quick brown fox jumps over the lazy dog.",
-]
+# the greedy tokens without speculation: the plain_greedy fixture (tests/vllm/conftest.py)
+from greedy_reference import ARCTIC_PROMPTS as PROMPTS  # noqa: E402
+
 TRAIN_PROMPTS = [f"{w} item {i}: " for i in range(6) for w in ("alpha", "beta", "gamma", "delta")]
 
 
@@ -203,13 +199,13 @@ def random_speculator(path: Path, hidden: int, vocab: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(make_llm, tiny_model: str, speculator: str, released_speculator: str) -> dict:
+def runs(
+    make_llm, tiny_model: str, speculator: str, released_speculator: str, plain_greedy
+) -> dict:
     """All engine work of this module, one engine at a time (each start
-    costs ~20 s on 2 cores); the tests below check the results."""
-    out: dict = {}
-    llm = make_llm(tiny_model)
-    out["plain"] = token_ids(llm, PROMPTS)
-    close(llm)
+    costs ~20 s on 2 cores); the tests below check the results. No
+    speculation: the session's plain_greedy engine (the suffix tests' too)."""
+    out: dict = {"plain": [plain_greedy[p] for p in PROMPTS]}
 
     # Speculator only: the whole batch at once, then one prompt at a time. A
     # fixed step budget (the user's setting wins over the cost-aware policy):
@@ -535,18 +531,18 @@ def test_arctic_under_ulysses_sp2_matches_sp1(tiny_model: str, released_speculat
     draft from the all-gathered hidden states (the right rows on every rank;
     vLLM takes rank 0's drafts, and each rank's cost-aware draft policy times
     its own steps, so the ranks need not draft equally often), drafts get
-    accepted, and the greedy tokens equal SP=1's, with and without
-    speculation."""
+    accepted, and the greedy tokens equal SP=1's without speculation. (The
+    same speculative_config on one rank keeps them too:
+    test_released_layout_outputs_identical_to_no_speculation.)"""
     spec = {**RELEASED_SPEC, "model": released_speculator}
     plain = _sp_run(tiny_model, None, sp=1)
-    sp1 = _sp_run(tiny_model, spec, sp=1)
     sp2 = _sp_run(tiny_model, spec, sp=2)
     assert (sp2["world"], sp2["worker"]) == (
         2,
         "arctic_inference_vllm.ulysses.workers.UlyssesCPUWorker",
     )
-    assert sp1["world"] == 1
-    assert sp2["tokens"] == sp1["tokens"] == plain["tokens"]
+    assert plain["world"] == 1
+    assert sp2["tokens"] == plain["tokens"]
     assert sp2["counts"]["num_accepted_tokens"] > 0, sp2["counts"]
     assert len(sp2["probes"]) == 2 and sp2["probes"][0]["rows"] > 0, sp2["probes"]
     assert all(p["mismatches"] == 0 for p in sp2["probes"]), sp2["probes"]

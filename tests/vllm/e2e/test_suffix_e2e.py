@@ -9,13 +9,8 @@ import pytest
 pytestmark = pytest.mark.vllm
 
 SUFFIX = {"method": "suffix", "num_speculative_tokens": 8}
-PROMPTS = [
-    "abcabcabcabcabcabcabc",  # repetitive: drafts accepted
-    "def add(a, b):\n    return a + b\n\ndef add(a, b):\n",
-    "The quick brown fox jumps over the lazy dog.",  # not repetitive
-    "Zq8#mP2$vL!",
-    "x",
-]
+# the greedy tokens without speculation: the plain_greedy fixture (tests/vllm/conftest.py)
+from greedy_reference import SUFFIX_PROMPTS as PROMPTS  # noqa: E402
 
 
 def greedy(max_tokens: int = 64):
@@ -25,11 +20,8 @@ def greedy(max_tokens: int = 64):
 
 
 @pytest.fixture(scope="module")
-def plain_outputs(make_llm, tiny_model: str) -> list[list[int]]:
-    llm = make_llm(tiny_model)
-    outs = [o.outputs[0].token_ids for o in llm.generate(PROMPTS, greedy())]
-    del llm
-    return outs
+def plain_outputs(plain_greedy: dict[str, list[int]]) -> list[list[int]]:
+    return [plain_greedy[p] for p in PROMPTS]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +57,7 @@ def test_runs_on_our_proposer(suffix_llm) -> None:
 
 
 def test_greedy_output_identical_to_no_speculation(suffix_llm, plain_outputs) -> None:
-    outs = [o.outputs[0].token_ids for o in suffix_llm.generate(PROMPTS, greedy())]
+    outs = [list(o.outputs[0].token_ids) for o in suffix_llm.generate(PROMPTS, greedy())]
     assert outs == plain_outputs
     m = spec_metrics(suffix_llm)
     assert m["vllm:spec_decode_num_drafts"] > 0
@@ -84,7 +76,7 @@ def test_greedy_requests_beside_a_sampled_one(suffix_llm, plain_outputs) -> None
     # prefilled in chunks, CPU generators having no offset to rewind.)
     sampled = SamplingParams(temperature=0.8, n=2, max_tokens=64)
     outs = suffix_llm.generate(PROMPTS + [PROMPTS[0]], [greedy()] * len(PROMPTS) + [sampled])
-    assert [o.outputs[0].token_ids for o in outs[:-1]] == plain_outputs
+    assert [list(o.outputs[0].token_ids) for o in outs[:-1]] == plain_outputs
     assert len(outs[-1].outputs) == 2
     assert_released(suffix_llm)
 
