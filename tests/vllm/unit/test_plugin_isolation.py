@@ -13,6 +13,7 @@ worker phase changes exactly its own targets."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import textwrap
@@ -82,17 +83,23 @@ SNAPSHOT = textwrap.dedent(
 HOOKS = sorted(targets(Phase.FRONT_END))
 
 
-def changed_attributes(switch: str, what: str = "CHANGED") -> list[str]:
+@functools.cache
+def _snapshot_lines(switch: str) -> dict[str, str]:
+    """SNAPSHOT's printed lists, one fresh process per switch setting (each
+    imports vLLM, ~10 s on 2 cores): the tests below read the same run."""
     out = subprocess.run(
         [sys.executable, "-c", SNAPSHOT, switch], capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    lines = {
+    return {
         line.split(" ", 1)[0]: line.split(" ", 1)[1]
         for line in out.stdout.splitlines()
         if line.startswith(("CHANGED", "NEWMODS", "CONFIGHOOKS"))
     }
-    return eval(lines[what])  # a printed list of str
+
+
+def changed_attributes(switch: str, what: str = "CHANGED") -> list[str]:
+    return eval(_snapshot_lines(switch)[what])  # a printed list of str
 
 
 def test_only_the_suffix_and_front_end_hooks_change() -> None:
