@@ -557,6 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd = worker_cmd(method, args, prompts_file, r, measure)
             env = worker_env(method, args.arctic_path)
             results += run_worker_process(method, cmd, log, env, len(args.concurrency))
+            # what has run so far survives a run cut short (a lease's time limit)
+            (args.out_dir / "vllm_compare_partial.json").write_text(json.dumps(results))
     graph_mode = (
         "NONE"
         if args.enforce_eager
