@@ -56,6 +56,31 @@ def test_extras_switch_rejects_garbage(monkeypatch) -> None:
         envs.extras_enabled()
 
 
+@pytest.mark.parametrize(
+    "extras, legacy, installed, on",
+    [
+        (None, "1", False, True),  # Arctic Inference's command lines, unchanged
+        (None, "0", False, False),
+        ("0", "1", False, False),  # our switch, when set, wins
+        ("1", "0", False, True),
+        (None, "1", True, False),  # arctic-inference installed: its switch is its own
+        (None, None, False, False),
+    ],
+)
+def test_arctic_inferences_switch_is_an_alias(monkeypatch, extras, legacy, installed, on) -> None:
+    for name, value in ((envs.EXTRAS_ENV, extras), (envs.LEGACY_ENV, legacy)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(envs, "arctic_inference_installed", lambda: installed)
+    assert envs.extras_enabled() is on
+    monkeypatch.setenv(envs.LEGACY_ENV, "perhaps")
+    if extras is None and not installed:
+        with pytest.raises(ValueError, match=envs.LEGACY_ENV):
+            envs.extras_enabled()
+
+
 # ------------------------------------------------ the arctic method (config, drafts)
 
 
