@@ -8,8 +8,8 @@ and its Python form (``vllm.plugins.load_general_plugins(); LLM(model=...,
 tensor_parallel_size=1, ulysses_sequence_parallel_size=2,
 enable_shift_parallel=True, speculative_config={...})`` in a fresh process),
 with ``ARCTIC_INFERENCE_VLLM_EXTRAS=1`` (the switch of the `arctic` method,
-the SwiftKV architecture and the Ulysses/shift flags; Arctic Inference's own
-switch is ``ARCTIC_INFERENCE_ENABLED=1``) and local directories in place of
+the SwiftKV architecture and the Ulysses/shift flags) for the Python form and
+Arctic Inference's own ``ARCTIC_INFERENCE_ENABLED=1`` (its alias) for the CLI and local directories in place of
 the hub names: a tiny SwiftKV checkpoint in the released layout
 (tests/core/swiftkv/swiftkv_reference.py) and a random LSTM speculator as
 ArcticTraining releases one (``pytorch_model.bin``,
@@ -48,6 +48,7 @@ import pytest
 
 from arctic_inference_vllm.diagnostics import ShiftInspector
 from arctic_inference_vllm.envs import EXTRAS_ENV as SWITCH
+from arctic_inference_vllm.envs import LEGACY_ENV
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.vllm
@@ -182,17 +183,14 @@ def assert_reference_greedy(swiftkv: str, prompts: list[list[int]], got: list[li
         assert tokens == want, (len(prompt), tokens, want)
 
 
-def engine_env() -> dict[str, str]:
-    """The switch, the inspector's module on the path, one core per rank."""
+def engine_env(switch: str = SWITCH) -> dict[str, str]:
+    """The switch (ours, or Arctic Inference's alias of it), the inspector's
+    module on the path, one core per rank."""
     from arctic_inference_vllm.testing import cpu_binding
 
     path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
-    return {
-        **os.environ,
-        SWITCH: "1",
-        "PYTHONPATH": path,
-        "VLLM_CPU_OMP_THREADS_BIND": cpu_binding(2),
-    }
+    env = {k: v for k, v in os.environ.items() if k not in (SWITCH, LEGACY_ENV)}
+    return {**env, switch: "1", "PYTHONPATH": path, "VLLM_CPU_OMP_THREADS_BIND": cpu_binding(2)}
 
 
 def check_ranks(paths: list[dict], probes: list[dict]) -> None:
@@ -299,7 +297,8 @@ def test_cli_form(
         "--max-num-batched-tokens", str(STEP_TOKENS),
         "--worker-extension-cls", INSPECTOR,
     ]  # fmt: skip
-    env = {**engine_env(), "VLLM_SERVER_DEV_MODE": "1"}  # /collective_rpc for the inspector
+    # Arctic Inference's switch, as its docs' command line sets it
+    env = {**engine_env(LEGACY_ENV), "VLLM_SERVER_DEV_MODE": "1"}  # /collective_rpc: inspector
 
     def post(base: str, path: str, body: dict) -> dict:
         req = urllib.request.Request(
