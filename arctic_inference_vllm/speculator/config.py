@@ -33,7 +33,14 @@ SETTINGS_KEY = "arctic_speculator"  # in additional_config; set by the adapter o
 # The override of the base_model_archs check (a speculative_config key).
 SKIP_ARCHS_KEY = "skip_base_model_archs_check"
 # Keys of an arctic speculative_config that vLLM's SpeculativeConfig lacks.
-ARCTIC_ONLY_KEYS = ("enable_suffix_decoding", "disable_by_batch_size", SKIP_ARCHS_KEY)
+ARCTIC_ONLY_KEYS = (
+    "enable_suffix_decoding",
+    "disable_by_batch_size",
+    "hard_disable_by_batch_size",
+    SKIP_ARCHS_KEY,
+)
+# Arctic Inference's default for disable_by_batch_size when unset.
+DEFAULT_DISABLE_BY_BATCH_SIZE = 64
 _WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -60,7 +67,19 @@ class ArcticSettings:
     n_predict: int  # the speculator's heads
     num_speculative_tokens: int  # most draft tokens per request per step
     enable_suffix_decoding: bool
-    disable_by_batch_size: int | None  # above this many running requests: no drafts
+    disable_by_batch_size: int | None  # above this many running: only the first this many draft
+    hard_disable_by_batch_size: int | None = None  # at least this many running: no drafts
+
+    def draft_limit(self, batch_size: int) -> int:
+        """How many requests of a step of ``batch_size`` may draft (the first
+        ones, in the batch's order), as Arctic Inference decides it."""
+        hard = self.hard_disable_by_batch_size
+        if hard is not None and batch_size >= hard:
+            return 0
+        soft = self.disable_by_batch_size
+        if soft is not None and batch_size > soft:
+            return soft
+        return batch_size
 
     @property
     def speculator_tokens(self) -> int:
@@ -207,8 +226,12 @@ def translate(
     if not isinstance(suffix, bool):
         raise ArcticConfigError(f"enable_suffix_decoding must be true or false, got {suffix!r}")
     disable = spec.get("disable_by_batch_size")
-    if disable is not None:
-        disable = _positive_int("disable_by_batch_size", disable)
+    if disable is None:
+        disable = DEFAULT_DISABLE_BY_BATCH_SIZE  # Arctic Inference's default
+    disable = _positive_int("disable_by_batch_size", disable)
+    hard = spec.get("hard_disable_by_batch_size")
+    if hard is not None:
+        hard = _positive_int("hard_disable_by_batch_size", hard)
     n = spec.get("num_speculative_tokens")
     n = n_predict if n is None else _positive_int("num_speculative_tokens", n)
     if n > n_predict and not suffix:
@@ -227,6 +250,7 @@ def translate(
         num_speculative_tokens=n,
         enable_suffix_decoding=suffix,
         disable_by_batch_size=disable,
+        hard_disable_by_batch_size=hard,
     )
     rewritten = {k: v for k, v in spec.items() if k not in ARCTIC_ONLY_KEYS}
     rewritten.update(method="custom_class", model=PROPOSER_CLASS, num_speculative_tokens=n)

@@ -92,6 +92,8 @@ class ArcticDrafting:
         drafts, need = choose_drafts(suffix_drafts, scores, speculator_tokens)
         rows, probs, sources, mls = [], [], [], []
         for i in range(n):
+            if room[i] <= 0:  # past the draft limit, or at the model's length
+                continue
             if drafts[i]:
                 rows.append(i)
                 probs.append(suffix_probs[i][: len(drafts[i])])

@@ -6,8 +6,10 @@ step's bookkeeping, ``propose(...)``; patches/speculator_runner.py (applied
 here, in the arctic-worker phase) hands it the step's hidden states just
 before. Per step:
 
-1. Above ``disable_by_batch_size`` running requests: no drafts (the suffix
-   cache still takes the new tokens, so later drafts stay right).
+1. Above ``disable_by_batch_size`` running requests only the first that
+   many draft; at ``hard_disable_by_batch_size`` or more, none (Arctic
+   Inference's rules; the suffix cache still takes the new tokens, so later
+   drafts stay right).
 2. Each request's candidate is its suffix draft (with
    ``enable_suffix_decoding``) when the draft's score (expected accepted
    tokens) is at least the speculator's draft length (Arctic Inference's
@@ -116,11 +118,15 @@ class ArcticProposer(StepInputsReceiver):
             )
         n = len(sampled_token_ids)
         batch = step.input_batch
-        limit = self.settings.disable_by_batch_size
-        off = step.num_spec_tokens <= 0 or (limit is not None and len(batch.req_ids) > limit)
+        limit = self.settings.draft_limit(len(batch.req_ids))
+        off = step.num_spec_tokens <= 0 or limit == 0
 
         k = min(self.settings.speculator_tokens, step.num_spec_tokens)
-        room = [self.max_model_len - int(num_tokens_no_spec[i]) - 1 for i in range(n)]
+        # requests past the first ``limit`` get no room: no drafts
+        room = [
+            self.max_model_len - int(num_tokens_no_spec[i]) - 1 if i < limit else 0
+            for i in range(n)
+        ]
         plan = self.drafting.plan(batch, sampled_token_ids, room, k, step.num_spec_tokens, off)
         drafts = plan.drafts
         rows = sorted(plan.speculator)

@@ -147,13 +147,29 @@ def test_arctic_translates_to_custom_class(spec_dir) -> None:
     assert settings.speculator_tokens == 3
     extra = {am.SETTINGS_KEY: settings.to_dict()}
     assert am.ArcticSettings.from_additional_config(extra) == settings
-    # defaults: n_predict tokens, no suffix, never disabled
+    # defaults: n_predict tokens, no suffix, Arctic Inference's soft cap of 64
     _, plain = am.translate({"method": "arctic", "model": spec_dir}, 16, 50)
     assert (
         plain.num_speculative_tokens,
         plain.enable_suffix_decoding,
         plain.disable_by_batch_size,
-    ) == (3, False, None)
+        plain.hard_disable_by_batch_size,
+    ) == (3, False, 64, None)
+    _, hard = am.translate(
+        {"method": "arctic", "model": spec_dir, "hard_disable_by_batch_size": 32}, 16, 50
+    )
+    assert hard.hard_disable_by_batch_size == 32
+    assert "hard_disable_by_batch_size" not in am.translate(dict(spec), 16, 50)[0]
+
+
+def test_arctic_draft_limit_follows_arctic_inference() -> None:
+    from arctic_inference_vllm.speculator.config import ArcticSettings
+
+    s = ArcticSettings("m", 3, 3, False, disable_by_batch_size=8, hard_disable_by_batch_size=16)
+    # up to 8 running: all draft; above, the first 8; at 16 or more, none
+    assert [s.draft_limit(b) for b in (1, 8, 9, 15, 16, 40)] == [1, 8, 8, 8, 0, 0]
+    soft = ArcticSettings("m", 3, 3, False, disable_by_batch_size=None)
+    assert soft.draft_limit(500) == 500
 
 
 @pytest.mark.parametrize(
@@ -165,6 +181,7 @@ def test_arctic_translates_to_custom_class(spec_dir) -> None:
         ({"num_speculative_tokens": 0}, "num_speculative_tokens must be an integer >= 1"),
         ({"enable_suffix_decoding": "yes"}, "enable_suffix_decoding must be true or false"),
         ({"disable_by_batch_size": 0}, "disable_by_batch_size must be an integer >= 1"),
+        ({"hard_disable_by_batch_size": 0}, "hard_disable_by_batch_size must be an integer >= 1"),
         ({"enable_suffix_decoding": True, "suffix_decoding_min_token_prob": 2.0}, r"in \[0, 1\]"),
         ({"enable_suffix_decoding": True, "suffix_decoding_max_tree_depth": 0}, "max_tree_depth"),
     ],
