@@ -11,10 +11,7 @@ pure-decode TP steps; a request prefilled on one path decodes on the other.
 from __future__ import annotations
 
 import gc
-import json
 import os
-import urllib.request
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -131,57 +128,8 @@ def test_tp2_sp2_shift_matches_sp1(tiny4: str, sp1: dict) -> None:
         assert 0.45 < w["tp"] / w["sp"] < 0.55, w
 
 
-def test_vllm_serve_with_shift(tiny4: str, sp1: dict, tmp_path: Path, vllm_server) -> None:
-    """``vllm serve`` with SP=2 and the shift flags answers an OpenAI
-    completion of all PROMPTS with SP=1's greedy text and logprobs, having
-    run both paths (its steps above the threshold are Ulysses SP=2's: the
-    serve check of the Ulysses flag too)."""
-    from arctic_inference_vllm.testing import cpu_binding
-
-    log = tmp_path / "server.log"
-    args = [
-        "--dtype", "float32", "--enforce-eager", "--no-enable-prefix-caching",
-        "--max-num-batched-tokens", "24", "--max-num-seqs", "2",
-        "--ulysses-sequence-parallel-size", "2",
-        "--enable-shift-parallel", "--shift-parallel-threshold", str(THRESHOLD),
-        "--worker-extension-cls", INSPECTOR,
-    ]  # fmt: skip
-    env = {
-        **os.environ,
-        SWITCH: "1",
-        "VLLM_CPU_OMP_THREADS_BIND": cpu_binding(2),
-        "VLLM_SERVER_DEV_MODE": "1",  # /collective_rpc for the inspector
-    }
-
-    def post(base: str, path: str, body: dict) -> dict:
-        req = urllib.request.Request(
-            f"{base}{path}", json.dumps(body).encode(), {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=180) as r:
-            return json.load(r)
-
-    with vllm_server(tiny4, args, log, env) as base:
-        out = post(
-            base,
-            "/v1/completions",
-            {
-                "model": "tiny",
-                "prompt": PROMPTS,
-                "max_tokens": NEW_TOKENS,
-                "temperature": 0,
-                "ignore_eos": True,
-                "logprobs": 3,
-            },
-        )
-        counts = post(base, "/collective_rpc", {"method": "shift_path_counts"})["results"]
-    choices = sorted(out["choices"], key=lambda c: c["index"])
-    assert [c["text"] for c in choices] == sp1["texts"]
-    # the API keys top_logprobs by text (byte tokens collide): compare the
-    # greedy tokens' logprobs
-    for c, want in zip(choices, sp1["logprobs"], strict=True):
-        assert_close(c["logprobs"]["token_logprobs"], [step[-1] for step in want])
-    assert counts[0] == counts[1] and counts[0]["tp"] > 0 and counts[0]["sp"] > 0, counts
-    assert "Shift parallelism on 2 ranks" in log.read_text()
+# vllm serve with the flags: tests/vllm/e2e/test_documented_example.py::test_cli_form
+# (SP=2 + --enable-shift-parallel, both paths run, greedy tokens against a reference).
 
 
 # ------------------------------------------------------------ start-up checks

@@ -191,7 +191,7 @@ def test_sp1_leaves_the_config_alone(tiny_model: str, switch_on) -> None:
 def test_sp2_config(tiny_model: str, switch_on, caplog: pytest.LogCaptureFixture) -> None:
     """TP x SP ranks, our worker class, eager; the EngineArgs keep the user's
     values; the start-up log says so. (``vllm serve`` with the flag:
-    test_shift_parallel.py::test_vllm_serve_with_shift.)"""
+    test_documented_example.py::test_cli_form.)"""
     from vllm.engine.arg_utils import EngineArgs
 
     args = EngineArgs(model=tiny_model, ulysses_sequence_parallel_size=2)
