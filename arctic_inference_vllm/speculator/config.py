@@ -177,6 +177,32 @@ def _check_base_model_archs(
         )
 
 
+def _looks_like_repo_id(model: str) -> bool:
+    parts = model.split("/")
+    return len(parts) == 2 and all(parts) and not model.startswith((".", "~"))
+
+
+def _from_hub(model: str) -> str:
+    """A Hub repository id (as Arctic Inference's docs name the released
+    speculators): its config and weights, downloaded into (or, offline,
+    read from) the Hugging Face cache, as vLLM does for served models."""
+    if not _looks_like_repo_id(model):
+        raise ArcticConfigError(
+            f"speculator {model!r} is neither a local directory (config.json and the weights) "
+            "nor a Hugging Face Hub repository id ('org/name')"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return str(snapshot_download(model, allow_patterns=["*.json", *_WEIGHT_FILES]))
+    except Exception as e:  # network, authorization, missing repo, offline cache miss
+        raise ArcticConfigError(
+            f"speculator {model!r}: not a local directory, and fetching it from the Hugging Face "
+            f"Hub failed ({type(e).__name__}: {e}); download it first (hf download {model} "
+            "--local-dir DIR) and pass DIR"
+        ) from None
+
+
 def _read_speculator(
     model: Any, hidden_size: int, vocab_size: int, architectures: Sequence[str] | None, skip: bool
 ) -> tuple[str, int]:
@@ -187,13 +213,12 @@ def _read_speculator(
     from arctic_inference_core.speculator import SpeculatorConfig
 
     if not isinstance(model, str) or not model:
-        raise ArcticConfigError('"model" must be the path of a speculator directory')
+        raise ArcticConfigError(
+            '"model" must be a speculator directory or a Hugging Face Hub repository id'
+        )
     path = os.path.abspath(os.path.expanduser(model))
     if not os.path.isdir(path):
-        raise ArcticConfigError(
-            f"speculator directory {model!r} does not exist (model must be a local directory "
-            "with config.json and the weights)"
-        )
+        path = _from_hub(model)
     try:
         config = SpeculatorConfig.from_pretrained(path)
         config.check_compatible(base_hidden_size=hidden_size, base_vocab_size=vocab_size)

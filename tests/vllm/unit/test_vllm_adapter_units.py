@@ -175,8 +175,8 @@ def test_arctic_draft_limit_follows_arctic_inference() -> None:
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"model": "/no/such/dir"}, "does not exist"),
-        ({"model": None}, "path of a speculator directory"),
+        ({"model": "/no/such/dir"}, "neither a local directory"),
+        ({"model": None}, "a speculator directory or a Hugging Face Hub repository id"),
         ({"num_speculative_tokens": 4}, "exceeds the speculator's n_predict=3"),
         ({"num_speculative_tokens": 0}, "num_speculative_tokens must be an integer >= 1"),
         ({"enable_suffix_decoding": "yes"}, "enable_suffix_decoding must be true or false"),
@@ -192,6 +192,31 @@ def test_arctic_bad_settings(spec_dir, change, message) -> None:
     with pytest.raises(am.ArcticConfigError, match=message) as e:
         am.translate({"method": "arctic", "model": spec_dir, **change}, 16, 50)
     assert str(e.value).startswith("speculative_config method 'arctic': ")
+
+
+def test_arctic_speculator_from_the_hub_cache(spec_dir, tmp_path, monkeypatch) -> None:
+    """A repository id, as Arctic Inference's docs name the released
+    speculators, resolves through the Hugging Face cache (offline here: the
+    cache is built by hand, as a download would leave it)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from arctic_inference_vllm.speculator import config as am
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--Snowflake--Tiny-Speculator"
+    snap = repo / "snapshots" / ("a" * 40)
+    shutil.copytree(spec_dir, snap)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    spec = {"method": "arctic", "model": "Snowflake/Tiny-Speculator"}
+    _, settings = am.translate(spec, 16, 50)
+    assert settings.model == str(snap) and settings.n_predict == 3
+    with pytest.raises(am.ArcticConfigError, match="fetching it from the Hugging Face Hub failed"):
+        am.translate({**spec, "model": "Snowflake/Not-There"}, 16, 50)
 
 
 def test_arctic_checks_the_base_model_and_the_switch(spec_dir, monkeypatch) -> None:
