@@ -27,6 +27,13 @@ changes nothing.
   its engine and worker processes, which inherit it; it stays set in this
   process. Set to ``1`` by the user, the hook refuses the model.
 
+* Fast prefill stays off with speculative decoding on vLLM before 0.32:
+  there vLLM's fast-prefill attention builder asserts that every step of
+  more than one token per request has its logits rows armed, and the CUDA
+  graph capture of a speculative decode step (1 + k tokens per request)
+  never arms them (the engine fails at start-up; seen on vLLM 0.26.0 with an
+  H200). vLLM 0.32 runs such steps on the full batch instead.
+
 Opt out of fast prefill (every token runs every layer; prompt logprobs are
 right): ``additional_config={"arctic_inference": {"swiftkv_fast_prefill": false}}``.
 Under Ulysses sequence parallelism (``ulysses_sequence_parallel_size`` > 1,
@@ -44,6 +51,12 @@ from arctic_inference_vllm.settings import adapter_settings
 
 RUNNER_ENV = "VLLM_USE_V2_MODEL_RUNNER"
 _FALSE = ("0", "false", "False")
+
+
+def _vllm_version() -> str:
+    import vllm
+
+    return str(vllm.__version__)
 
 
 def select_v1_runner(vllm_config: Any, log: logging.Logger | None = None) -> None:
@@ -72,6 +85,21 @@ def select_v1_runner(vllm_config: Any, log: logging.Logger | None = None) -> Non
         )
 
 
+# The first vLLM whose fast-prefill builder takes steps it was not armed
+# for (multi-token decode graphs of speculative decoding); checked: 0.26.0
+# asserts, 0.32.0 runs them on the full batch.
+FAST_PREFILL_WITH_SPEC_VLLM = (0, 32)
+
+
+def fast_prefill_blocked(vllm_config: Any, vllm_version: str) -> bool:
+    """Whether fast prefill must stay off: speculative decoding on a vLLM
+    older than :data:`FAST_PREFILL_WITH_SPEC_VLLM`."""
+    from arctic_inference_vllm.versions import parse
+
+    spec = getattr(vllm_config, "speculative_config", None)
+    return spec is not None and parse(vllm_version)[:2] < FAST_PREFILL_WITH_SPEC_VLLM
+
+
 def update_config(vllm_config: Any, log: logging.Logger | None = None) -> None:
     from vllm.config.compilation import CompilationMode, CUDAGraphMode
 
@@ -92,6 +120,14 @@ def update_config(vllm_config: Any, log: logging.Logger | None = None) -> None:
                 "SwiftKV: fast prefill off under Ulysses sequence parallelism (SP=%d): "
                 "prompt tokens run every layer.",
                 sp,
+            )
+    elif settings.swiftkv_fast_prefill and fast_prefill_blocked(vllm_config, _vllm_version()):
+        if log is not None:
+            log.info(
+                "SwiftKV: fast prefill off with speculative decoding on vLLM %s (its "
+                "fast-prefill attention cannot capture speculative decode steps before 0.32): "
+                "prompt tokens run every layer.",
+                _vllm_version(),
             )
     elif settings.swiftkv_fast_prefill:
         vllm_config.cache_config.kv_sharing_fast_prefill = True

@@ -68,19 +68,13 @@ def vllm_greedy(
     """Greedy tokens, plus what rank 0 saw: rows per forward pass of the last
     full and first later layer, and which writer's cache each later layer
     reads (every rank the same)."""
-    from vllm import LLM, SamplingParams, TokensPrompt
-
-    from arctic_inference_vllm.testing import cpu_binding
+    from cpu_engine import cpu_llm
+    from vllm import SamplingParams, TokensPrompt
 
     tp = kwargs.get("tensor_parallel_size", 1)
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(tp)
-    llm = LLM(
-        model=str(path),
-        dtype="float32",
-        max_model_len=512,
-        enforce_eager=True,
-        gpu_memory_utilization=0.1,
-        seed=0,
+    llm = cpu_llm(
+        str(path),
+        tp,
         worker_extension_cls="arctic_inference_vllm.diagnostics.SwiftKVInspector",
         **kwargs,
     )
@@ -184,6 +178,16 @@ def test_the_config_hook(checkpoints, switch_on, monkeypatch) -> None:
     )  # CPU: mode 2
     with pytest.raises(ValueError, match="swiftkv_fast_prefill"):
         config(additional_config={"arctic_inference": {"swiftkv_fast_prefill": "yes"}})
+    # speculative decoding: fast prefill on from vLLM 0.32, off before it
+    import arctic_inference_vllm.swiftkv.config as swiftkv_config
+
+    spec = {"method": "suffix", "num_speculative_tokens": 4}
+    assert config(speculative_config=spec).cache_config.kv_sharing_fast_prefill is True
+    monkeypatch.setattr(swiftkv_config, "_vllm_version", lambda: "0.26.0")
+    assert config(speculative_config=spec).cache_config.kv_sharing_fast_prefill is False
+    assert config().cache_config.kv_sharing_fast_prefill is True
+    monkeypatch.undo()
+    monkeypatch.delenv("VLLM_USE_V2_MODEL_RUNNER", raising=False)
     llama = config(checkpoints["swiftkv off"])
     assert llama.cache_config.kv_sharing_fast_prefill is False
     assert llama.compilation_config.mode != CompilationMode.NONE
