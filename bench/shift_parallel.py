@@ -51,6 +51,8 @@ from benchlib.stamps import stamped_markdown, version_stamp, write_results
 from benchlib.tables import fmt, ratio, table
 from benchlib.worker import emit_result, run_worker_process
 
+from arctic_inference_vllm.testing import memory_kwargs
+
 CONFIGS = ("tp", "sp", "shift")
 INSPECTOR = "arctic_inference_vllm.diagnostics.ShiftInspector"
 
@@ -71,7 +73,11 @@ def engine_kwargs(a: argparse.Namespace, config: str) -> dict[str, Any]:
         max_num_batched_tokens=a.max_num_batched_tokens,
         max_num_seqs=max(a.concurrency),
         enable_prefix_caching=False,
-        gpu_memory_utilization=a.gpu_memory_utilization,
+        **memory_kwargs(
+            a.model,
+            max(a.concurrency) * (int(a.prompt_len * 1.25) + a.output_len + 16),
+            a.gpu_memory_utilization,
+        ),
         enforce_eager=a.enforce_eager,
         seed=0,
         dtype=a.dtype,

@@ -42,6 +42,8 @@ from benchlib.stamps import stamped_markdown, version_stamp, write_results
 from benchlib.tables import median, ratio, table
 from benchlib.worker import emit_result, run_worker_process
 
+from arctic_inference_vllm.testing import memory_kwargs
+
 METHODS = ("llama", "swiftkv", "swiftkv-full")
 GREEDY_PROMPTS, GREEDY_TOKENS = 4, 32
 
@@ -78,7 +80,7 @@ def run_worker(a: argparse.Namespace) -> None:
         model=a.model,
         max_model_len=2 * a.prompt_len + 16,
         enforce_eager=a.enforce_eager,
-        gpu_memory_utilization=a.gpu_memory_utilization,
+        **memory_kwargs(a.model, a.num_prompts * (2 * a.prompt_len + 16), a.gpu_memory_utilization),
         enable_prefix_caching=False,
         seed=0,
         **extra,

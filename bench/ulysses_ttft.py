@@ -36,6 +36,8 @@ from benchlib.stamps import stamped_markdown, version_stamp, write_results
 from benchlib.tables import median, ratio, table
 from benchlib.worker import emit_result, run_worker_process
 
+from arctic_inference_vllm.testing import memory_kwargs
+
 CONFIG = re.compile(r"^(?:tp(\d+))?(?:sp(\d+))?$")
 
 
@@ -73,7 +75,7 @@ def run_worker(a: argparse.Namespace) -> None:
         max_model_len=longest + a.check_tokens + 16,
         enforce_eager=not (a.compiled_tp and sp == 1),
         enable_prefix_caching=False,
-        gpu_memory_utilization=a.gpu_memory_utilization,
+        **memory_kwargs(a.model, 8 * (longest + a.check_tokens + 16), a.gpu_memory_utilization),
         seed=0,
         max_num_batched_tokens=a.max_num_batched_tokens or longest,
         max_num_seqs=8,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from arctic_inference_core.traces import read_prompt_records
+from arctic_inference_vllm.testing import memory_kwargs
 from benchlib.paths import AGENTIC_TRACES, BENCH_LM
 
 METHODS = ("none", "ngram", "suffix-ai", "suffix", "arctic", "arctic+suffix")
@@ -153,10 +154,16 @@ def spec_counters(llm: Any) -> dict[str, float]:
     return out
 
 
-def build_engine(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
+def most_running(args: argparse.Namespace) -> int:
+    """Most requests an engine of ``args`` runs at once."""
+    c = getattr(args, "concurrency", 1)
+    return max(c) if isinstance(c, (list, tuple)) else int(c)
+
+
+def build_engine(args: argparse.Namespace, **overrides: Any) -> tuple[Any, Any, list[Any]]:
     """The engine for ``args.worker`` (a method), its tokenizer, and the
     prompts of ``args.prompts_file`` as token prompts that leave room for
-    ``max_tokens``."""
+    ``max_tokens``. ``overrides``: more engine arguments."""
     from transformers import AutoTokenizer
     from vllm import LLM, TokensPrompt
 
@@ -189,12 +196,16 @@ def build_engine(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
         model=args.model,
         speculative_config=spec_config(args.worker, args.k, args.depth, args.speculator),
         max_model_len=args.max_model_len,
-        gpu_memory_utilization=args.gpu_memory_utilization,
+        **memory_kwargs(
+            args.model,
+            most_running(args) * args.max_model_len,
+            args.gpu_memory_utilization,
+        ),
         enforce_eager=bool(args.enforce_eager),
         dtype=getattr(args, "dtype", None) or "auto",  # CPU benchmarks: cpu_dtype()
         disable_log_stats=False,
         seed=0,
-        **extra,
+        **{**extra, **overrides},
     )
     return llm, tok, token_prompts
 

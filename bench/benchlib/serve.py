@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from arctic_inference_vllm.testing import memory_kwargs
+
 VLLM_CLI = Path(__file__).with_name("vllm_cli.py")
 
 
@@ -87,13 +89,17 @@ def serving(
     timeout: float = 240,
 ) -> Iterator[Server]:
     """``vllm serve MODEL`` on a free loopback port as ``served_name`` (a
-    small KV cache) plus ``args``, output to ``log``; yields the running
-    server once healthy and stops it after."""
+    small KV cache: 64 requests of ``max_model_len``) plus ``args``, output
+    to ``log``; yields the running server once healthy and stops it after."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    memory = [
+        f"--{k.replace('_', '-')}={v}"
+        for k, v in memory_kwargs(model, 64 * max_model_len, 0.1).items()
+    ]
     cmd = [
         sys.executable, str(VLLM_CLI), "serve", model, "--host", "127.0.0.1", "--port", str(port),
-        "--max-model-len", str(max_model_len), "--gpu-memory-utilization", "0.1",
+        "--max-model-len", str(max_model_len), *memory,
         "--served-model-name", served_name, *args,
     ]  # fmt: skip
     log.parent.mkdir(parents=True, exist_ok=True)

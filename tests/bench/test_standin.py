@@ -49,6 +49,8 @@ def reference_tokens(model: str) -> list[list[int]]:
 def test_standin_keeps_the_small_models_tokens(tiny_model: str, tmp_path: Path) -> None:
     from vllm import LLM, SamplingParams
 
+    from arctic_inference_vllm.testing import TEST_KV_CACHE_BYTES
+
     path = standin.make_standin(Path(tiny_model), tmp_path / "standin", TINY_HEAVY)
     config = json.loads((path / "config.json").read_text())
     assert config["architectures"] == ["StandInLlamaForCausalLM"]
@@ -56,7 +58,7 @@ def test_standin_keeps_the_small_models_tokens(tiny_model: str, tmp_path: Path) 
         model=str(path),
         dtype="float32",
         max_model_len=256,
-        gpu_memory_utilization=0.1,
+        kv_cache_memory_bytes=TEST_KV_CACHE_BYTES,
         enforce_eager=True,
         seed=0,
         worker_extension_cls="arctic_bench_standin.model.StandInInspector",

@@ -21,12 +21,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from benchlib.serve import ServerError, serving  # noqa: E402
 
 from arctic_inference_vllm.envs import EXTRAS_ENV  # noqa: E402
-from arctic_inference_vllm.testing import build_tiny_llama, cpu_dtype  # noqa: E402
+from arctic_inference_vllm.testing import (  # noqa: E402
+    TEST_KV_CACHE_BYTES,
+    build_tiny_llama,
+    cpu_dtype,
+)
 
 ENGINE_KWARGS = dict(
     dtype=cpu_dtype(),  # the CPU benchmarks' rule: bf16 only where the CPU has it natively
     max_model_len=512,
-    gpu_memory_utilization=0.1,
+    kv_cache_memory_bytes=TEST_KV_CACHE_BYTES,
     enforce_eager=True,
     seed=0,
     worker_extension_cls="arctic_inference_vllm.diagnostics.SuffixCacheInspector",

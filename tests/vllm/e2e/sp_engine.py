@@ -20,20 +20,14 @@ INSPECTOR = "arctic_inference_vllm.diagnostics.UlyssesInspector"
 
 def run(model: str, sp: int, tp: int = 1, spec: dict | None = None) -> dict:
     """Greedy tokens and top-3 logprobs of PROMPTS, and what each rank saw."""
-    from vllm import LLM, SamplingParams
+    from cpu_engine import cpu_llm
+    from vllm import SamplingParams
 
-    from arctic_inference_vllm.testing import cpu_binding
-
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(sp * tp)
     kwargs = {"ulysses_sequence_parallel_size": sp} if sp > 1 else {}
     # 24-token steps: prompts prefill over several steps, mixed with decodes
-    llm = LLM(
-        model=model,
-        dtype="float32",
-        max_model_len=512,
-        enforce_eager=True,
-        seed=0,
-        gpu_memory_utilization=0.1,
+    llm = cpu_llm(
+        model,
+        sp * tp,
         tensor_parallel_size=tp,
         max_num_batched_tokens=24,
         max_num_seqs=4,

@@ -488,19 +488,12 @@ def test_saved_configs_read_as_arctic_inference_reads_them(tmp_path: Path) -> No
 def _sp_run(model: str, spec: dict | None, sp: int) -> dict:
     """Greedy tokens of PROMPTS with prefills split over several 32-token
     steps; what the ranks' speculators read; the engine's layout."""
-    from vllm import LLM
+    from cpu_engine import cpu_llm
 
-    from arctic_inference_vllm.testing import cpu_binding
-
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(sp)
     kwargs = {"ulysses_sequence_parallel_size": sp} if sp > 1 else {}
-    llm = LLM(
-        model=model,
-        dtype="float32",
-        max_model_len=512,
-        enforce_eager=True,
-        seed=0,
-        gpu_memory_utilization=0.1,
+    llm = cpu_llm(
+        model,
+        sp,
         max_num_batched_tokens=32,
         max_num_seqs=4,
         speculative_config=spec,

@@ -49,6 +49,7 @@ import pytest
 from arctic_inference_vllm.diagnostics import ShiftInspector
 from arctic_inference_vllm.envs import EXTRAS_ENV as SWITCH
 from arctic_inference_vllm.envs import LEGACY_ENV
+from arctic_inference_vllm.testing import TEST_KV_CACHE_BYTES
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.vllm
@@ -221,7 +222,7 @@ def main(model, speculator, prompts, out):
         speculative_config={SPEC},
         # the CPU test machine's settings
         dtype="float32", max_model_len={MAX_MODEL_LEN}, max_num_batched_tokens={STEP_TOKENS},
-        gpu_memory_utilization=0.1,
+        kv_cache_memory_bytes={KV_BYTES},
         seed=0, disable_log_stats=False, worker_extension_cls="{INSPECTOR}",
     )
     llm.collective_rpc("arctic_probe_start")
@@ -257,6 +258,7 @@ def test_python_form(swiftkv: str, speculator: str, prompt_ids: list, tmp_path: 
             SPEC=spec.replace("'SPEC_DIR'", "speculator"),
             MAX_MODEL_LEN=MAX_MODEL_LEN,
             STEP_TOKENS=STEP_TOKENS,
+            KV_BYTES=TEST_KV_CACHE_BYTES,
             INSPECTOR=INSPECTOR,
             NEW_TOKENS=NEW_TOKENS,
         )

@@ -32,18 +32,12 @@ INSPECTOR = "arctic_inference_vllm.diagnostics.ShiftInspector"
 def run(model: str, sp: int, tp: int) -> dict:
     """Greedy tokens and top-3 logprobs of PROMPTS under shift parallelism,
     and what each rank holds and ran."""
-    from vllm import LLM, SamplingParams
+    from cpu_engine import cpu_llm
+    from vllm import SamplingParams
 
-    from arctic_inference_vllm.testing import cpu_binding
-
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(sp * tp)
-    llm = LLM(
-        model=model,
-        dtype="float32",
-        max_model_len=512,
-        enforce_eager=True,
-        seed=0,
-        gpu_memory_utilization=0.1,
+    llm = cpu_llm(
+        model,
+        sp * tp,
         tensor_parallel_size=tp,
         enable_prefix_caching=False,
         ulysses_sequence_parallel_size=sp,
