@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from benchlib.assets import agentic_prompts_path, model_to_serve
-from benchlib.engine import METHODS, build_engine, load_prompts, worker_env
+from benchlib.engine import (
+    METHODS,
+    POLICY_METHODS,
+    build_engine,
+    load_prompts,
+    spec_counters,
+    worker_env,
+)
 from benchlib.paths import RESULTS
 from benchlib.stamps import stamped_markdown, version_stamp, write_results
 from benchlib.tables import table
@@ -49,8 +56,14 @@ PHASES = (
 )
 
 
-def install_timers(totals: dict[str, float], counts: dict[str, int]) -> None:
+def install_timers(
+    totals: dict[str, float], counts: dict[str, int], steps: list[tuple[int, float]]
+) -> None:
+    """Wrap the phases with timers; ``steps`` gets each engine step's
+    scheduled tokens and wall seconds (the step's cost curve)."""
     import importlib
+
+    scheduled = [0]
 
     for name, module, cls_name, attr in PHASES:
         cls = getattr(importlib.import_module(module), cls_name)
@@ -59,11 +72,19 @@ def install_timers(totals: dict[str, float], counts: dict[str, int]) -> None:
         @functools.wraps(orig)  # keeps the signature that patches check
         def timed(*a: Any, _orig=orig, _name=name, **kw: Any) -> Any:
             t0 = time.perf_counter()
+            out = None
             try:
-                return _orig(*a, **kw)
+                out = _orig(*a, **kw)
+                return out
             finally:
-                totals[_name] += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                totals[_name] += dt
                 counts[_name] += 1
+                if _name == "schedule":
+                    scheduled[0] = int(getattr(out, "total_num_scheduled_tokens", 0) or 0)
+                elif _name == "step" and scheduled[0]:
+                    steps.append((scheduled[0], dt))
+                    scheduled[0] = 0
 
         setattr(cls, attr, timed)
 
@@ -72,7 +93,8 @@ def run_worker(a: argparse.Namespace) -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine core in this process
     totals: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
-    install_timers(totals, counts)
+    steps: list[tuple[int, float]] = []
+    install_timers(totals, counts, steps)
     from vllm import SamplingParams
 
     llm, _, reqs = build_engine(a)
@@ -82,24 +104,52 @@ def run_worker(a: argparse.Namespace) -> None:
     )  # warm-up
     totals.clear()
     counts.clear()
+    steps.clear()
+    before = spec_counters(llm)
     t0, generated = time.perf_counter(), 0
     for i in range(0, len(reqs), a.concurrency):
         outs = llm.generate(reqs[i : i + a.concurrency], params, use_tqdm=False)
         generated += sum(len(o.outputs[0].token_ids) for o in outs)
     wall = time.perf_counter() - t0
-    steps = max(counts["step"], 1)
-    emit_result(
-        {
-            "method": a.worker,
-            "steps": counts["step"],
-            "generated_tokens": generated,
-            "seconds": wall,
-            "tokens_per_s": generated / wall,
-            "tokens_per_step": generated / steps,
-            "ms_per_step": {k: 1e3 * v / steps for k, v in totals.items()},
-            "wall_ms_per_step": 1e3 * wall / steps,
-        }
-    )
+    n = max(counts["step"], 1)
+    after = spec_counters(llm)
+    result: dict[str, Any] = {
+        "method": a.worker,
+        "steps": counts["step"],
+        "generated_tokens": generated,
+        "seconds": wall,
+        "tokens_per_s": generated / wall,
+        "tokens_per_step": generated / n,
+        "ms_per_step": {k: 1e3 * v / n for k, v in totals.items()},
+        "wall_ms_per_step": 1e3 * wall / n,
+        "step_sizes": size_table(steps),
+        "draft_tokens": after["draft_tokens"] - before["draft_tokens"],
+        "accepted": after["accepted"] - before["accepted"],
+    }
+    if a.worker in POLICY_METHODS:
+        (result["policy"],) = llm.collective_rpc("draft_policy_state")
+    emit_result(result)
+
+
+SIZE_BINS = (1, 2, 4, 8, 16, 32, 33, 64, 128, 256, 512, 1024, 1 << 30)
+
+
+def size_table(steps: list[tuple[int, float]]) -> list[dict[str, Any]]:
+    """Engine steps binned by scheduled tokens: count and median ms."""
+    out = []
+    lo = 1
+    for hi in SIZE_BINS:
+        ts = sorted(dt for tok, dt in steps if lo <= tok <= hi)
+        if ts:
+            out.append(
+                {
+                    "tokens": f"{lo}-{hi}" if hi > lo else str(lo),
+                    "steps": len(ts),
+                    "median_ms": 1e3 * ts[len(ts) // 2],
+                }
+            )
+        lo = hi + 1
+    return out
 
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -127,6 +177,15 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             ],
         ),
     ]
+    for r in rows:
+        if r.get("step_sizes"):
+            out += ["", f"`{r['method']}`: engine steps by scheduled tokens", ""]
+            out += table(
+                ["tokens", "steps", "median ms"],
+                [[b["tokens"], b["steps"], f"{b['median_ms']:.2f}"] for b in r["step_sizes"]],
+            )
+        if r.get("policy"):
+            out += ["", f"`{r['method']}`: draft policy choices {r['policy'].get('kinds')}"]
     return "\n".join(out) + "\n"
 
 

@@ -15,7 +15,10 @@ draft tokens per draft, from vLLM's spec-decode counters; steps without a
 draft are not counted, so a drafter that often proposes nothing, like
 n-gram, looks better here than per real step; 1.0 without speculation); the
 share of requests whose greedy output is identical to no speculation's (with
-the first differing positions); and, unless ``--no-predict``, the tok/s the
+the first differing positions; each difference is then scored once without
+speculation, the two tokens' raw logits there, and called a near-tie when
+they are at most 4 bf16 steps apart: ``benchlib/ties.py``, skipped with
+``--no-tie-check``); and, unless ``--no-predict``, the tok/s the
 model-free simulator predicts from the cost curve measured in the run
 (bench/benchlib/suffix/predict.py; the curve is written to
 ``<out-dir>/vllm_compare_costs.json`` for ``bench/suffix_sim.py --predict``).
@@ -62,6 +65,7 @@ from benchlib.engine import (
 from benchlib.paths import RESULTS
 from benchlib.stamps import stamped_markdown, version_stamp, write_results
 from benchlib.tables import median, table
+from benchlib.ties import NEAR_TIE_ULPS, classify, divergences, first_difference
 from benchlib.worker import emit_result, run_worker_process
 
 COST_FILE = "vllm_compare_costs.json"
@@ -74,23 +78,65 @@ def level_size(num_prompts: int, concurrency: int) -> int:
     return max(num_prompts, concurrency)
 
 
+TIE_TOP = 20  # logits read at a divergence (vLLM's default max_logprobs)
+
+
+def level_starts(args: argparse.Namespace) -> dict[int, int]:
+    """Index of each concurrency level's first prompt."""
+    starts, start = {}, 0
+    for c in args.concurrency:
+        starts[c] = start
+        start += level_size(args.num_prompts, c)
+    return starts
+
+
+def run_tie_worker(args: argparse.Namespace) -> None:
+    """No speculation scores each divergence of ``args.tie_file`` once: the
+    raw logits of the best tokens after the prompt and the common prefix."""
+    import json
+
+    from vllm import SamplingParams, TokensPrompt
+
+    divs = json.loads(Path(args.tie_file).read_text())
+    llm, _, token_prompts = build_engine(args, logprobs_mode="raw_logits", max_logprobs=TIE_TOP)
+    starts = level_starts(args)
+    prompts = [
+        TokensPrompt(
+            prompt_token_ids=list(
+                token_prompts[starts[d["concurrency"]] + d["request"]]["prompt_token_ids"]
+            )
+            + d["prefix"]
+        )
+        for d in divs
+    ]
+    params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=TIE_TOP)
+    scored = []
+    for d, o in zip(divs, llm.generate(prompts, params, use_tqdm=False), strict=True):
+        top = {int(t): float(v.logprob) for t, v in o.outputs[0].logprobs[0].items()}
+        s = classify({k: v for k, v in d.items() if k != "prefix"}, top)
+        scored.append({**s, "rescored_token": o.outputs[0].token_ids[0]})
+    emit_result({"ties": scored})
+
+
 def run_worker(args: argparse.Namespace) -> None:
     """One method, all concurrency levels; one result per level."""
     from vllm import SamplingParams, TokensPrompt
 
+    if args.tie_file:
+        run_tie_worker(args)
+        return
     llm, tok, token_prompts = build_engine(args)
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
     warm = TokensPrompt(
         prompt_token_ids=tok.encode("def warm_up():\n    return 0\n", add_special_tokens=False)
     )
     llm.generate([warm], SamplingParams(temperature=0.0, max_tokens=8), use_tqdm=False)
-    start = 0
+    starts = level_starts(args)
     for c in args.concurrency:
         # Each level gets its own prompts (at least c of them): the suffix
         # cache keeps earlier outputs, and identical greedy outputs would be
         # copied for free.
-        level_prompts = token_prompts[start : start + level_size(args.num_prompts, c)]
-        start += len(level_prompts)
+        level_prompts = token_prompts[starts[c] : starts[c] + level_size(args.num_prompts, c)]
         before, t0 = spec_counters(llm), time.perf_counter()
         outputs = generate_at_concurrency(llm, level_prompts, params, c, args.load)
         wall = time.perf_counter() - t0
@@ -197,14 +243,6 @@ def round_order(methods: list[str], r: int) -> list[str]:
     return methods[i:] + methods[:i]
 
 
-def first_difference(a: list[int], b: list[int]) -> int | None:
-    """First position where two outputs differ (a length difference counts)."""
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
-
-
 def identity(results: list[dict]) -> dict[tuple[str, int], dict[str, Any]]:
     """Per method and level: requests whose greedy output equals no
     speculation's in the same round, and the first differing positions."""
@@ -260,7 +298,10 @@ def ratio_between(results: list[dict], a: str, b: str, c: int) -> list[float]:
 
 
 def render(
-    results: list[dict], meta: dict[str, Any], predicted: list[dict[str, Any]] | None = None
+    results: list[dict],
+    meta: dict[str, Any],
+    predicted: list[dict[str, Any]] | None = None,
+    ties: list[dict] | None = None,
 ) -> str:
     levels = sorted({r["concurrency"] for r in results})
     summary = summarize(results)
@@ -320,6 +361,7 @@ def render(
         ),
         "",
         *table(header, rows),
+        *tie_lines(ties or []),
     ]
     peers = [m for m in ("suffix-ai", "ngram") if m in methods]
     if "suffix" in methods and peers:
@@ -415,6 +457,60 @@ def predicted_rows(
     return predict(levels, costs, args.k, args.depth, SpecParams(), ref, args.suffix_budget)
 
 
+def check_ties(args: argparse.Namespace, results: list[dict], prompts_file: Path) -> list[dict]:
+    """Every divergence from no speculation, scored by a worker without
+    speculation (none when the outputs agree or ``none`` did not run)."""
+    import json
+
+    divs = divergences(results)
+    if not divs:
+        return []
+    tie_file = args.out_dir / "vllm_compare_divergences.json"
+    tie_file.write_text(json.dumps(divs))
+    cmd = worker_cmd("none", args, prompts_file, 0, False) + ["--tie-file", str(tie_file)]
+    log = args.out_dir / "vllm_compare_ties.log"
+    # nothing is timed here: the engine may run in the worker's own process
+    env = {**worker_env("none", args.arctic_path), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    (res,) = run_worker_process("ties", cmd, log, env, 1)
+    return list(res["ties"])
+
+
+def tie_lines(ties: list[dict]) -> list[str]:
+    """The divergences, per method and level, for the Markdown table."""
+    if not ties:
+        return []
+    lines = [
+        "",
+        "Where an output differs from no speculation's: its first differing position, scored "
+        "once without speculation (raw logits after the prompt and the common prefix); a "
+        f"near-tie when the two tokens' logits are at most {NEAR_TIE_ULPS:g} bf16 steps apart "
+        "(bf16's spacing at the larger logit):",
+        "",
+    ]
+    by: dict[tuple[str, int], list[dict]] = {}
+    for t in ties:
+        by.setdefault((t["method"], t["concurrency"]), []).append(t)
+    for (m, c), ts in sorted(by.items()):
+        near = sum(bool(t["near_tie"]) for t in ts)
+        gaps = sorted(
+            f"{t['gap_ulps']:.1f}" if t["gap_ulps"] is not None else "outside top" for t in ts
+        )
+        worst = max(
+            (t for t in ts if not t["near_tie"]), key=lambda t: t["gap_ulps"] or 1e9, default=None
+        )
+        lines.append(
+            f"- {LABELS.get(m, m)}, c={c}: {len(ts)} differ, {near} near-ties; gaps in bf16 "
+            f"steps: {', '.join(gaps[:12])}"
+            + (
+                f"; widest: request {worst['request']} at position {worst['position']} "
+                f"(logits {worst['none_logit']} vs {worst['spec_logit']})"
+                if worst
+                else ""
+            )
+        )
+    return lines
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -466,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpu-memory-utilization",
         type=float,
         default=0.15,
-        help="on CPU: share of RAM for the KV cache",
+        help="GPU memory share (on CPU the KV cache is sized for the run: concurrency x max-model-len)",
     )
     p.add_argument("--enforce-eager", action="store_true", default=None)
     p.add_argument(
@@ -505,6 +601,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", help=argparse.SUPPRESS)  # the worker's, set by main
     p.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--measure-costs", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--tie-file", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--no-tie-check",
+        dest="tie_check",
+        action="store_false",
+        help="skip scoring where outputs differ from no speculation's",
+    )
     return p
 
 
@@ -582,17 +685,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "graph_mode": graph_mode,
         "graph_size": 0 if graph_mode == "NONE" else 512,  # vLLM's default largest graph
     }
+    ties = check_ties(args, results, prompts_file) if args.tie_check else []
     predicted = None
     costs = cost_file(results, meta) if predict else None
     if costs is not None:
         (args.out_dir / COST_FILE).write_text(json.dumps(costs.to_json(), indent=1))
         predicted = predicted_rows(results, costs, args)
-    md = render(results, meta, predicted)
+    md = render(results, meta, predicted, ties)
     md_path, _ = write_results(
         args.out_dir,
         "vllm_compare",
         md,
-        {"meta": meta, "results": results, "predicted": predicted},
+        {"meta": meta, "results": results, "predicted": predicted, "ties": ties},
         stamp,
     )
     drew = plot(results, args.out_dir / "vllm_compare.png")

@@ -43,3 +43,6 @@ def test_step_profile_times_the_engine_phases(
     assert row["steps"] > 0 and row["tokens_per_step"] > 1.0
     assert ms["step"] >= ms["execute_model"] > 0 and ms["propose"] > 0
     assert ms["step"] <= row["wall_ms_per_step"] * 1.01
+    binned = sum(b["steps"] for b in row["step_sizes"])
+    assert 0 < binned <= row["steps"]
+    assert row["policy"]["steps"] > 0 and row["draft_tokens"] >= row["accepted"] > 0

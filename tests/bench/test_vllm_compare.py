@@ -16,30 +16,10 @@ def test_vllm_compare_writes_its_table(
     load_script, tiny_model: str, edit_traces: Path, tmp_path: Path
 ) -> None:
     mod = load_script("vllm_compare")
-    assert (
-        mod.main(
-            [
-                "--model",
-                tiny_model,
-                "--traces",
-                str(edit_traces),
-                "--num-prompts",
-                "3",
-                "--concurrency",
-                "2",
-                "--max-tokens",
-                "24",
-                "--max-model-len",
-                "512",
-                "--methods",
-                "none",
-                "suffix",
-                "--out-dir",
-                str(tmp_path / "vc"),
-            ]
-        )
-        == 0
-    )
+    argv = ["--model", tiny_model, "--traces", str(edit_traces), "--num-prompts", "3",
+            "--concurrency", "2", "--max-tokens", "24", "--max-model-len", "512",
+            "--out-dir", str(tmp_path / "vc")]  # fmt: skip
+    assert mod.main([*argv, "--methods", "none", "suffix"]) == 0
     doc = json.loads((tmp_path / "vc" / "vllm_compare.json").read_text())
     by = {r["method"]: r for r in doc["results"]}
     assert set(by) == {"none", "suffix"}
@@ -59,3 +39,19 @@ def test_vllm_compare_writes_its_table(
     table = (tmp_path / "vc" / "vllm_compare.md").read_text()
     assert "| none |" in table and "| suffix, this core |" in table
     assert "3/3" in table and "predicted" in table  # identical outputs, predicted column
+
+    # The tie check: a divergence planted in the suffix output is scored by
+    # a worker without speculation at its position (the real one agrees).
+    from arctic_inference_vllm.testing import cpu_dtype
+
+    args = mod.build_parser().parse_args(argv)
+    args.dtype, args.enforce_eager = cpu_dtype(), True
+    results = doc["results"]
+    suffix = next(r for r in results if r["method"] == "suffix")
+    planted = suffix["outputs"][2]
+    planted[5] = (planted[5] + 1) % 200 + 3
+    (tie,) = mod.check_ties(args, results, tmp_path / "vc" / "vllm_compare_prompts.json")
+    assert (tie["request"], tie["position"], tie["spec_token"]) == (2, 5, planted[5])
+    assert tie["rescored_token"] == tie["none_token"] == by["none"]["outputs"][2][5]
+    assert tie["none_logit"] is not None and tie["gap_ulps"] != 0
+    assert "near-tie" in "\n".join(mod.tie_lines([tie]))
