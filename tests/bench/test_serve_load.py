@@ -1,6 +1,6 @@
 """bench/serve_load.py at the CI size: a real `vllm serve` with suffix
 decoding, then with the `arctic` method (a random speculator head plus
-suffix), each given 200 requests at concurrency 16 with 30% cancelled
+suffix), each given 120 requests at concurrency 16 with 30% cancelled
 mid-stream and 10% malformed or unusual; every check of the script holds
 (no 5xx, bad requests refused with a message, greedy text equal to a server
 without speculation, the server alive after, its suffix cache released, its
@@ -21,7 +21,7 @@ def test_servers_survive_load_aborts_and_bad_requests(
 ) -> None:
     pytest.importorskip("vllm")
     mod = load_script("serve_load")
-    argv = ["--model", tiny_model, "--requests", "200", "--concurrency", "16",
+    argv = ["--model", tiny_model, "--requests", "120", "--concurrency", "16",
             "--max-model-len", "512", "--out-dir", str(tmp_path)]  # fmt: skip
     rc = mod.main(argv)
     doc = json.loads((tmp_path / "serve_load.json").read_text())
@@ -30,8 +30,8 @@ def test_servers_survive_load_aborts_and_bad_requests(
     for method, r in results.items():
         assert r["checks"] == dict.fromkeys(r["checks"], True), (method, r["details"])
         d = r["details"]
-        assert d["cancelled"] >= 50, method  # of 60 (30%): a stream may end first
-        assert d["greedy_compared"] == d["greedy_requests"] > 100, method
-        assert sum(n for s, n in d["statuses"].items() if s.startswith("4")) >= 10, method
+        assert d["cancelled"] >= 30, method  # of 36 (30%): a stream may end first
+        assert d["greedy_compared"] == d["greedy_requests"] > 60, method
+        assert sum(n for s, n in d["statuses"].items() if s.startswith("4")) >= 6, method
         assert r["cache_state"]["proposer"] != "NoneType", method
     assert rc == 0
