@@ -46,6 +46,7 @@ from benchlib.engine import load_prompts, spec_counters
 from benchlib.paths import RESULTS
 from benchlib.stamps import stamped_markdown, version_stamp, write_results
 from benchlib.tables import table
+from benchlib.ties import first_difference
 from benchlib.worker import emit_result, run_worker_process
 
 from arctic_inference_vllm.testing import memory_kwargs
@@ -133,10 +134,6 @@ def run_worker(a: argparse.Namespace) -> None:
             "outputs": outputs,
         }
     )
-
-
-def first_difference(a: list[int], b: list[int]) -> int | None:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
 
 
 def render(rows: list[dict], meta: dict[str, Any]) -> str:

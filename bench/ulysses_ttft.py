@@ -34,6 +34,7 @@ from benchlib.paths import RESULTS
 from benchlib.shapes import SHAPES, write_llama_shape
 from benchlib.stamps import stamped_markdown, version_stamp, write_results
 from benchlib.tables import median, ratio, table
+from benchlib.ties import first_difference
 from benchlib.worker import emit_result, run_worker_process
 
 from arctic_inference_vllm.testing import memory_kwargs
@@ -98,13 +99,6 @@ def run_worker(a: argparse.Namespace) -> None:
         )
         out["tokens"][str(n)] = list(res.outputs[0].token_ids)
     emit_result(out)
-
-
-def first_difference(a: list[int], b: list[int]) -> int | None:
-    return next(
-        (i for i, (x, y) in enumerate(zip(a, b)) if x != y),
-        None if len(a) == len(b) else min(len(a), len(b)),
-    )
 
 
 def report(a: argparse.Namespace, rows: list[dict], source: str) -> str:
