@@ -457,6 +457,34 @@ def predicted_rows(
     return predict(levels, costs, args.k, args.depth, SpecParams(), ref, args.suffix_budget)
 
 
+def resumed_results(partial: Path, prompts: list, args: argparse.Namespace) -> list[dict]:
+    """The runs an earlier, cut-short invocation finished (``--resume``):
+    those of this invocation's methods, rounds and levels, when it served the
+    same prompts; none otherwise."""
+    import json
+
+    if not partial.exists():
+        return []
+    saved = json.loads(partial.read_text())
+    if saved.get("prompts") != json.loads(json.dumps(prompts)):  # tuples read back as lists
+        print(f"--resume: {partial} served other prompts; starting over", file=sys.stderr)
+        return []
+    keep = [
+        r
+        for r in saved["results"]
+        if r["method"] in args.methods
+        and r["round"] < args.rounds
+        and r["concurrency"] in args.concurrency
+    ]
+    per_run: dict[tuple[int, str], int] = {}
+    for r in keep:
+        per_run[(r["round"], r["method"])] = per_run.get((r["round"], r["method"]), 0) + 1
+    whole = {run for run, n in per_run.items() if n == len(args.concurrency)}
+    kept = [r for r in keep if (r["round"], r["method"]) in whole]
+    print(f"--resume: {len(whole)} finished run(s) kept from {partial}", file=sys.stderr)
+    return kept
+
+
 def check_ties(args: argparse.Namespace, results: list[dict], prompts_file: Path) -> list[dict]:
     """Every divergence from no speculation, scored by a worker without
     speculation (none when the outputs agree or ``none`` did not run)."""
@@ -596,6 +624,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="vLLM's compilation_config cudagraph_mode (GPU)",
     )
     p.add_argument("--out-dir", type=Path, default=RESULTS)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs that a cut-short invocation with the same prompts finished "
+        "(<out-dir>/vllm_compare_partial.json) and run only the rest",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--prompts-file", help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="auto", help=argparse.SUPPRESS)  # the worker's, set by main
@@ -650,8 +684,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     prompts_file.write_text(json.dumps(prompts))
     stamp = version_stamp()
     predict = args.predict and "none" in args.methods
-    results: list[dict] = []
-    runs = [(r, m) for r in range(args.rounds) for m in round_order(list(args.methods), r)]
+    partial = args.out_dir / "vllm_compare_partial.json"
+    results = resumed_results(partial, prompts, args) if args.resume else []
+    done = {(r["round"], r["method"]) for r in results}
+    runs = [
+        (r, m)
+        for r in range(args.rounds)
+        for m in round_order(list(args.methods), r)
+        if (r, m) not in done
+    ]
     with tqdm(runs, desc="vLLM runs", unit="run") as bar:
         for r, method in bar:
             bar.set_postfix_str(f"round {r + 1}: {method}")
@@ -661,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             env = worker_env(method, args.arctic_path)
             results += run_worker_process(method, cmd, log, env, len(args.concurrency))
             # what has run so far survives a run cut short (a lease's time limit)
-            (args.out_dir / "vllm_compare_partial.json").write_text(json.dumps(results))
+            partial.write_text(json.dumps({"prompts": prompts, "results": results}))
     graph_mode = (
         "NONE"
         if args.enforce_eager

@@ -13,7 +13,11 @@ pytest.importorskip("vllm")
 
 
 def test_vllm_compare_writes_its_table(
-    load_script, tiny_model: str, edit_traces: Path, tmp_path: Path
+    load_script,
+    tiny_model: str,
+    edit_traces: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     mod = load_script("vllm_compare")
     argv = ["--model", tiny_model, "--traces", str(edit_traces), "--num-prompts", "3",
@@ -39,6 +43,16 @@ def test_vllm_compare_writes_its_table(
     table = (tmp_path / "vc" / "vllm_compare.md").read_text()
     assert "| none |" in table and "| suffix, this core |" in table
     assert "3/3" in table and "predicted" in table  # identical outputs, predicted column
+
+    # --resume keeps the finished runs of a cut-short invocation: none runs again
+    def no_worker(*a: object, **k: object) -> None:
+        raise AssertionError("--resume ran a finished method again")
+
+    monkeypatch.setattr(mod, "run_worker_process", no_worker)
+    assert mod.main([*argv, "--methods", "none", "suffix", "--resume"]) == 0
+    again = json.loads((tmp_path / "vc" / "vllm_compare.json").read_text())
+    assert again["results"] == doc["results"]
+    monkeypatch.undo()
 
     # The tie check: a divergence planted in the suffix output is scored by
     # a worker without speculation at its position (the real one agrees).
