@@ -38,6 +38,8 @@ _P_BINS = 10  # estimated probability in tenths
 _POS_BINS = 6  # draft position 1, 2-3, 4-7, 8-15, 16-31, 32+
 _ML_BINS = 5  # match length 0-3, 4-7, 8-15, 16+, unknown (-1: speculator drafts)
 _SHAPE = (_P_BINS, _POS_BINS, _ML_BINS)
+_FACTOR_MIN, _FACTOR_MAX = 0.05, 4.0  # a request's factor stays within these
+_NO_STATS = (0.0, 0.0)
 
 
 def _p_bin(p: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
@@ -53,6 +55,24 @@ def _ml_bin(ml: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
     return np.where(ml < 0, _ML_BINS - 1, np.maximum(known, 0))
 
 
+_POS_LUT = _pos_bin(np.arange(2**_POS_BINS))  # bins saturate at position 2**(_POS_BINS-1)
+
+
+def _cells(
+    probs: npt.NDArray[np.float64],
+    offsets: npt.NDArray[np.int64],
+    lengths: npt.NDArray[np.int64],
+    match_lens: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """Each draft token's table cell (flat index) and 1-based position
+    (probabilities known to be in [0, 1])."""
+    pos = np.arange(len(probs), dtype=np.int64) - np.repeat(offsets[:-1], lengths) + 1
+    pb = np.minimum((probs * _P_BINS).astype(np.intp), _P_BINS - 1)
+    qb = _POS_LUT[np.minimum(pos, len(_POS_LUT) - 1)]
+    mb = np.repeat(_ml_bin(match_lens), lengths)
+    return (pb * _POS_BINS + qb) * _ML_BINS + mb, pos
+
+
 def _match_lens(match_lens: npt.ArrayLike | None, n: int) -> npt.NDArray[np.int64]:
     if match_lens is None:
         return np.full(n, -1, dtype=np.int64)
@@ -64,10 +84,16 @@ def _match_lens(match_lens: npt.ArrayLike | None, n: int) -> npt.NDArray[np.int6
 
 def segment_cummin(values: npt.NDArray[np.float64], lengths: npt.NDArray[np.int64]) -> np.ndarray:
     """Running minimum within each consecutive segment of ``lengths``."""
+    if len(values) and not values.min() >= 0:
+        raise ValueError("segment_cummin needs values >= 0")
+    return _segment_cummin(values, lengths)
+
+
+def _segment_cummin(values: npt.NDArray[np.float64], lengths: npt.NDArray[np.int64]) -> np.ndarray:
     if len(values) == 0:
         return values.copy()
-    if np.any(values < 0):
-        raise ValueError("segment_cummin needs values >= 0")
+    if len(lengths) == 1:
+        return np.asarray(np.minimum.accumulate(values))
     big = 2.0 * float(values.max()) + 1.0
     seg = np.repeat(np.arange(len(lengths), dtype=np.float64), lengths) * big
     # later segments are shifted below every earlier one, so a running
@@ -103,6 +129,7 @@ class AcceptanceModel:
         prior = np.broadcast_to(mid[:, None, None], _SHAPE).copy()
         self._trials = {s: np.full(_SHAPE, prior_weight) for s in SOURCES}
         self._hits = {s: prior * prior_weight for s in SOURCES}
+        self._table = {s: prior.ravel().copy() for s in SOURCES}  # hits / trials, flat
         # per (source, request): running accepted and calibrated expected
         self._req: dict[tuple[str, Hashable], list[float]] = {}
 
@@ -127,8 +154,8 @@ class AcceptanceModel:
     def factor(self, req_id: Hashable, source: str = "suffix") -> float:
         """The request's factor: (accepted + 1) / (expected + 1) over its
         recent drafts, in [0.05, 4]."""
-        acc, exp = self._req.get((source, req_id), (0.0, 0.0))
-        return min(max((acc + 1.0) / (exp + 1.0), 0.05), 4.0)
+        acc, exp = self._req.get((source, req_id), _NO_STATS)
+        return min(max((acc + 1.0) / (exp + 1.0), _FACTOR_MIN), _FACTOR_MAX)
 
     def token_values(
         self,
@@ -141,14 +168,32 @@ class AcceptanceModel:
         """Expected acceptance of every draft token (flat, split by
         ``offsets`` like ``speculate_batch``'s result; ``match_lens`` per
         draft, None: unknown), non-increasing along each draft."""
+        self._check(source)
         p, off = _flat(probs, offsets, len(req_ids))
-        lengths = np.diff(off)
-        pos = np.arange(len(p), dtype=np.int64) - np.repeat(off[:-1], lengths) + 1
-        ml = np.repeat(_match_lens(match_lens, len(req_ids)), lengths)
-        v = self.calibrated(p, pos, source, ml)
-        v *= np.repeat([self.factor(r, source) for r in req_ids], lengths)
+        return self.values_unchecked(req_ids, p, off, source, _match_lens(match_lens, len(req_ids)))
+
+    def values_unchecked(
+        self,
+        req_ids: Sequence[Hashable],
+        probs: npt.NDArray[np.float64],
+        offsets: npt.NDArray[np.int64],
+        source: str,
+        match_lens: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.float64]:
+        """:meth:`token_values` for arguments already checked (the draft
+        policy's own arrays, each step): float64 probabilities in [0, 1],
+        int64 offsets, one int64 match length per draft, a known source."""
+        lengths = np.diff(offsets)
+        cell, _ = _cells(probs, offsets, lengths, match_lens)
+        v = self._table[source][cell]
+        stats = self._req
+        factors = []
+        for r in req_ids:
+            acc, exp = stats.get((source, r), _NO_STATS)
+            factors.append((acc + 1.0) / (exp + 1.0))
+        v *= np.repeat(np.clip(factors, _FACTOR_MIN, _FACTOR_MAX), lengths)
         np.minimum(v, 1.0, out=v)  # a probability, however well the request runs
-        return segment_cummin(v, lengths)
+        return _segment_cummin(v, lengths)
 
     def observe(
         self,
@@ -178,21 +223,35 @@ class AcceptanceModel:
         """:meth:`observe` for a whole step: the drafts flat, split by ``offsets``."""
         self._check(source)
         p, off = _flat(probs, offsets, len(req_ids))
-        lengths = np.diff(off)
         acc = np.asarray(accepted)
         if acc.shape != (len(req_ids),) or not np.issubdtype(acc.dtype, np.integer):
             raise TypeError("accepted must hold one integer per request")
-        if np.any(acc < 0) or np.any(acc > lengths):
+        if np.any(acc < 0) or np.any(acc > np.diff(off)):
             raise ValueError("accepted counts must be in [0, draft length] for every request")
-        pos = np.arange(len(p), dtype=np.int64) - np.repeat(off[:-1], lengths) + 1
-        mb = _ml_bin(np.repeat(_match_lens(match_lens, len(req_ids)), lengths))
-        pb, qb = _p_bin(p), _pos_bin(pos)
-        table = self._hits[source] / self._trials[source]
+        self.observe_unchecked(
+            req_ids, p, off, acc.astype(np.int64), source, _match_lens(match_lens, len(req_ids))
+        )
+
+    def observe_unchecked(
+        self,
+        req_ids: Sequence[Hashable],
+        probs: npt.NDArray[np.float64],
+        offsets: npt.NDArray[np.int64],
+        accepted: npt.NDArray[np.int64],
+        source: str,
+        match_lens: npt.NDArray[np.int64],
+    ) -> None:
+        """:meth:`observe_batch` for arguments already checked (as for
+        :meth:`values_unchecked`; accepted counts within each draft)."""
+        lengths = np.diff(offsets)
+        cell, pos = _cells(probs, offsets, lengths, match_lens)
         expected = np.bincount(
-            np.repeat(np.arange(len(lengths)), lengths), table[pb, qb, mb], minlength=len(lengths)
+            np.repeat(np.arange(len(lengths)), lengths),
+            self._table[source][cell],
+            minlength=len(lengths),
         )
         m = self.request_memory
-        for r, n, a, e in zip(req_ids, lengths.tolist(), acc.tolist(), expected.tolist()):
+        for r, n, a, e in zip(req_ids, lengths.tolist(), accepted.tolist(), expected.tolist()):
             stats = self._req.setdefault((source, r), [0.0, 0.0])
             if n == 0:
                 stats[0] *= 0.95
@@ -200,15 +259,15 @@ class AcceptanceModel:
             else:
                 stats[0] = m * stats[0] + a
                 stats[1] = m * stats[1] + e
-        cell = (pb * _POS_BINS + qb) * _ML_BINS + mb
-        hit = pos <= np.repeat(acc, lengths)
+        hit = pos <= np.repeat(accepted, lengths)
         size = _P_BINS * _POS_BINS * _ML_BINS
         self._trials[source] += np.bincount(cell, minlength=size).reshape(_SHAPE)
         self._hits[source] += np.bincount(cell[hit], minlength=size).reshape(_SHAPE)
         full = self._trials[source] > self.max_trials
-        if np.any(full):
+        if full.any():
             self._trials[source][full] *= 0.5
             self._hits[source][full] *= 0.5
+        self._table[source] = (self._hits[source] / self._trials[source]).ravel()
 
     def forget(self, req_id: Hashable) -> None:
         for s in SOURCES:
@@ -220,11 +279,11 @@ def _flat(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     off = np.asarray(offsets, dtype=np.int64).reshape(-1)
-    if len(off) != n + 1 or off[0] != 0 or off[-1] != len(p) or np.any(np.diff(off) < 0):
+    if len(off) != n + 1 or off[0] != 0 or off[-1] != len(p) or (n and np.diff(off).min() < 0):
         raise ValueError(
             f"offsets must be non-decreasing, start at 0, end at len(probs)={len(p)} and "
             f"have one more entry than the {n} requests"
         )
-    if np.any(~np.isfinite(p)) or np.any(p < 0) or np.any(p > 1):
+    if len(p) and not (p.min() >= 0 and p.max() <= 1):  # NaN fails both
         raise ValueError("draft probabilities must be in [0, 1]")
     return p, off

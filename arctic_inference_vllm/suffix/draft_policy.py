@@ -39,14 +39,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from arctic_inference_vllm.suffix.acceptance import AcceptanceModel
+from arctic_inference_vllm.suffix.acceptance import SOURCES, AcceptanceModel
 from arctic_inference_vllm.suffix.step_cost import (
     FULL_DECODE_MODES,
     StepCostModel,
     graph_mode_name,
     largest_graph,
     step_shape,
-    step_shapes,
 )
 
 DEFAULT_STEP_CAP = 512  # most tokens per step without CUDA graphs or a scheduler budget
@@ -78,8 +77,19 @@ class Candidates:
             raise ValueError(f"{len(self.match_lens)} match lengths for {n} requests")
         if len(self.sources) != len(self.req_ids):
             raise ValueError(f"{len(self.sources)} sources for {len(self.req_ids)} requests")
-        if len(self.offsets) != len(self.req_ids) + 1 or self.offsets[-1] != len(self.probs):
-            raise ValueError("offsets must have one entry more than requests and end at len(probs)")
+        off = self.offsets
+        if len(off) != n + 1 or off[0] != 0 or off[-1] != len(self.probs):
+            raise ValueError(
+                "offsets must have one entry more than requests, start at 0 and end at len(probs)"
+            )
+        if n and np.diff(off).min() < 0:
+            raise ValueError("offsets must be non-decreasing")
+        p = self.probs
+        if len(p) and not (p.min() >= 0 and p.max() <= 1):  # NaN fails both
+            raise ValueError("draft probabilities must be in [0, 1]")
+        for source in set(self.sources):
+            if source not in SOURCES:
+                raise KeyError(f"unknown draft source {source!r}; known: {', '.join(SOURCES)}")
 
     @property
     def lengths(self) -> npt.NDArray[np.int64]:
@@ -231,8 +241,8 @@ class DraftPolicy:
         for source, (ids, ps, acc, mls) in by_source.items():
             offsets = np.concatenate(([0], np.cumsum([len(p) for p in ps]))).astype(np.int64)
             flat = np.concatenate(ps) if ps else np.zeros(0)
-            self.acceptance.observe_batch(
-                ids, flat, offsets, np.asarray(acc, dtype=np.int64), source, mls
+            self.acceptance.observe_unchecked(
+                ids, flat, offsets, np.asarray(acc, dtype=np.int64), source, np.asarray(mls)
             )
 
     def record(self, cands: Candidates, lengths: Sequence[int]) -> None:
@@ -304,7 +314,8 @@ class DraftPolicy:
     def _values(self, cands: Candidates) -> npt.NDArray[np.float64]:
         sources = set(cands.sources)
         if len(sources) == 1:  # the common case: one drafter
-            return self.acceptance.token_values(
+            assert cands.match_lens is not None
+            return self.acceptance.values_unchecked(
                 cands.req_ids, cands.probs, cands.offsets, sources.pop(), cands.match_lens
             )
         out = np.zeros(len(cands.probs))
@@ -318,7 +329,7 @@ class DraftPolicy:
                 continue
             sub_off = np.concatenate(([0], np.cumsum(lengths[rows]))).astype(np.int64)
             assert cands.match_lens is not None
-            out[idx] = self.acceptance.token_values(
+            out[idx] = self.acceptance.values_unchecked(
                 [cands.req_ids[i] for i in rows],
                 cands.probs[idx],
                 sub_off,
@@ -330,11 +341,17 @@ class DraftPolicy:
     def _cost(
         self, mode: str, graph: int, tokens: npt.NDArray[np.int64], uniform: bool
     ) -> npt.NDArray[np.float64]:
-        out = np.empty(len(tokens))
-        shapes = step_shapes(mode, graph, tokens, uniform)
-        for s in np.unique(shapes).tolist():
-            m = shapes == s
-            out[m] = self.cost.cost(s, tokens[m])
+        # as step_shapes: one shape up to the largest graph, "eager" above it
+        small = step_shape(mode, graph, 1, uniform) if graph >= 1 else "eager"
+        above = tokens > graph
+        if not above.any():
+            out = self.cost.cost(small, tokens)
+        elif small == "eager" or above.all():
+            out = self.cost.cost("eager", tokens)
+        else:
+            out = np.empty(len(tokens))
+            out[~above] = self.cost.cost(small, tokens[~above])
+            out[above] = self.cost.cost("eager", tokens[above])
         return np.maximum(out, 1e-12)
 
     def _explore(

@@ -158,7 +158,7 @@ class StepCostModel:
         """
         self._check_shape(shape)
         n = np.asarray(num_tokens, dtype=np.float64)
-        if np.any(~np.isfinite(n)) or np.any(n < 0):
+        if n.size and not (n.min() >= 0 and n.max() < np.inf):  # NaN fails both
             raise ValueError("num_tokens must be finite and >= 0")
         if shape in self._fit:
             a, b = self._fit[shape]
