@@ -42,6 +42,12 @@ _FACTOR_MIN, _FACTOR_MAX = 0.05, 4.0  # a request's factor stays within these
 _NO_STATS = (0.0, 0.0)
 
 
+def check_source(source: str) -> None:
+    """KeyError unless ``source`` is a known drafter (see SOURCES)."""
+    if source not in SOURCES:
+        raise KeyError(f"unknown draft source {source!r}; known: {', '.join(SOURCES)}")
+
+
 def _p_bin(p: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
     return np.clip((p * _P_BINS).astype(np.intp), 0, _P_BINS - 1)
 
@@ -133,10 +139,6 @@ class AcceptanceModel:
         # per (source, request): running accepted and calibrated expected
         self._req: dict[tuple[str, Hashable], list[float]] = {}
 
-    def _check(self, source: str) -> None:
-        if source not in SOURCES:
-            raise KeyError(f"unknown draft source {source!r}; known: {', '.join(SOURCES)}")
-
     def calibrated(
         self,
         probs: npt.NDArray[np.float64],
@@ -146,8 +148,8 @@ class AcceptanceModel:
     ) -> npt.NDArray[np.float64]:
         """Table values for tokens of estimated ``probs`` at draft ``positions``
         (1-based) of drafts with these match lengths (per token; None: unknown)."""
-        self._check(source)
-        table = self._hits[source] / self._trials[source]
+        check_source(source)
+        table = self._table[source].reshape(_SHAPE)
         ml = _match_lens(match_lens, len(probs))
         return np.asarray(table[_p_bin(probs), _pos_bin(positions), _ml_bin(ml)], dtype=np.float64)
 
@@ -168,7 +170,7 @@ class AcceptanceModel:
         """Expected acceptance of every draft token (flat, split by
         ``offsets`` like ``speculate_batch``'s result; ``match_lens`` per
         draft, None: unknown), non-increasing along each draft."""
-        self._check(source)
+        check_source(source)
         p, off = _flat(probs, offsets, len(req_ids))
         return self.values_unchecked(req_ids, p, off, source, _match_lens(match_lens, len(req_ids)))
 
@@ -221,7 +223,7 @@ class AcceptanceModel:
         match_lens: npt.ArrayLike | None = None,
     ) -> None:
         """:meth:`observe` for a whole step: the drafts flat, split by ``offsets``."""
-        self._check(source)
+        check_source(source)
         p, off = _flat(probs, offsets, len(req_ids))
         acc = np.asarray(accepted)
         if acc.shape != (len(req_ids),) or not np.issubdtype(acc.dtype, np.integer):

@@ -39,11 +39,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from arctic_inference_vllm.suffix.acceptance import SOURCES, AcceptanceModel
+from arctic_inference_vllm.suffix.acceptance import AcceptanceModel, check_source
 from arctic_inference_vllm.suffix.step_cost import (
     FULL_DECODE_MODES,
     StepCostModel,
     graph_mode_name,
+    graph_step_shape,
     largest_graph,
     step_shape,
 )
@@ -88,8 +89,7 @@ class Candidates:
         if len(p) and not (p.min() >= 0 and p.max() <= 1):  # NaN fails both
             raise ValueError("draft probabilities must be in [0, 1]")
         for source in set(self.sources):
-            if source not in SOURCES:
-                raise KeyError(f"unknown draft source {source!r}; known: {', '.join(SOURCES)}")
+            check_source(source)
 
     @property
     def lengths(self) -> npt.NDArray[np.int64]:
@@ -341,8 +341,7 @@ class DraftPolicy:
     def _cost(
         self, mode: str, graph: int, tokens: npt.NDArray[np.int64], uniform: bool
     ) -> npt.NDArray[np.float64]:
-        # as step_shapes: one shape up to the largest graph, "eager" above it
-        small = step_shape(mode, graph, 1, uniform) if graph >= 1 else "eager"
+        small = graph_step_shape(mode, graph, uniform)
         above = tokens > graph
         if not above.any():
             out = self.cost.cost(small, tokens)

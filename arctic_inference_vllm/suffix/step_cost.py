@@ -73,13 +73,10 @@ def step_shape(mode: str, max_graph: int, num_tokens: int, uniform: bool) -> str
     return "eager" if mode == "FULL_DECODE_ONLY" else "piecewise"
 
 
-def step_shapes(
-    mode: str, max_graph: int, num_tokens: npt.NDArray[np.int64], uniform: bool
-) -> npt.NDArray[np.str_]:
-    """:func:`step_shape` of many step sizes at once."""
-    n = np.asarray(num_tokens)
-    small = step_shape(mode, max_graph, 1, uniform) if max_graph >= 1 else "eager"
-    return np.where(n > max_graph, "eager", small)
+def graph_step_shape(mode: str, max_graph: int, uniform: bool) -> str:
+    """:func:`step_shape` of every step that fits the largest graph (a
+    larger step runs eager)."""
+    return step_shape(mode, max_graph, 1, uniform) if max_graph >= 1 else "eager"
 
 
 class StepCostModel:

@@ -10,10 +10,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from arctic_inference_vllm.suffix.acceptance import AcceptanceModel, segment_cummin
 from arctic_inference_vllm.suffix.draft_policy import Candidates, DraftPolicy
-from arctic_inference_vllm.suffix.step_cost import StepCostModel, step_shape
+from arctic_inference_vllm.suffix.step_cost import StepCostModel, graph_step_shape, step_shape
 
 K = 8
 
@@ -240,6 +242,9 @@ def test_step_shapes_follow_vllms_dispatcher() -> None:
     assert step_shape("FULL", 512, 7, False) == "full"
     assert step_shape("FULL_DECODE_ONLY", 512, 7, False) == "eager"
     assert step_shape("PIECEWISE", 512, 7, True) == "piecewise"
+    assert graph_step_shape("FULL_AND_PIECEWISE", 512, True) == "full"
+    assert graph_step_shape("FULL_AND_PIECEWISE", 512, False) == "piecewise"
+    assert graph_step_shape("FULL", 0, True) == "eager"  # no graph captured
 
 
 def test_cost_curve_fits_a_line_and_follows_the_machine() -> None:
@@ -335,6 +340,45 @@ def test_request_factor_recovers_without_drafts() -> None:
     for _ in range(100):
         model.observe("bad", np.zeros(0), 0)  # no draft this step
     assert low < 0.3 and model.factor("bad") > 0.9
+
+
+drafts = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c"]),  # request
+        st.lists(st.floats(0.0, 1.0), max_size=40),  # estimated probabilities
+        st.integers(-1, 80),  # match length
+        st.integers(0, 40),  # accepted (clipped to the draft)
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(drafts, min_size=1, max_size=5))
+def test_token_values_match_a_per_token_reference(steps: list) -> None:
+    """The vectorized values equal a token-by-token reading of the public
+    table and factors, after any history of observed drafts."""
+    model = AcceptanceModel()
+    for step in steps:
+        ids = [r for r, _, _, _ in step]
+        probs = [np.array(p) for _, p, _, _ in step]
+        offsets = np.concatenate(([0], np.cumsum([len(p) for p in probs]))).astype(np.int64)
+        flat = np.concatenate(probs) if probs else np.zeros(0)
+        mls = [m for _, _, m, _ in step]
+        got = model.token_values(ids, flat, offsets, "suffix", mls)
+        want = []
+        for r, p, ml in zip(ids, probs, mls):
+            low = 1.0
+            for j, pj in enumerate(p):
+                v = model.calibrated(np.array([pj]), np.array([j + 1]), "suffix", np.array([ml]))
+                low = min(low, float(v[0]) * model.factor(r))
+                want.append(low)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+        accepted = [min(a, len(p)) for (_, _, _, a), p in zip(step, probs)]
+        if len(set(ids)) == len(ids):  # one draft per request and step, as engines give
+            model.observe_batch(
+                ids, flat, offsets, np.array(accepted, dtype=np.int64), "suffix", mls
+            )
 
 
 # ------------------------------------------------------------ bad input
