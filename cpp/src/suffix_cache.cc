@@ -247,8 +247,8 @@ void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft&
   // Evaluate match lengths (loci in s.loci, occurrence counts in s.occ) from
   // longest to shortest. A shorter match with the same occurrence count
   // continues the same occurrences with no larger budget, so it is skipped,
-  // unless the longer draft reached max_depth (the shorter one can go one
-  // token further, and may copy from elsewhere). So skipping is only a
+  // unless the longer draft stopped at max_depth short of its budget (the
+  // shorter one can go one token further, and may copy from elsewhere). So skipping is only a
   // saving: a match whose count is unknown (-1) is drafted and cannot win.
   // A draft scores at most its budget, so once the budget cannot beat the
   // best score, shorter matches cannot either.
@@ -261,7 +261,12 @@ void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft&
     if (have && static_cast<double>(budget) <= best.score) break;
     if (m < M && s.occ[m - 1] == s.occ[m] && s.occ[m] >= 0 && !last_cut) continue;
     tree.draft(s.loci[m - 1], budget, p.min_token_prob, p.use_tree_spec, s.draft);
-    last_cut = s.draft.cut;
+    // A chain that filled its budget was not limited by the depth: past the
+    // cut it copied with its probability held, which counting from a shorter
+    // match of the same occurrences cannot beat (only lower it), so the
+    // shorter ones stay skipped.
+    last_cut = s.draft.cut &&
+               (p.use_tree_spec || static_cast<int32_t>(s.draft.token_ids.size()) < budget);
     if (!have || s.draft.score > best.score) {
       std::swap(best, s.draft);
       best.match_len = m;

@@ -230,18 +230,12 @@ class Corpus:
     def best_draft(
         self, ctx: list[int], k: int, factor: float, offset: float, min_prob: float, tree: bool
     ) -> RefDraft:
-        M = self.longest_match(ctx)
+        """Every match length drafted: the best score wins, the longer match
+        on ties (the core skips matches that cannot win; the result is the
+        same)."""
         best: RefDraft | None = None
-        last_cut = False
-        for m in range(M, 0, -1):
-            b = budget(m, k, factor, offset)
-            if best is not None and b <= best.score:
-                break
-            same = occ(self.seqs, ctx[-m:]) == occ(self.seqs, ctx[-(m + 1) :])
-            if m < M and same and not last_cut:
-                continue
-            d = self.draft(ctx[-m:], b, min_prob, tree)
-            last_cut = d.cut
+        for m in range(self.longest_match(ctx), 0, -1):
+            d = self.draft(ctx[-m:], budget(m, k, factor, offset), min_prob, tree)
             if best is None or d.score > best.score:
                 d.match_len = m
                 best = d
