@@ -265,8 +265,8 @@ void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft&
     // cut it copied with its probability held, which counting from a shorter
     // match of the same occurrences cannot beat (only lower it), so the
     // shorter ones stay skipped.
-    last_cut = s.draft.cut &&
-               (p.use_tree_spec || static_cast<int32_t>(s.draft.token_ids.size()) < budget);
+    last_cut =
+        s.draft.cut && (p.use_tree_spec || static_cast<int32_t>(s.draft.token_ids.size()) < budget);
     if (!have || s.draft.score > best.score) {
       std::swap(best, s.draft);
       best.match_len = m;
