@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -476,9 +477,7 @@ def resumed_results(partial: Path, prompts: list, args: argparse.Namespace) -> l
         and r["round"] < args.rounds
         and r["concurrency"] in args.concurrency
     ]
-    per_run: dict[tuple[int, str], int] = {}
-    for r in keep:
-        per_run[(r["round"], r["method"])] = per_run.get((r["round"], r["method"]), 0) + 1
+    per_run = Counter((r["round"], r["method"]) for r in keep)  # levels each run finished
     whole = {run for run, n in per_run.items() if n == len(args.concurrency)}
     kept = [r for r in keep if (r["round"], r["method"]) in whole]
     print(f"--resume: {len(whole)} finished run(s) kept from {partial}", file=sys.stderr)
