@@ -171,7 +171,7 @@ class AcceptanceModel:
         ``offsets`` like ``speculate_batch``'s result; ``match_lens`` per
         draft, None: unknown), non-increasing along each draft."""
         check_source(source)
-        p, off = _flat(probs, offsets, len(req_ids))
+        p, off = flat_drafts(probs, offsets, len(req_ids))
         return self.values_unchecked(req_ids, p, off, source, _match_lens(match_lens, len(req_ids)))
 
     def values_unchecked(
@@ -224,7 +224,7 @@ class AcceptanceModel:
     ) -> None:
         """:meth:`observe` for a whole step: the drafts flat, split by ``offsets``."""
         check_source(source)
-        p, off = _flat(probs, offsets, len(req_ids))
+        p, off = flat_drafts(probs, offsets, len(req_ids))
         acc = np.asarray(accepted)
         if acc.shape != (len(req_ids),) or not np.issubdtype(acc.dtype, np.integer):
             raise TypeError("accepted must hold one integer per request")
@@ -276,9 +276,11 @@ class AcceptanceModel:
             self._req.pop((s, req_id), None)
 
 
-def _flat(
+def flat_drafts(
     probs: npt.ArrayLike, offsets: npt.ArrayLike, n: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """``n`` drafts' probabilities, flat and split by ``offsets``, as float64
+    and int64 arrays; ValueError unless they are well formed."""
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     off = np.asarray(offsets, dtype=np.int64).reshape(-1)
     if len(off) != n + 1 or off[0] != 0 or off[-1] != len(p) or (n and np.diff(off).min() < 0):

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from arctic_inference_vllm.suffix.acceptance import AcceptanceModel, check_source
+from arctic_inference_vllm.suffix.acceptance import AcceptanceModel, check_source, flat_drafts
 from arctic_inference_vllm.suffix.step_cost import (
     FULL_DECODE_MODES,
     StepCostModel,
@@ -69,25 +69,14 @@ class Candidates:
     match_lens: npt.NDArray[np.int64] | None = None  # per request; -1 or None: unknown
 
     def __post_init__(self) -> None:
-        self.probs = np.asarray(self.probs, dtype=np.float64).reshape(-1)
-        self.offsets = np.asarray(self.offsets, dtype=np.int64).reshape(-1)
         n = len(self.req_ids)
+        self.probs, self.offsets = flat_drafts(self.probs, self.offsets, n)
         ml = np.full(n, -1) if self.match_lens is None else self.match_lens
         self.match_lens = np.asarray(ml, dtype=np.int64).reshape(-1)
         if len(self.match_lens) != n:
             raise ValueError(f"{len(self.match_lens)} match lengths for {n} requests")
-        if len(self.sources) != len(self.req_ids):
-            raise ValueError(f"{len(self.sources)} sources for {len(self.req_ids)} requests")
-        off = self.offsets
-        if len(off) != n + 1 or off[0] != 0 or off[-1] != len(self.probs):
-            raise ValueError(
-                "offsets must have one entry more than requests, start at 0 and end at len(probs)"
-            )
-        if n and np.diff(off).min() < 0:
-            raise ValueError("offsets must be non-decreasing")
-        p = self.probs
-        if len(p) and not (p.min() >= 0 and p.max() <= 1):  # NaN fails both
-            raise ValueError("draft probabilities must be in [0, 1]")
+        if len(self.sources) != n:
+            raise ValueError(f"{len(self.sources)} sources for {n} requests")
         for source in set(self.sources):
             check_source(source)
 
