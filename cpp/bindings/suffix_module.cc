@@ -209,6 +209,9 @@ nb::ndarray<nb::numpy, T, nb::ndim<1>> to_numpy(std::vector<T>&& v) {
 }
 
 thread_local std::vector<int32_t> tls_tokens;
+// speculate() swaps its result in: buffers circulate instead of being
+// allocated per call.
+thread_local Draft tls_draft;
 
 }  // namespace
 
@@ -261,7 +264,7 @@ NB_MODULE(_C, m) {
             const SpecParams p = make_params(max_spec_tokens, factor, offset, min_prob, tree);
             const bool own = context.is_none();
             if (!own) to_tokens(context, "context", false, tls_tokens);
-            Draft d;
+            Draft& d = tls_draft;
             {
               nb::gil_scoped_release release;
               c.speculate(handle,

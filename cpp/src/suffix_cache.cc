@@ -210,7 +210,7 @@ void SuffixCache::stop_request(int64_t handle) {
     std::vector<int32_t>().swap(r.prev_same);
     std::unordered_map<int32_t, int32_t>().swap(r.last_pos);
     r.gloci = Loci();
-    r.lloci = Loci();
+    r.lloci = PromptLoci();
   } else {
     forget(requests_.find(handle));
   }
@@ -243,24 +243,34 @@ void SuffixCache::forget(Requests::iterator it) {
   if (requests_.empty()) Requests().swap(requests_);
 }
 
-void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft& best, Scratch& s) {
-  // Evaluate match lengths (loci in s.loci, occurrence counts in s.occ) from
+void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft& best, Scratch& s,
+                             double bar, bool ties_win) {
+  // Evaluate match lengths (loci and occurrence counts in s.view) from
   // longest to shortest. A shorter match with the same occurrence count
   // continues the same occurrences with no larger budget, so it is skipped,
   // unless the longer draft stopped at max_depth short of its budget (the
-  // shorter one can go one token further, and may copy from elsewhere). So skipping is only a
-  // saving: a match whose count is unknown (-1) is drafted and cannot win.
+  // shorter one can go one token further, and may copy from elsewhere). So
+  // skipping is only a saving: a match whose count is unknown (-1) is
+  // drafted.
   // A draft scores at most its budget, so once the budget cannot beat the
-  // best score, shorter matches cannot either.
+  // best score, or reach `bar` (the other tree's score: reaching it wins
+  // with ties_win, else only exceeding it), shorter matches cannot either.
   clear(best);
-  const int32_t M = static_cast<int32_t>(s.loci.size());
+  const LociView& v = s.view;
   bool have = false, last_cut = false;
+  int64_t longer_occ = -1;
   // An unknown count (-1) never equals another: that match is drafted.
-  for (int32_t m = M; m >= 1; --m) {
+  for (int32_t m = v.size; m >= 1; --m) {
     const int32_t budget = spec_budget(m, p);
-    if (have && static_cast<double>(budget) <= best.score) break;
-    if (m < M && s.occ[m - 1] == s.occ[m] && s.occ[m] >= 0 && !last_cut) continue;
-    tree.draft(s.loci[m - 1], budget, p.min_token_prob, p.use_tree_spec, s.draft);
+    const double b = budget;
+    if ((have && b <= best.score) || (ties_win ? b < bar : b <= bar)) break;
+    Locus at;
+    const int64_t occ = view_entry(tree, v, m, at);
+    const bool same = m < v.size && occ == longer_occ && occ >= 0;
+    longer_occ = occ;
+    if (same && !last_cut) continue;
+    if (at.node == SuffixTree::kNil) at = tree.locate(v.run_text.last(m));
+    tree.draft(at, budget, p.min_token_prob, p.use_tree_spec, s.draft);
     // A chain that filled its budget was not limited by the depth: past the
     // cut it copied with its probability held, which counting from a shorter
     // match of the same occurrences cannot beat (only lower it), so the
@@ -316,12 +326,118 @@ void SuffixCache::update_loci(const SuffixTree& tree, const OwnText& own, Loci& 
   st.len = n;
 }
 
+void SuffixCache::fold_unique(const SuffixTree& tree, PromptLoci& st) {
+  // Loci at the long end of the list that occur once join the run.
+  while (!st.loci.empty() && tree.cheap_occurrences(st.loci.back()) == 1) {
+    const Locus& l = st.loci.back();
+    if (st.uhi == 0) {
+      st.uhi = l.depth;
+      st.uend = tree.occurrence_end(l);
+      st.ulong = l;
+      st.ulong_ok = true;
+    }
+    st.ulo = l.depth;
+    st.loci.pop_back();
+  }
+}
+
+void SuffixCache::update_prompt_loci(const SuffixTree& tree, const OwnText& own, PromptLoci& st,
+                                     Scratch& s) const {
+  // update_loci with the run: a run whose next prompt token is not the new
+  // one ends (every suffix in it occurs only there).
+  const std::span<const int32_t> prompt = tree.tokens(0);
+  const int32_t plen = static_cast<int32_t>(prompt.size());
+  const size_t n = own.size();
+  if (st.gen != tree.generation() || st.len > n) {
+    const size_t m = std::min<size_t>(n, max_depth_);
+    s.tmp.resize(m);
+    for (size_t i = 0; i < m; ++i) s.tmp[i] = own[n - m + i];
+    st.loci.clear();
+    st.uhi = 0;
+    tree.match_suffixes(s.tmp, st.loci);
+    fold_unique(tree, st);
+  } else {
+    for (size_t i = st.len; i < n; ++i) {
+      const int32_t t = own[i];
+      if (st.uhi > 0) {
+        if (st.ulo < max_depth_ && st.uend + 1 < plen && prompt[st.uend + 1] == t) {
+          ++st.uend;
+          ++st.ulo;
+          if (st.uhi < max_depth_) {
+            ++st.uhi;
+            st.ulong_ok = st.ulong_ok && tree.advance(st.ulong, t);
+          } else {
+            st.ulong_ok = false;  // the longest reached the depth: a new one
+          }
+        } else {
+          st.uhi = 0;
+        }
+      }
+      size_t kept = 0;
+      for (; kept < st.loci.size(); ++kept) {
+        if (!tree.advance(st.loci[kept], t)) break;
+      }
+      st.loci.resize(kept);
+      Locus one{SuffixTree::kRoot, 0, 0};
+      if (tree.advance(one, t)) {
+        st.loci.insert(st.loci.begin(), one);
+      } else {
+        st.loci.clear();
+      }
+      // A run that continued holds every shorter suffix: they continued too.
+      ARCTIC_CHECK(st.uhi == 0 || static_cast<int32_t>(st.loci.size()) + 1 == st.ulo, InternalError,
+                   "prompt loci out of step with their run");
+      fold_unique(tree, st);
+    }
+  }
+  st.gen = tree.generation();
+  st.len = n;
+}
+
+void SuffixCache::prompt_loci_view(const SuffixTree& tree, PromptLoci& st, size_t want,
+                                   Scratch& s) {
+  // Lengths 1 .. want (at most the longest match); the run's longest is
+  // located now (best_draft starts there), shorter ones only if drafted.
+  want = std::min(want, st.uhi > 0 ? static_cast<size_t>(st.uhi) : st.loci.size());
+  list_view(st.loci, want, s);
+  LociView& v = s.view;
+  if (want == static_cast<size_t>(v.list_end)) return;
+  v.run_text = tree.tokens(0).first(st.uend + 1);
+  if (want == static_cast<size_t>(st.uhi)) {
+    if (!st.ulong_ok) {
+      st.ulong = tree.locate(v.run_text.last(want));
+      st.ulong_ok = true;
+    }
+    v.top = st.ulong;
+    v.top_ok = true;
+  }
+}
+
+void SuffixCache::list_view(std::span<const Locus> list, size_t want, Scratch& s) {
+  s.view = LociView();
+  s.view.list = list.data();
+  s.view.list_end = static_cast<int32_t>(std::min(list.size(), want));
+  s.view.size = static_cast<int32_t>(want);
+}
+
+int64_t SuffixCache::view_entry(const SuffixTree& tree, const LociView& v, int32_t m, Locus& at) {
+  int64_t occ = 1;
+  if (m <= v.ring_n) {
+    at = tree.tail_locus(v.ring_seq, m, occ);
+  } else if (m <= v.list_end) {
+    at = v.list[m - 1];
+    occ = tree.cheap_occurrences(at);
+  } else {
+    at = (m == v.size && v.top_ok) ? v.top : Locus{SuffixTree::kNil, 0, 0};
+  }
+  return occ;
+}
+
 void SuffixCache::tail_matches(const SuffixTree& tree, std::span<const int32_t> context,
                                Scratch& s) const {
   s.loci.clear();
   tree.match_suffixes(context, s.loci);
-  s.occ.resize(s.loci.size());
-  for (size_t i = 0; i < s.loci.size(); ++i) s.occ[i] = tree.cheap_occurrences(s.loci[i]);
+  list_view(s.loci, s.loci.size(), s);
 }
 
 void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context, bool own_tail,
@@ -344,58 +460,34 @@ void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context,
     for (size_t i = 0, base = own.size() - context.size(); i < context.size() && is_tail; ++i)
       is_tail = context[i] == own[base + i];
   }
-  if (is_tail && r.local_response) {
-    r.local->tail_loci(0, s.loci, s.occ);
-    s.loci.resize(std::min(s.loci.size(), context.size()));
-    s.occ.resize(s.loci.size());
-  } else if (is_tail) {
-    update_loci(*r.local, own, r.lloci, s);
-    s.loci.assign(r.lloci.loci.begin(),
-                  r.lloci.loci.begin() + std::min(r.lloci.loci.size(), context.size()));
-    s.occ.resize(s.loci.size());
-    for (size_t i = 0; i < s.loci.size(); ++i) s.occ[i] = r.local->cheap_occurrences(s.loci[i]);
-  } else {
-    tail_matches(*r.local, context, s);
-  }
-  best_draft(*r.local, p, s.local_best, s);
-
-  // A global draft wins only with a strictly higher score, and scores at
-  // most its budget: skip the search when that cannot happen.
-  const int32_t max_global =
+  const int32_t max_budget =
       spec_budget(static_cast<int32_t>(std::min<size_t>(context.size(), max_depth_)), p);
-  if (s.local_best.score >= static_cast<double>(max_global)) {
-    std::swap(out, s.local_best);
-    return;
-  }
-  if (is_tail && !r.local_response) {
-    // The response grows in the global tree: its active suffixes are the
-    // loci of the context's suffixes within the response; longer ones
-    // reach into the prompt and are matched.
-    global_.tail_loci(r.global_seq, s.loci, s.occ);
-    const size_t want = context.size();
-    if (s.loci.size() >= want) {
-      s.loci.resize(want);
-      s.occ.resize(want);
-    } else {
-      const size_t have = s.loci.size();
-      global_.match_suffixes(context, s.loci);
-      s.occ.resize(s.loci.size());
-      for (size_t i = have; i < s.loci.size(); ++i) s.occ[i] = global_.cheap_occurrences(s.loci[i]);
-    }
-  } else if (is_tail) {
-    update_loci(global_, own, r.gloci, s);
-    s.loci.assign(r.gloci.loci.begin(),
-                  r.gloci.loci.begin() + std::min(r.gloci.loci.size(), context.size()));
-    s.occ.resize(s.loci.size());
-    for (size_t i = 0; i < s.loci.size(); ++i) s.occ[i] = global_.cheap_occurrences(s.loci[i]);
+  // The local draft wins ties. Either tree may be searched first; the
+  // second search then drafts only matches whose budget could still win
+  // (at least the first's score for the local tree, more for the global
+  // one), and none when the first filled its budget and the second would
+  // have to beat it. The tree that won the last step goes first: its
+  // search often fills the budget and makes the other's nearly free.
+  if (r.global_first) {
+    global_loci(r, own, context, is_tail, s);
+    best_draft(global_, p, s.global_best, s, 0.0, true);
+    local_loci(r, own, context, is_tail, s);
+    best_draft(*r.local, p, s.local_best, s, s.global_best.score, true);
   } else {
-    tail_matches(global_, context, s);
+    local_loci(r, own, context, is_tail, s);
+    best_draft(*r.local, p, s.local_best, s, 0.0, true);
+    if (s.local_best.score >= static_cast<double>(max_budget)) {
+      r.global_first = false;
+      std::swap(out, s.local_best);
+      return;
+    }
+    global_loci(r, own, context, is_tail, s);
+    best_draft(global_, p, s.global_best, s, s.local_best.score, false);
   }
-  best_draft(global_, p, s.global_best, s);
-
-  Draft& best = s.global_best.score > s.local_best.score ? s.global_best : s.local_best;
-  // A realigned draft scores at most its budget, max_global at most.
-  if (best.score < static_cast<double>(max_global)) {
+  r.global_first = s.global_best.score > s.local_best.score;
+  Draft& best = r.global_first ? s.global_best : s.local_best;
+  // A realigned draft scores at most its budget, max_budget at most.
+  if (best.score < static_cast<double>(max_budget)) {
     realign(r, context, p, s);
     if (s.realigned.score > best.score) {
       std::swap(out, s.realigned);
@@ -403,6 +495,46 @@ void SuffixCache::speculate_locked(Request& r, std::span<const int32_t> context,
     }
   }
   std::swap(out, best);
+}
+
+void SuffixCache::local_loci(Request& r, const OwnText& own, std::span<const int32_t> context,
+                             bool is_tail, Scratch& s) const {
+  if (is_tail && r.local_response) {
+    s.view = LociView();
+    s.view.ring_seq = 0;
+    s.view.ring_n = std::min<int32_t>(r.local->tail_count(0), context.size());
+    s.view.list_end = s.view.size = s.view.ring_n;
+  } else if (is_tail) {
+    update_prompt_loci(*r.local, own, r.lloci, s);
+    prompt_loci_view(*r.local, r.lloci, context.size(), s);
+  } else {
+    tail_matches(*r.local, context, s);
+  }
+}
+
+void SuffixCache::global_loci(Request& r, const OwnText& own, std::span<const int32_t> context,
+                              bool is_tail, Scratch& s) const {
+  if (is_tail && !r.local_response) {
+    // The response grows in the global tree: its active suffixes are the
+    // loci of the context's suffixes within the response; longer ones
+    // reach into the prompt and are matched.
+    const int32_t want = static_cast<int32_t>(context.size());
+    const int32_t ring_n = std::min(global_.tail_count(r.global_seq), want);
+    int32_t size = ring_n;
+    if (ring_n < want) {
+      s.loci.resize(ring_n);  // placeholders: match_suffixes goes on from ring_n + 1
+      global_.match_suffixes(context, s.loci);
+      size = static_cast<int32_t>(s.loci.size());
+    }
+    list_view(s.loci, size, s);
+    s.view.ring_seq = r.global_seq;
+    s.view.ring_n = ring_n;
+  } else if (is_tail) {
+    update_loci(global_, own, r.gloci, s);
+    list_view(r.gloci.loci, std::min(r.gloci.loci.size(), context.size()), s);
+  } else {
+    tail_matches(global_, context, s);
+  }
 }
 
 void SuffixCache::speculate(int64_t handle, std::span<const int32_t> context, bool own_tail,
@@ -449,7 +581,9 @@ void SuffixCache::speculate_batch(std::span<const int64_t> handles,
   };
   for (size_t i = 0; i < n; ++i)
     if (!reqs[i]->local_response) add_tokens(*reqs[i], new_of(i));
-  std::vector<Draft> drafts(n);
+  // Reused across calls: each step's drafts swap buffers with the scratch.
+  std::vector<Draft>& drafts = batch_drafts_;
+  drafts.resize(n);
   auto body = [&](size_t begin, size_t end, int worker) {
     for (size_t i = begin; i < end; ++i) {
       if (reqs[i]->local_response) add_tokens(*reqs[i], new_of(i));

@@ -1,6 +1,7 @@
 #include "arctic_core/suffix_tree.h"
 
 #include <algorithm>
+#include <numeric>
 #include <queue>
 #include <unordered_map>
 
@@ -558,25 +559,41 @@ Locus SuffixTree::longest_match(std::span<const int32_t> context) const {
   return best;
 }
 
+Locus SuffixTree::locate(std::span<const int32_t> str) const {
+  Locus l{kRoot, 0, 0};
+  const int32_t n = static_cast<int32_t>(str.size());
+  ARCTIC_CHECK(n <= max_depth_, InternalError, "locate: ", n, " tokens exceed max_depth");
+  while (l.depth < n) {
+    const uint32_t c = child(l.node, str[l.depth]);
+    ARCTIC_CHECK(c != kNil, InternalError, "locate: the string does not occur");
+    l.node = c;
+    l.offset = std::min<int32_t>(nodes_[c].length, n - l.depth);
+    l.depth += l.offset;
+  }
+  return l;
+}
+
 void SuffixTree::tail_loci(int32_t seq_id, std::vector<Locus>& out,
                            std::vector<int64_t>& occ) const {
+  const int32_t n = tail_count(seq_id);
+  out.resize(n);
+  occ.resize(n);
+  for (int32_t m = 1; m <= n; ++m) out[m - 1] = tail_locus(seq_id, m, occ[m - 1]);
+}
+
+Locus SuffixTree::tail_locus(int32_t seq_id, int32_t m, int64_t& occ) const {
   const Sequence& s = live_seq(seq_id);
-  out.resize(s.ring_size);
-  occ.resize(s.ring_size);
-  // Newest (m = 1) first, walking the ring backwards without divisions.
-  int32_t idx = s.ring_start + s.ring_size - 1;
+  ARCTIC_CHECK(m >= 1 && m <= s.ring_size, InvalidArgument, "tail_locus: m = ", m,
+               " is outside [1, ", s.ring_size, "]");
+  // The ring holds the oldest (longest) first.
+  int32_t idx = s.ring_start + s.ring_size - m;
   if (idx >= max_depth_) idx -= max_depth_;
-  for (int32_t m = 1; m <= s.ring_size; ++m, idx = (idx == 0) ? max_depth_ - 1 : idx - 1) {
-    const Active& a = s.ring[idx];
-    const Node& x = nodes_[a.node];
-    out[m - 1] = Locus{a.node, a.off == kEnd ? static_cast<int32_t>(x.length) : a.off, m};
-    // A pending tail suffix alone in its edge stops no one before itself.
-    if (x.pend == 0 || (x.pend == 1 && a.off != kEnd)) {
-      occ[m - 1] = x.count;
-    } else {
-      occ[m - 1] = cheap_occurrences(out[m - 1]);
-    }
-  }
+  const Active& a = s.ring[idx];
+  const Node& x = nodes_[a.node];
+  const Locus l{a.node, a.off == kEnd ? static_cast<int32_t>(x.length) : a.off, m};
+  // A pending tail suffix alone in its edge stops no one before itself.
+  occ = (x.pend == 0 || (x.pend == 1 && a.off != kEnd)) ? x.count : cheap_occurrences(l);
+  return l;
 }
 
 int64_t SuffixTree::occurrences(const Locus& l) const {
@@ -668,18 +685,24 @@ void SuffixTree::draft_path(Locus at, int32_t budget, double min_prob, Draft& ou
   int32_t off = at.offset;
   int32_t depth = at.depth;
   double p = 1.0;
-  auto push = [&](int32_t t) {
-    out.parents.push_back(static_cast<int32_t>(out.token_ids.size()) - 1);
-    out.token_ids.push_back(t);
-    out.probs.push_back(p);
-    out.score += p;
+  // Runs of tokens with one probability (the rest of an edge, a copy) are
+  // appended at once; the score is summed token by token, as elsewhere.
+  auto push_run = [&](const int32_t* src, int32_t k) {
+    const int32_t base = static_cast<int32_t>(out.token_ids.size());
+    out.token_ids.insert(out.token_ids.end(), src, src + k);
+    out.parents.resize(base + k);
+    std::iota(out.parents.begin() + base, out.parents.end(), base - 1);
+    out.probs.insert(out.probs.end(), k, p);
+    for (int32_t i = 0; i < k; ++i) out.score += p;
   };
   while (static_cast<int32_t>(out.token_ids.size()) < budget) {
     const Node& vn = nodes_[v];
+    const int32_t room = budget - static_cast<int32_t>(out.token_ids.size());
     if (off < vn.length) {
-      push(tok(vn.ref_seq, vn.ref_idx + off));
-      ++off;
-      ++depth;
+      const int32_t k = std::min(room, static_cast<int32_t>(vn.length) - off);
+      push_run(seqs_[vn.ref_seq]->tokens.data() + vn.ref_idx + off, k);
+      off += k;
+      depth += k;
     } else if (depth < max_depth_) {
       int64_t total;
       const uint32_t c = best_child(v, total);
@@ -695,10 +718,7 @@ void SuffixTree::draft_path(Locus at, int32_t budget, double min_prob, Draft& ou
       out.cut = true;  // reached the depth limit
       if (start < 0) break;
       const std::vector<int32_t>& seq = seqs_[vn.ref_seq]->tokens;
-      for (size_t i = start; i < seq.size() && static_cast<int32_t>(out.token_ids.size()) < budget;
-           ++i) {
-        push(seq[i]);
-      }
+      push_run(seq.data() + start, std::min(room, static_cast<int32_t>(seq.size()) - start));
       break;
     }
   }

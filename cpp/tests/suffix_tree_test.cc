@@ -139,6 +139,11 @@ TEST(SuffixTree, AppendedTextCountsMatchBruteForce) {
       for (size_t m = 1; m <= loci.size(); ++m) {
         const Text tail(text.end() - static_cast<std::ptrdiff_t>(m), text.end());
         ASSERT_EQ(occ[m - 1], brute_count({text}, tail, depth)) << "m=" << m;
+        // locate() skips whole edges; it must land where matching does.
+        const Locus at = tree.locate(tail);
+        ASSERT_EQ(at.node, loci[m - 1].node) << "m=" << m;
+        ASSERT_EQ(at.offset, loci[m - 1].offset) << "m=" << m;
+        ASSERT_EQ(at.depth, static_cast<int32_t>(m));
       }
     }
     ASSERT_EQ(tree.check_integrity(), "");
@@ -194,6 +199,10 @@ TEST(SuffixTree, MisuseThrowsTypedErrors) {
   std::vector<Locus> loci;
   std::vector<int64_t> occ;
   EXPECT_THROW(grown.tail_loci(g + 1, loci, occ), NotFound);
+  int64_t one = 0;
+  EXPECT_THROW(grown.tail_locus(g, 2, one), InvalidArgument);      // one token: one suffix
+  EXPECT_THROW(grown.locate(Text{2}), InternalError);              // does not occur
+  EXPECT_THROW(grown.locate(Text{1, 1, 1, 1, 1}), InternalError);  // past the depth
 }
 
 }  // namespace

@@ -98,6 +98,22 @@ class SuffixCache {
     size_t len = 0;
   };
 
+  // Loci of the own text's suffixes in a prompt-only local tree (one
+  // sequence, static). Most long suffixes occur once in the prompt, and
+  // those all end at one position (the one occurrence of the longest holds
+  // the shorter ones): they are kept as a run, lengths [ulo, uhi] ending at
+  // prompt index uend, which follows a new token by one compare. Only the
+  // shorter suffixes, which occur more often, are kept as loci.
+  struct PromptLoci {
+    std::vector<Locus> loci;   // lengths 1 .. loci.size(), below the run
+    int32_t ulo = 0, uhi = 0;  // uhi == 0: no run
+    int32_t uend = -1;
+    Locus ulong;  // locus of length uhi, when ulong_ok
+    bool ulong_ok = false;
+    uint64_t gen = ~uint64_t{0};
+    size_t len = 0;
+  };
+
   // The request's own text: prompt (local tree) then, with sharing, the
   // response growing in the global tree.
   struct OwnText {
@@ -112,8 +128,9 @@ class SuffixCache {
     bool local_response = true;         // the local tree holds the response
     int32_t global_seq = -1;            // its sequence there (growing with sharing)
     int32_t prompt_len = 0;
-    Loci gloci;  // in the global tree
-    Loci lloci;  // in the local tree, when it holds the prompt only
+    Loci gloci;                 // in the global tree
+    PromptLoci lloci;           // in the local tree, when it holds the prompt only
+    bool global_first = false;  // the global draft won the last step
     // Previous position of the same token in the request's own text (-1:
     // none), and each token's last position: realignment looks up recent
     // occurrences of the context's last token.
@@ -121,11 +138,25 @@ class SuffixCache {
     std::unordered_map<int32_t, int32_t> last_pos;
   };
 
+  // The loci of the context's suffixes in one tree, by match length
+  // m = 1 .. size, read by best_draft only where it needs them (it mostly
+  // stops after the longest few): up to ring_n, the newest active suffixes
+  // of sequence ring_seq; up to list_end, list[m - 1]; the rest, a run
+  // occurring once, suffixes of run_text located when drafted (the
+  // longest is `top` when top_ok).
+  struct LociView {
+    int32_t ring_seq = -1, ring_n = 0, list_end = 0, size = 0;
+    const Locus* list = nullptr;
+    std::span<const int32_t> run_text;
+    Locus top;
+    bool top_ok = false;
+  };
+
   // Reusable buffers of one drafting thread.
   struct Scratch {
     std::vector<int32_t> ctx, tmp;
     std::vector<Locus> loci;
-    std::vector<int64_t> occ;
+    LociView view;
     Draft draft, local_best, global_best, realigned;
     std::vector<int32_t> cand, pair_from, pair_to;
   };
@@ -136,13 +167,26 @@ class SuffixCache {
   void forget(Requests::iterator it);
   void speculate_locked(Request& r, std::span<const int32_t> context, bool own_tail,
                         const SpecParams& params, Draft& out, Scratch& s);
-  void best_draft(const SuffixTree& tree, const SpecParams& params, Draft& best, Scratch& s);
+  void best_draft(const SuffixTree& tree, const SpecParams& params, Draft& best, Scratch& s,
+                  double bar, bool ties_win);
+  // s.view of the context's suffixes in the request's local tree, or in
+  // the global one.
+  void local_loci(Request& r, const OwnText& own, std::span<const int32_t> context, bool is_tail,
+                  Scratch& s) const;
+  void global_loci(Request& r, const OwnText& own, std::span<const int32_t> context, bool is_tail,
+                   Scratch& s) const;
   OwnText own_text(const Request& r) const;
   void add_tokens(Request& r, std::span<const int32_t> tokens);
   static void index_own(Request& r, std::span<const int32_t> tokens);
   void realign(const Request& r, std::span<const int32_t> context, const SpecParams& p,
                Scratch& s) const;
   void update_loci(const SuffixTree& tree, const OwnText& own, Loci& st, Scratch& s) const;
+  void update_prompt_loci(const SuffixTree& tree, const OwnText& own, PromptLoci& st,
+                          Scratch& s) const;
+  static void fold_unique(const SuffixTree& tree, PromptLoci& st);
+  static void prompt_loci_view(const SuffixTree& tree, PromptLoci& st, size_t want, Scratch& s);
+  static int64_t view_entry(const SuffixTree& tree, const LociView& v, int32_t m, Locus& at);
+  static void list_view(std::span<const Locus> list, size_t want, Scratch& s);
   void tail_matches(const SuffixTree& tree, std::span<const int32_t> context, Scratch& s) const;
 
   static constexpr int32_t kRealignWindow = 32;
@@ -156,6 +200,7 @@ class SuffixCache {
   std::mutex mu_;
   std::unique_ptr<WorkerPool> pool_;
   std::vector<Scratch> scratch_;  // one per pool thread
+  std::vector<Draft> batch_drafts_;
 };
 
 }  // namespace arctic_core

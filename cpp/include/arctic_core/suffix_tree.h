@@ -103,6 +103,10 @@ class SuffixTree {
   // its last m tokens, for m = 1 .. min(length, max_depth); occ[m-1] is the
   // number of occurrences of those tokens.
   void tail_loci(int32_t seq_id, std::vector<Locus>& out, std::vector<int64_t>& occ) const;
+  // One of them: the locus of the last m tokens (1 <= m <= tail_count), and
+  // in `occ` their occurrences (-1 when that is not cheap to tell).
+  Locus tail_locus(int32_t seq_id, int32_t m, int64_t& occ) const;
+  int32_t tail_count(int32_t seq_id) const { return live_seq(seq_id).ring_size; }
   // Loci of the suffixes of `context`: out[m-1] for m = 1 .. M where M is
   // the longest suffix (at most max_depth) that occurs in the tree. Entries
   // already in `out` are taken as the loci of the shorter suffixes.
@@ -110,6 +114,14 @@ class SuffixTree {
   // Locus of the longest suffix of `context` (at most max_depth) that
   // occurs; depth 0 (the root) when none does.
   Locus longest_match(std::span<const int32_t> context) const;
+  // Locus of a string known to occur (at most max_depth tokens): whole
+  // edges are skipped without comparing. Throws InternalError if it does
+  // not occur.
+  Locus locate(std::span<const int32_t> str) const;
+  // Index, in the reference sequence of l's node, of the last token of one
+  // occurrence of the string at l: in a single-sequence tree where the
+  // string occurs once, where that occurrence ends.
+  int32_t occurrence_end(const Locus& l) const { return nodes_[l.node].ref_idx + l.offset - 1; }
 
   // Move `l` one token further along `token`; false if the string never
   // continues that way (or is already max_depth long).
