@@ -268,7 +268,10 @@ void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft&
     const int64_t occ = view_entry(tree, v, m, at);
     const bool same = m < v.size && occ == longer_occ && occ >= 0;
     longer_occ = occ;
-    if (same && !last_cut) continue;
+    if (same && !last_cut) {
+      m = shortest_with_count(tree, v, m, occ);  // skip the whole run of them
+      continue;
+    }
     if (at.node == SuffixTree::kNil) at = tree.locate(v.run_text.last(m));
     tree.draft(at, budget, p.min_token_prob, p.use_tree_spec, s.draft);
     // A chain that filled its budget was not limited by the depth: past the
@@ -283,6 +286,28 @@ void SuffixCache::best_draft(const SuffixTree& tree, const SpecParams& p, Draft&
       have = true;
     }
   }
+}
+
+int32_t SuffixCache::shortest_with_count(const SuffixTree& tree, const LociView& v, int32_t m,
+                                         int64_t occ) {
+  // Counts never grow with the match length, so the matches between two
+  // with count `occ` have it too: gallop down from m, then bisect. Entries
+  // reported unknown (-1) only end a run early (they are then drafted).
+  Locus at;
+  int32_t good = m, bad = 0, step = 1;
+  while (good - step >= 1) {
+    if (view_entry(tree, v, good - step, at) != occ) {
+      bad = good - step;
+      break;
+    }
+    good -= step;
+    step *= 2;
+  }
+  while (good - bad > 1) {
+    const int32_t mid = bad + (good - bad) / 2;
+    (view_entry(tree, v, mid, at) == occ ? good : bad) = mid;
+  }
+  return good;
 }
 
 SuffixCache::OwnText SuffixCache::own_text(const Request& r) const {
@@ -326,8 +351,73 @@ void SuffixCache::update_loci(const SuffixTree& tree, const OwnText& own, Loci& 
   st.len = n;
 }
 
-void SuffixCache::fold_unique(const SuffixTree& tree, PromptLoci& st) {
-  // Loci at the long end of the list that occur once join the run.
+void SuffixCache::update_prompt_loci(const SuffixTree& tree, const OwnText& own, PromptLoci& st,
+                                     Scratch& s) const {
+  // Follows the new tokens either one by one (each locus, and the run by one
+  // compare), or, when that is dearer, by finding the loci below the run
+  // again from the root: few and short, whatever the number of tokens.
+  const std::span<const int32_t> prompt = tree.tokens(0);
+  const size_t n = own.size();
+  if (st.gen != tree.generation() || st.len > n) {
+    rebuild_prompt_loci(tree, own, st, 0, s);
+  } else if (n > st.len) {
+    const size_t T = n - st.len, K = st.loci.size();
+    if (T * 2 <= K + 2) {
+      for (size_t i = st.len; i < n; ++i) prompt_loci_step(tree, prompt, own[i], st);
+    } else {
+      // Copying from the prompt: the run continues through every new token.
+      const int32_t t = static_cast<int32_t>(T);
+      bool copied = st.uhi > 0 && st.ulo + t <= max_depth_ &&
+                    st.uend + t < static_cast<int32_t>(prompt.size());
+      for (size_t j = 0; copied && j < T; ++j) copied = prompt[st.uend + 1 + j] == own[st.len + j];
+      if (copied) {
+        st.uend += t;
+        st.uhi = std::min(st.uhi + t, max_depth_);
+        st.ulong_ok = false;
+        rebuild_prompt_loci(tree, own, st, st.ulo + t, s);
+      } else {
+        rebuild_prompt_loci(tree, own, st, 0, s);
+      }
+    }
+  }
+  st.gen = tree.generation();
+  st.len = n;
+}
+
+void SuffixCache::prompt_loci_step(const SuffixTree& tree, std::span<const int32_t> prompt,
+                                   int32_t t, PromptLoci& st) const {
+  // A run whose next prompt token is not t ends (its suffixes occur only
+  // there); the loci below it advance, the longest dropping out first.
+  if (st.uhi > 0) {
+    if (st.ulo < max_depth_ && st.uend + 1 < static_cast<int32_t>(prompt.size()) &&
+        prompt[st.uend + 1] == t) {
+      ++st.uend;
+      ++st.ulo;
+      if (st.uhi < max_depth_) {
+        ++st.uhi;
+        st.ulong_ok = st.ulong_ok && tree.advance(st.ulong, t);
+      } else {
+        st.ulong_ok = false;  // the longest reached the depth: a new one
+      }
+    } else {
+      st.uhi = 0;
+    }
+  }
+  size_t kept = 0;
+  for (; kept < st.loci.size(); ++kept) {
+    if (!tree.advance(st.loci[kept], t)) break;
+  }
+  st.loci.resize(kept);
+  Locus one{SuffixTree::kRoot, 0, 0};
+  if (tree.advance(one, t)) {
+    st.loci.insert(st.loci.begin(), one);
+  } else {
+    st.loci.clear();
+  }
+  // A run that continued holds every shorter suffix: they continued too.
+  ARCTIC_CHECK(st.uhi == 0 || static_cast<int32_t>(st.loci.size()) + 1 == st.ulo, InternalError,
+               "prompt loci out of step with their run");
+  // Loci at the long end that now occur once join the run.
   while (!st.loci.empty() && tree.cheap_occurrences(st.loci.back()) == 1) {
     const Locus& l = st.loci.back();
     if (st.uhi == 0) {
@@ -341,57 +431,43 @@ void SuffixCache::fold_unique(const SuffixTree& tree, PromptLoci& st) {
   }
 }
 
-void SuffixCache::update_prompt_loci(const SuffixTree& tree, const OwnText& own, PromptLoci& st,
-                                     Scratch& s) const {
-  // update_loci with the run: a run whose next prompt token is not the new
-  // one ends (every suffix in it occurs only there).
+void SuffixCache::rebuild_prompt_loci(const SuffixTree& tree, const OwnText& own, PromptLoci& st,
+                                      int32_t floor, Scratch& s) const {
+  // The suffixes below the run (or below `floor`, where a known run
+  // starts), from the root, shortest first, up to the first that occurs
+  // once: it starts the run, whose longest member is found by comparing
+  // further back with the prompt at that one occurrence.
   const std::span<const int32_t> prompt = tree.tokens(0);
-  const int32_t plen = static_cast<int32_t>(prompt.size());
-  const size_t n = own.size();
-  if (st.gen != tree.generation() || st.len > n) {
-    const size_t m = std::min<size_t>(n, max_depth_);
-    s.tmp.resize(m);
-    for (size_t i = 0; i < m; ++i) s.tmp[i] = own[n - m + i];
-    st.loci.clear();
-    st.uhi = 0;
-    tree.match_suffixes(s.tmp, st.loci);
-    fold_unique(tree, st);
-  } else {
-    for (size_t i = st.len; i < n; ++i) {
-      const int32_t t = own[i];
-      if (st.uhi > 0) {
-        if (st.ulo < max_depth_ && st.uend + 1 < plen && prompt[st.uend + 1] == t) {
-          ++st.uend;
-          ++st.ulo;
-          if (st.uhi < max_depth_) {
-            ++st.uhi;
-            st.ulong_ok = st.ulong_ok && tree.advance(st.ulong, t);
-          } else {
-            st.ulong_ok = false;  // the longest reached the depth: a new one
-          }
-        } else {
-          st.uhi = 0;
-        }
+  const int32_t L = static_cast<int32_t>(std::min<size_t>(own.size(), max_depth_));
+  s.tmp.resize(L);
+  for (int32_t i = 0; i < L; ++i) s.tmp[i] = own[own.size() - L + i];
+  const int32_t* end = s.tmp.data() + L;
+  st.loci.clear();
+  const int32_t top = floor > 0 ? floor - 1 : L;
+  Locus l;
+  for (int32_t m = 1; m <= top; ++m) {
+    const bool found = tree.find({end - m, static_cast<size_t>(m)}, l);
+    ARCTIC_CHECK(found || floor == 0, InternalError, "prompt loci: a run member does not occur");
+    if (!found) break;
+    if (tree.cheap_occurrences(l) == 1) {
+      if (floor == 0) {
+        st.uend = tree.occurrence_end(l);
+        st.uhi = m;
+        while (st.uhi < L && st.uend - st.uhi >= 0 && end[-1 - st.uhi] == prompt[st.uend - st.uhi])
+          ++st.uhi;
+        st.ulong = l;
+        st.ulong_ok = st.uhi == m;
       }
-      size_t kept = 0;
-      for (; kept < st.loci.size(); ++kept) {
-        if (!tree.advance(st.loci[kept], t)) break;
-      }
-      st.loci.resize(kept);
-      Locus one{SuffixTree::kRoot, 0, 0};
-      if (tree.advance(one, t)) {
-        st.loci.insert(st.loci.begin(), one);
-      } else {
-        st.loci.clear();
-      }
-      // A run that continued holds every shorter suffix: they continued too.
-      ARCTIC_CHECK(st.uhi == 0 || static_cast<int32_t>(st.loci.size()) + 1 == st.ulo, InternalError,
-                   "prompt loci out of step with their run");
-      fold_unique(tree, st);
+      st.ulo = m;
+      return;
     }
+    st.loci.push_back(l);
   }
-  st.gen = tree.generation();
-  st.len = n;
+  if (floor > 0) {
+    st.ulo = floor;
+  } else {
+    st.uhi = 0;
+  }
 }
 
 void SuffixCache::prompt_loci_view(const SuffixTree& tree, PromptLoci& st, size_t want,

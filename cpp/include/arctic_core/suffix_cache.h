@@ -183,8 +183,13 @@ class SuffixCache {
   void update_loci(const SuffixTree& tree, const OwnText& own, Loci& st, Scratch& s) const;
   void update_prompt_loci(const SuffixTree& tree, const OwnText& own, PromptLoci& st,
                           Scratch& s) const;
-  static void fold_unique(const SuffixTree& tree, PromptLoci& st);
+  void prompt_loci_step(const SuffixTree& tree, std::span<const int32_t> prompt, int32_t t,
+                        PromptLoci& st) const;
+  void rebuild_prompt_loci(const SuffixTree& tree, const OwnText& own, PromptLoci& st,
+                           int32_t floor, Scratch& s) const;
   static void prompt_loci_view(const SuffixTree& tree, PromptLoci& st, size_t want, Scratch& s);
+  static int32_t shortest_with_count(const SuffixTree& tree, const LociView& v, int32_t m,
+                                     int64_t occ);
   static int64_t view_entry(const SuffixTree& tree, const LociView& v, int32_t m, Locus& at);
   static void list_view(std::span<const Locus> list, size_t want, Scratch& s);
   void tail_matches(const SuffixTree& tree, std::span<const int32_t> context, Scratch& s) const;

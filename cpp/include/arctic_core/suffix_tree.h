@@ -114,6 +114,10 @@ class SuffixTree {
   // Locus of the longest suffix of `context` (at most max_depth) that
   // occurs; depth 0 (the root) when none does.
   Locus longest_match(std::span<const int32_t> context) const;
+  // Locus of `str` in `out`, if it occurs (at most max_depth tokens).
+  bool find(std::span<const int32_t> str, Locus& out) const {
+    return walk(str.data(), static_cast<int32_t>(str.size()), out);
+  }
   // Locus of a string known to occur (at most max_depth tokens): whole
   // edges are skipped without comparing. Throws InternalError if it does
   // not occur.
