@@ -667,11 +667,7 @@ int32_t SuffixTree::copy_start(uint32_t v) const {
 
 void SuffixTree::draft(const Locus& at, int32_t budget, double min_token_prob, bool tree_mode,
                        Draft& out) const {
-  out.token_ids.clear();
-  out.parents.clear();
-  out.probs.clear();
-  out.score = 0.0;
-  out.cut = false;
+  out.reset();
   if (budget <= 0) return;
   if (tree_mode) {
     draft_tree(at, budget, min_token_prob, out);

@@ -61,6 +61,16 @@ struct Draft {
   double score = 0.0;            // sum of probs
   int32_t match_len = 0;         // context tokens matched to produce it
   bool cut = false;              // reached max_depth (copied past it, or stopped)
+
+  // Empty, keeping the buffers.
+  void reset() {
+    token_ids.clear();
+    parents.clear();
+    probs.clear();
+    score = 0.0;
+    match_len = 0;
+    cut = false;
+  }
 };
 
 // What drafting does at max_depth, where the counts end.
