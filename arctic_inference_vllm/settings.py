@@ -34,6 +34,9 @@ class AdapterSettings:
     suffix_step_cost_curve: str | None = None
     # suffix/proposer.py: threads of the per-step drafting call
     suffix_num_threads: int = 1
+    # suffix/proposer.py: running requests draft from each other's outputs
+    # as they are produced (the core's live sharing)
+    suffix_share_active_responses: bool = False
     # swiftkv/config.py: prompt tokens skip the later layers
     swiftkv_fast_prefill: bool = True
     # ulysses/ (set by --ulysses-sequence-parallel-size)
@@ -55,6 +58,11 @@ class AdapterSettings:
         threads = self.suffix_num_threads
         if not _is_int(threads) or not 1 <= threads <= 256:
             raise ValueError(f"suffix_num_threads must be an integer in [1, 256], got {threads!r}")
+        if not isinstance(self.suffix_share_active_responses, bool):
+            raise ValueError(
+                "suffix_share_active_responses must be true or false, "
+                f"got {self.suffix_share_active_responses!r}"
+            )
         fast_prefill = self.swiftkv_fast_prefill
         if not isinstance(fast_prefill, bool):
             raise ValueError(f"swiftkv_fast_prefill must be true or false, got {fast_prefill!r}")

@@ -10,8 +10,8 @@ of them padded to a full CUDA graph (graph_padding.py).
 Settings: vLLM's ``suffix_decoding_*`` fields and ``num_speculative_tokens``;
 optional ``additional_config={"arctic_inference": {...}}`` keys
 ``suffix_step_token_budget`` (a fixed cap instead of the policy),
-``suffix_step_cost_curve`` (a measured cost curve to start from) and
-``suffix_num_threads``.
+``suffix_step_cost_curve`` (a measured cost curve to start from),
+``suffix_num_threads`` and ``suffix_share_active_responses`` (live sharing).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class ArcticSuffixDecodingProposer(SuffixDecodingProposer):
             max_tree_depth=config.suffix_decoding_max_tree_depth,
             max_cached_requests=config.suffix_decoding_max_cached_requests,
             num_threads=settings.suffix_num_threads,
+            share_active_responses=settings.suffix_share_active_responses,
         )
         self.policy = make_policy(vllm_config, config.num_speculative_tokens)
 

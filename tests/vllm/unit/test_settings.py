@@ -59,6 +59,7 @@ def test_bad_adapter_settings_are_rejected() -> None:
         suffix_step_token_budget=None,
         suffix_step_cost_curve=None,
         suffix_num_threads=1,
+        suffix_share_active_responses=False,
         swiftkv_fast_prefill=True,
         ulysses_sequence_parallel_size=1,
     )  # None: automatic
@@ -67,6 +68,7 @@ def test_bad_adapter_settings_are_rejected() -> None:
         ({"arctic_inference": {"suffix_step_token_budget": -1}}, "suffix_step_token_budget"),
         ({"arctic_inference": {"suffix_num_threads": 0}}, "suffix_num_threads"),
         ({"arctic_inference": {"suffix_step_cost_curve": 3}}, "suffix_step_cost_curve"),
+        ({"arctic_inference": {"suffix_share_active_responses": 1}}, "suffix_share_active"),
         ({"arctic_inference": {"swiftkv_fast_prefill": 1}}, "swiftkv_fast_prefill"),
         ({"arctic_inference": {"ulysses_sequence_parallel_size": 0}}, "ulysses_sequence_parallel"),
         (
@@ -213,6 +215,36 @@ def test_small_decode_steps_are_padded_to_full_cuda_graphs(tiny_model: str) -> N
     cfg.additional_config = {}
     cfg.compilation_config.cudagraph_mode = CUDAGraphMode.PIECEWISE  # no full graphs
     assert run() == plain
+
+
+def test_live_sharing_lets_a_request_draft_from_a_running_one(tiny_model: str) -> None:
+    """suffix_share_active_responses: B drafts what A has produced so far,
+    while A still runs; without it A's output is drafted from only once A
+    stops."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    from arctic_inference_vllm.suffix.proposer import ArcticSuffixDecodingProposer
+
+    cfg = EngineArgs(
+        model=tiny_model,
+        max_model_len=256,
+        enforce_eager=True,
+        speculative_config={"method": "suffix", "num_speculative_tokens": 8},
+    ).create_engine_config()
+    # A writes 10 11 12 13 14; B's text then ends with 10 11 (its prompt
+    # holds neither), so only A's running response continues it.
+    prompts = [[1, 2, 3], [5, 1, 2, 3]]
+    steps = [[[10], [10]], [[11, 12, 13, 14], [11]]]
+
+    def b_draft(share: bool) -> list[int]:
+        cfg.additional_config = {"arctic_inference": {"suffix_share_active_responses": share}}
+        proposer = ArcticSuffixDecodingProposer(cfg)
+        proposer.policy.cost = _two_shapes(5.0, 5.0)  # flat: the drafts as the tree gives them
+        return _drive(proposer, prompts, steps)[1]
+
+    assert b_draft(True) == [12, 13]  # a 2-token match drafts 2 tokens
+    assert b_draft(False) == []
+    cfg.additional_config = {}
 
 
 def test_full_cuda_graphs_where_the_user_left_the_mode_unset(tiny_model: str) -> None:
