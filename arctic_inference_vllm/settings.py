@@ -35,8 +35,8 @@ class AdapterSettings:
     # suffix/proposer.py: threads of the per-step drafting call
     suffix_num_threads: int = 1
     # suffix/proposer.py: running requests draft from each other's outputs
-    # as they are produced (the core's live sharing)
-    suffix_share_active_responses: bool = False
+    # as they are produced (the core's live sharing, as arctic-inference)
+    suffix_share_active_responses: bool = True
     # swiftkv/config.py: prompt tokens skip the later layers
     swiftkv_fast_prefill: bool = True
     # ulysses/ (set by --ulysses-sequence-parallel-size)

@@ -1,6 +1,6 @@
 """vLLM with and without speculation, side by side: no speculation, vLLM's
 n-gram drafter, suffix decoding on arctic_inference_core (``suffix``, and
-``suffix-shared`` with the adapter's live sharing on), and optionally
+``suffix-unshared`` with the adapter's live sharing off), and optionally
 vLLM's suffix proposer on Snowflake's arctic-inference (``suffix-ai``) and
 the ``arctic`` methods.
 
@@ -211,7 +211,7 @@ LABELS = {
     "ngram": "vLLM n-gram",
     "suffix-ai": "vLLM suffix on arctic-inference",
     "suffix": "suffix, this core",
-    "suffix-shared": "suffix, this core, live sharing",
+    "suffix-unshared": "suffix, this core, no live sharing",
     "arctic": "arctic (speculator)",
     "arctic+suffix": "arctic (speculator + suffix)",
 }

@@ -24,13 +24,13 @@ from arctic_inference_core.traces import read_prompt_records
 from arctic_inference_vllm.testing import memory_kwargs
 from benchlib.paths import AGENTIC_TRACES, BENCH_LM
 
-METHODS = ("none", "ngram", "suffix-ai", "suffix", "suffix-shared", "arctic", "arctic+suffix")
+METHODS = ("none", "ngram", "suffix-ai", "suffix", "suffix-unshared", "arctic", "arctic+suffix")
 DEFAULT_METHODS = ("none", "ngram", "suffix")  # arctic ones need --speculator
 # vLLM's own suffix proposer over Snowflake's arctic-inference package (not
 # this core): the worker imports it from --arctic-path with no plugin loaded
 REFERENCE_SUFFIX = "suffix-ai"
-# run this core's draft policy; "suffix-shared" is "suffix" with live sharing
-POLICY_METHODS = ("suffix", "suffix-shared", "arctic", "arctic+suffix")
+# run this core's draft policy; "suffix-unshared" is "suffix" without live sharing
+POLICY_METHODS = ("suffix", "suffix-unshared", "arctic", "arctic+suffix")
 EDIT_FAMILIES = ("edit_file", "edit_diff")
 EXTRAS_ENV = "ARCTIC_INFERENCE_VLLM_EXTRAS"  # the adapter's opt-in switch
 ADAPTER_PLUGIN = "arctic_inference_core"  # this adapter's vllm.general_plugins entry point
@@ -129,7 +129,7 @@ def spec_config(
             "num_speculative_tokens": k if with_suffix else n_predict,
             "suffix_decoding_max_tree_depth": depth,
         }
-    if method not in ("suffix", "suffix-shared", REFERENCE_SUFFIX):
+    if method not in ("suffix", "suffix-unshared", REFERENCE_SUFFIX):
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     return {
         "method": "suffix",
@@ -185,8 +185,8 @@ def build_engine(args: argparse.Namespace, **overrides: Any) -> tuple[Any, Any, 
         ours["suffix_step_token_budget"] = args.suffix_budget
     if getattr(args, "cost_curve", None):
         ours["suffix_step_cost_curve"] = str(args.cost_curve)
-    if args.worker == "suffix-shared":
-        ours["suffix_share_active_responses"] = True
+    if args.worker == "suffix-unshared":
+        ours["suffix_share_active_responses"] = False
     if ours:
         extra["additional_config"] = {"arctic_inference": ours}
     if args.worker in POLICY_METHODS:

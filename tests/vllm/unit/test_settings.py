@@ -59,7 +59,7 @@ def test_bad_adapter_settings_are_rejected() -> None:
         suffix_step_token_budget=None,
         suffix_step_cost_curve=None,
         suffix_num_threads=1,
-        suffix_share_active_responses=False,
+        suffix_share_active_responses=True,
         swiftkv_fast_prefill=True,
         ulysses_sequence_parallel_size=1,
     )  # None: automatic
