@@ -7,6 +7,26 @@
 
 namespace arctic_core {
 
+namespace {
+// Loci of the suffixes of lengths 1 .. loci.size() of a text, moved to
+// those of the text followed by t: the longest drop out first (a missing
+// continuation of one suffix means every longer one is missing too).
+void advance_all(const SuffixTree& tree, std::vector<Locus>& loci, int32_t t) {
+  size_t kept = 0;
+  // Suffix of length m becomes one of length m + 1: shift up by one.
+  for (; kept < loci.size(); ++kept) {
+    if (!tree.advance(loci[kept], t)) break;
+  }
+  loci.resize(kept);
+  Locus one{SuffixTree::kRoot, 0, 0};
+  if (tree.advance(one, t)) {
+    loci.insert(loci.begin(), one);
+  } else {
+    loci.clear();  // t never occurs: no suffix of the text does
+  }
+}
+}  // namespace
+
 SuffixCache::OwnText SuffixCache::own_text(const Request& r) const {
   OwnText t;
   t.head = r.local->tokens(0);
@@ -29,19 +49,7 @@ void SuffixCache::update_loci(const SuffixTree& tree, const OwnText& own, Loci& 
     tree.match_suffixes(s.tmp, st.loci);
   } else {
     for (size_t i = st.len; i < n; ++i) {
-      const int32_t t = own[i];
-      size_t kept = 0;
-      // Suffix of length m becomes one of length m + 1: shift up by one.
-      for (; kept < st.loci.size(); ++kept) {
-        if (!tree.advance(st.loci[kept], t)) break;
-      }
-      st.loci.resize(kept);
-      Locus one{SuffixTree::kRoot, 0, 0};
-      if (tree.advance(one, t)) {
-        st.loci.insert(st.loci.begin(), one);
-      } else {
-        st.loci.clear();  // t never occurs: no suffix of the context does
-      }
+      advance_all(tree, st.loci, own[i]);
     }
   }
   st.gen = tree.generation();
@@ -100,17 +108,7 @@ void SuffixCache::prompt_loci_step(const SuffixTree& tree, std::span<const int32
       st.uhi = 0;
     }
   }
-  size_t kept = 0;
-  for (; kept < st.loci.size(); ++kept) {
-    if (!tree.advance(st.loci[kept], t)) break;
-  }
-  st.loci.resize(kept);
-  Locus one{SuffixTree::kRoot, 0, 0};
-  if (tree.advance(one, t)) {
-    st.loci.insert(st.loci.begin(), one);
-  } else {
-    st.loci.clear();
-  }
+  advance_all(tree, st.loci, t);
   // A run that continued holds every shorter suffix: they continued too.
   ARCTIC_CHECK(st.uhi == 0 || static_cast<int32_t>(st.loci.size()) + 1 == st.ulo, InternalError,
                "prompt loci out of step with their run");

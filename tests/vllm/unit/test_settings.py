@@ -89,16 +89,10 @@ def test_step_cap_follows_the_cuda_graph_sizes(tiny_model: str, tmp_path) -> Non
     import json
 
     from vllm.config import CUDAGraphMode
-    from vllm.engine.arg_utils import EngineArgs
 
     from arctic_inference_vllm.suffix.proposer import ArcticSuffixDecodingProposer
 
-    cfg = EngineArgs(
-        model=tiny_model,
-        max_model_len=256,
-        enforce_eager=True,
-        speculative_config={"method": "suffix", "num_speculative_tokens": 8},
-    ).create_engine_config()
+    cfg = _suffix_engine_config(tiny_model, 8)
     proposer = ArcticSuffixDecodingProposer(cfg)
     assert proposer.policy.step_cap() == cfg.scheduler_config.max_num_batched_tokens
     cfg.compilation_config.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE
@@ -119,6 +113,18 @@ def test_step_cap_follows_the_cuda_graph_sizes(tiny_model: str, tmp_path) -> Non
     cfg.additional_config = {"arctic_inference": {"suffix_step_cost_curve": str(tmp_path / "no")}}
     with pytest.raises(ValueError, match="cannot read step cost curve"):
         ArcticSuffixDecodingProposer(cfg)
+
+
+def _suffix_engine_config(tiny_model: str, k: int):
+    """The engine config of a small CPU engine with suffix decoding, k tokens."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    return EngineArgs(
+        model=tiny_model,
+        max_model_len=256,
+        enforce_eager=True,
+        speculative_config={"method": "suffix", "num_speculative_tokens": k},
+    ).create_engine_config()
 
 
 def _drive(proposer, prompts: list[list[int]], steps: list[list[list[int]]]) -> list[list[int]]:
@@ -177,17 +183,11 @@ def test_small_decode_steps_are_padded_to_full_cuda_graphs(tiny_model: str) -> N
     bigger steps, a smaller user budget, costlier full graphs or no full
     graphs leave the drafts alone."""
     from vllm.config import CUDAGraphMode
-    from vllm.engine.arg_utils import EngineArgs
 
     from arctic_inference_vllm.suffix.proposer import ArcticSuffixDecodingProposer
 
     k = 8
-    cfg = EngineArgs(
-        model=tiny_model,
-        max_model_len=256,
-        enforce_eager=True,
-        speculative_config={"method": "suffix", "num_speculative_tokens": k},
-    ).create_engine_config()
+    cfg = _suffix_engine_config(tiny_model, k)
     prompts = [[5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6], [1, 2, 3, 4], [40, 41, 42, 40, 41]]
     steps = [[[7], [10], [42]], [[8, 9], [11], [40]]]
 
@@ -221,16 +221,10 @@ def test_live_sharing_lets_a_request_draft_from_a_running_one(tiny_model: str) -
     """suffix_share_active_responses: B drafts what A has produced so far,
     while A still runs; without it A's output is drafted from only once A
     stops."""
-    from vllm.engine.arg_utils import EngineArgs
 
     from arctic_inference_vllm.suffix.proposer import ArcticSuffixDecodingProposer
 
-    cfg = EngineArgs(
-        model=tiny_model,
-        max_model_len=256,
-        enforce_eager=True,
-        speculative_config={"method": "suffix", "num_speculative_tokens": 8},
-    ).create_engine_config()
+    cfg = _suffix_engine_config(tiny_model, 8)
     # A writes 10 11 12 13 14; B's text then ends with 10 11 (its prompt
     # holds neither), so only A's running response continues it.
     prompts = [[1, 2, 3], [5, 1, 2, 3]]
