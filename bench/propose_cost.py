@@ -58,6 +58,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--token-ms", type=float, default=0.03, help="modeled cost per token")
     p.add_argument("--max-prompt", type=int, default=4096, help="prompt tokens kept (the last)")
     p.add_argument("--threads", type=int, default=1, help="suffix_num_threads (adapter setting)")
+    p.add_argument(
+        "--no-share",
+        dest="share",
+        action="store_false",
+        help="suffix_share_active_responses off (adapter setting; default on)",
+    )
     p.add_argument("--profile", action="store_true", help="print a cProfile of the timed steps")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     a = p.parse_args(argv)
@@ -105,7 +111,12 @@ def make_proposer(a: argparse.Namespace, max_model_len: int) -> Any:
             cudagraph_mode=CUDAGraphMode.FULL, max_cudagraph_capture_size=a.graph
         ),
         scheduler_config=SimpleNamespace(max_num_batched_tokens=8192),
-        additional_config={"arctic_inference": {"suffix_num_threads": a.threads}},
+        additional_config={
+            "arctic_inference": {
+                "suffix_num_threads": a.threads,
+                "suffix_share_active_responses": a.share,
+            }
+        },
     )
     return ArcticSuffixDecodingProposer(config)
 
@@ -202,7 +213,8 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace) -> str:
             "# The suffix proposer's cost per engine step (no engine)",
             "",
             f"Traces: {a.traces}; k={a.k}, depth {a.depth}; {a.steps} timed steps after "
-            f"{a.warmup}; {a.threads} drafting thread(s); modeled step cost {a.step_ms} ms + {a.token_ms} ms/token, full "
+            f"{a.warmup}; {a.threads} drafting thread(s); live sharing "
+            f"{'on' if a.share else 'off'}; modeled step cost {a.step_ms} ms + {a.token_ms} ms/token, full "
             f"graphs up to {a.graph} tokens.",
             "",
             *table(head, body),
