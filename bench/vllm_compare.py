@@ -325,7 +325,8 @@ def render(
                 cells += ["n/a"] * (4 + bool(pred))
                 continue
             rng = s["ratio_range"]
-            ratio = "" if m == "none" else f"{s['ratio']:.2f}x"
+            # no ratio without a no-speculation run to divide by
+            ratio = "" if m == "none" or rng is None else f"{s['ratio']:.2f}x"
             if rng and s["rounds"] > 1 and m != "none":
                 ratio += f" ({rng[0]:.2f}-{rng[1]:.2f})"
             ident = same.get((m, c))
