@@ -189,6 +189,8 @@ class AcceptanceModel:
         cell, _ = _cells(probs, offsets, lengths, match_lens)
         v = self._table[source][cell]
         stats = self._req
+        # factor() of each request, inline and clipped at once: this runs
+        # every step for every request
         factors = []
         for r in req_ids:
             acc, exp = stats.get((source, r), _NO_STATS)
